@@ -1,0 +1,80 @@
+# trustmoe: one configure-less GNU Makefile.
+#   make         build build/trustmoe (installs missing Debian packages first)
+#   make test    build and run every test (unit, CLI, MPI)
+#   make asan    the same test suite under AddressSanitizer/UBSan
+#   make bench   benchmark programs; figures go to bench/RESULTS.md by hand
+ifeq ($(origin CC),default)
+CC := mpicc
+endif
+BUILD   ?= build
+OPT     ?= -O2
+CFLAGS  ?= $(OPT) -g -march=x86-64-v3
+PKGS    := openblas cunit libcjson libutf8proc sqlite3 libprotobuf-c
+PROTOC  ?= protoc-c
+DEPS_OK := $(BUILD)/.deps-ok
+
+WARN     := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Wshadow -Wstrict-prototypes
+INC      := -Icore -Icoordinator -Iworker -Iproto -I$(BUILD)/gen
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+ALL_CFLAGS = $(WARN) $(INC) $(PKG_CFLAGS) $(CFLAGS) -MMD -MP
+LDLIBS    = $(PKG_LIBS) -lm -lpthread
+
+PROTOS   := $(wildcard proto/*.proto)
+GEN_C    := $(patsubst proto/%.proto,$(BUILD)/gen/%.pb-c.c,$(PROTOS))
+LIB_SRC  := $(filter-out coordinator/main.c,$(wildcard core/*.c coordinator/*.c worker/*.c proto/*.c))
+LIB_OBJ  := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC)) $(patsubst $(BUILD)/gen/%.c,$(BUILD)/obj/gen/%.o,$(GEN_C))
+TEST_SRC := $(wildcard tests/test_*.c)
+TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
+BENCH_SRC := $(wildcard bench/bench_*.c)
+BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
+
+.PHONY: all deps test asan bench clean
+all: $(BUILD)/trustmoe
+
+deps: $(DEPS_OK)
+$(DEPS_OK): deploy/install-deps.sh
+	@mkdir -p $(BUILD)
+	./deploy/install-deps.sh
+	@touch $@
+
+$(BUILD)/gen/%.pb-c.c $(BUILD)/gen/%.pb-c.h: proto/%.proto | $(DEPS_OK)
+	@mkdir -p $(BUILD)/gen
+	$(PROTOC) --proto_path=proto --c_out=$(BUILD)/gen $<
+
+$(BUILD)/obj/gen/%.o: $(BUILD)/gen/%.c | $(DEPS_OK)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(BUILD)/obj/%.o: %.c $(GEN_C) | $(DEPS_OK)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(BUILD)/libtrustmoe.a: $(LIB_OBJ)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/trustmoe: $(BUILD)/obj/coordinator/main.o $(BUILD)/libtrustmoe.a
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(BUILD)/libtrustmoe.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(BUILD)/libtrustmoe.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+test: $(BUILD)/trustmoe $(TEST_BIN)
+	BUILD=$(BUILD) ./tests/run_tests.sh
+
+asan:
+	$(MAKE) BUILD=build-asan OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined" \
+	    CFLAGS="-O1 -g -march=x86-64-v3 -fno-omit-frame-pointer -fsanitize=address,undefined" test
+
+bench: $(BUILD)/trustmoe $(BENCH_BIN)
+	BUILD=$(BUILD) ./bench/run_bench.sh
+
+clean:
+	rm -rf build build-asan
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

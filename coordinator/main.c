@@ -1,0 +1,42 @@
+/* main.c: build/trustmoe entry point; dispatches to a subcommand. */
+#include "commands.h"
+
+#include <stdio.h>
+#include <string.h>
+
+typedef struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *help;
+} command;
+
+static const command commands[] = {
+    {"generate", cmd_generate, "generate text or ids with a KV cache"},
+    {"logits", cmd_logits, "run a prompt in one pass and write every position's logits"},
+    {"inspect", cmd_inspect, "print what a model folder holds and what was loaded"},
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: trustmoe COMMAND [options]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-12s %s\n", commands[i].name, commands[i].help);
+    fprintf(f, "\n'trustmoe COMMAND --help' lists a command's options.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "trustmoe: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,18 @@
+#!/bin/sh
+# Installs the Debian 12 packages trustmoe builds and tests with, when missing.
+# Called by `make`; safe to run by hand.  Needs root (or sudo) only when
+# something is missing.
+set -eu
+PKGS="build-essential pkg-config openmpi-bin libopenmpi-dev libprotobuf-c-dev protobuf-c-compiler \
+libopenblas-dev libcunit1-dev libutf8proc-dev libsqlite3-dev libcjson-dev"
+missing=""
+for p in $PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+echo "install-deps: installing:$missing" >&2
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
