@@ -1,8 +1,369 @@
-/* cli.c: placeholder entry points while the engine is being built. */
+/* cli.c: the logits, generate and inspect commands. */
 #include "commands.h"
 
-#include <stdio.h>
+#include "common.h"
+#include "kernels.h"
+#include "model.h"
+#include "sampler.h"
 
-int cmd_logits(int argc, char **argv) { fprintf(stderr, "logits: not built yet\n"); return 1; }
-int cmd_generate(int argc, char **argv) { fprintf(stderr, "generate: not built yet\n"); return 1; }
-int cmd_inspect(int argc, char **argv) { fprintf(stderr, "inspect: not built yet\n"); return 1; }
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- options ------------------------------------------------------------- */
+
+typedef struct {
+    const char *model_dir;
+    const char *ids_arg;
+    const char *prompt;
+    const char *out_path;
+    int n_predict;
+    int ctx;
+    int threads;
+    int json;
+    model_load_params load;
+    sampler_params samp;
+} cli_opts;
+
+static int parse_int(const char *flag, const char *v, long lo, long hi, int *out, tm_err *err)
+{
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || end == v || *end || x < lo || x > hi)
+        return tm_errf(err, TM_EINPUT, "%s: '%s' is not an integer in %ld..%ld", flag, v, lo, hi);
+    *out = (int)x;
+    return TM_OK;
+}
+
+static int parse_float(const char *flag, const char *v, double lo, double hi, float *out, tm_err *err)
+{
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (errno || end == v || *end || !(x >= lo && x <= hi))
+        return tm_errf(err, TM_EINPUT, "%s: '%s' is not a number in %g..%g", flag, v, lo, hi);
+    *out = (float)x;
+    return TM_OK;
+}
+
+/* Comma-separated ids; returns a malloc'd array. */
+static tm_status parse_ids(const char *s, int32_t **out, int *n, tm_err *err)
+{
+    int cap = 16, k = 0;
+    int32_t *ids = tm_malloc(sizeof(int32_t) * (size_t)cap);
+    const char *p = s;
+    while (*p) {
+        char *end;
+        errno = 0;
+        long v = strtol(p, &end, 10);
+        if (end == p || errno || v < 0 || v > INT32_MAX || (*end && *end != ',')) {
+            free(ids);
+            return tm_errf(err, TM_EINPUT, "--ids: '%s' is not a comma-separated list of non-negative integers", s);
+        }
+        if (k == cap) ids = tm_realloc(ids, sizeof(int32_t) * (size_t)(cap *= 2));
+        ids[k++] = (int32_t)v;
+        p = *end ? end + 1 : end;
+    }
+    if (!k) {
+        free(ids);
+        return tm_errf(err, TM_EINPUT, "--ids: empty list");
+    }
+    *out = ids;
+    *n = k;
+    return TM_OK;
+}
+
+static void usage_common(FILE *f)
+{
+    fprintf(f,
+            "  -m DIR              model folder (config.json, *.safetensors)\n"
+            "  -c N                context length (default: prompt + -n, at most max_position_embeddings)\n"
+            "  -t N                threads (default 1)\n"
+            "  --weight-dtype D    bf16 (keep BF16 weights, default for BF16 checkpoints) or f32\n"
+            "  --no-check-finite   skip the NaN/Inf scan of the weights at load\n");
+}
+
+/* Parses the options shared by all commands; unknown flags are errors. */
+static tm_status parse_opts(int argc, char **argv, cli_opts *o, tm_err *err)
+{
+    memset(o, 0, sizeof *o);
+    o->n_predict = 16;
+    o->threads = 1;
+    o->load = model_default_load_params();
+    o->samp = sampler_default_params();
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int takes = 1;
+        tm_status st = TM_OK;
+#define NEED()                                                                                                        \
+    if (!v) return tm_errf(err, TM_EINPUT, "%s needs a value", a)
+        if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
+            NEED();
+            o->model_dir = v;
+        } else if (!strcmp(a, "--ids")) {
+            NEED();
+            o->ids_arg = v;
+        } else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) {
+            NEED();
+            o->prompt = v;
+        } else if (!strcmp(a, "-o")) {
+            NEED();
+            o->out_path = v;
+        } else if (!strcmp(a, "-n")) {
+            NEED();
+            st = parse_int(a, v, 0, 1 << 24, &o->n_predict, err);
+        } else if (!strcmp(a, "-c")) {
+            NEED();
+            st = parse_int(a, v, 1, 1 << 24, &o->ctx, err);
+        } else if (!strcmp(a, "-t")) {
+            NEED();
+            st = parse_int(a, v, 1, 1024, &o->threads, err);
+        } else if (!strcmp(a, "-s") || !strcmp(a, "--seed")) {
+            NEED();
+            int seed;
+            st = parse_int(a, v, 0, 2147483647, &seed, err);
+            o->samp.seed = (uint64_t)seed;
+        } else if (!strcmp(a, "--temp")) {
+            NEED();
+            st = parse_float(a, v, 0, 100, &o->samp.temperature, err);
+        } else if (!strcmp(a, "--top-k")) {
+            NEED();
+            st = parse_int(a, v, 0, 1 << 24, &o->samp.top_k, err);
+        } else if (!strcmp(a, "--top-p")) {
+            NEED();
+            st = parse_float(a, v, 0, 1, &o->samp.top_p, err);
+        } else if (!strcmp(a, "--weight-dtype")) {
+            NEED();
+            if (!strcmp(v, "bf16")) o->load.weight_dtype = TM_DT_BF16;
+            else if (!strcmp(v, "f32")) o->load.weight_dtype = TM_DT_F32;
+            else return tm_errf(err, TM_EINPUT, "--weight-dtype: '%s' is not bf16 or f32", v);
+        } else if (!strcmp(a, "--no-check-finite")) {
+            takes = 0;
+            o->load.check_finite = 0;
+        } else if (!strcmp(a, "--json")) {
+            takes = 0;
+            o->json = 1;
+        } else {
+            return tm_errf(err, TM_EINPUT, "unknown option '%s'", a);
+        }
+#undef NEED
+        if (st != TM_OK) return st;
+        i += takes;
+    }
+    if (!o->model_dir) return tm_errf(err, TM_EINPUT, "-m DIR is required");
+    return TM_OK;
+}
+
+static int fail(const char *cmd, const tm_err *err, tm_status st)
+{
+    fprintf(stderr, "trustmoe %s: %s\n", cmd, err->msg);
+    return st == TM_EINPUT ? 2 : 1;
+}
+
+static int wants_help(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) return 1;
+    return 0;
+}
+
+/* ---- logits -------------------------------------------------------------- */
+
+int cmd_logits(int argc, char **argv)
+{
+    if (wants_help(argc, argv)) {
+        printf("usage: trustmoe logits -m DIR --ids 1,2,3 -o FILE\n"
+               "Runs the prompt in one pass; writes every position's logits as raw little-endian\n"
+               "float32, shape [number of ids, vocab].\n");
+        usage_common(stdout);
+        return 0;
+    }
+    cli_opts o;
+    tm_err err = {{0}};
+    tm_status st = parse_opts(argc, argv, &o, &err);
+    if (st == TM_OK && !o.ids_arg) st = tm_errf(&err, TM_EINPUT, "--ids is required");
+    if (st == TM_OK && !o.out_path) st = tm_errf(&err, TM_EINPUT, "-o FILE is required");
+    if (st != TM_OK) return fail("logits", &err, st);
+
+    int32_t *ids = NULL;
+    int n = 0, rc = 0;
+    float *logits = NULL;
+    tm_model m;
+    tm_state s;
+    int have_model = 0, have_state = 0;
+    FILE *f = NULL;
+    if ((st = parse_ids(o.ids_arg, &ids, &n, &err)) != TM_OK) goto out;
+    kern_set_threads(o.threads);
+    if ((st = model_load(&m, o.model_dir, &o.load, &err)) != TM_OK) goto out;
+    have_model = 1;
+    if (n > m.cfg.max_position_embeddings) {
+        st = tm_errf(&err, TM_EINPUT, "prompt of %d tokens is longer than the context (max_position_embeddings %d)",
+                     n, m.cfg.max_position_embeddings);
+        goto out;
+    }
+    if ((st = state_init(&s, &m, o.ctx ? o.ctx : n, n, &err)) != TM_OK) goto out;
+    have_state = 1;
+    logits = tm_malloc(sizeof(float) * (size_t)n * (size_t)m.cfg.vocab_size);
+    moe_backend be = model_local_backend(&m, &s);
+    if ((st = model_forward(&m, &s, ids, n, &be, NULL, logits, 1, &err)) != TM_OK) goto out;
+    f = fopen(o.out_path, "wb");
+    if (!f) {
+        st = tm_errf(&err, TM_EINPUT, "%s: cannot open for writing: %s", o.out_path, strerror(errno));
+        goto out;
+    }
+    size_t count = (size_t)n * (size_t)m.cfg.vocab_size;
+    if (fwrite(logits, sizeof(float), count, f) != count || fclose(f) != 0) {
+        f = NULL;
+        st = tm_errf(&err, TM_EFAIL, "%s: write failed", o.out_path);
+        goto out;
+    }
+    f = NULL;
+    fprintf(stderr, "trustmoe logits: wrote [%d, %d] float32 to %s\n", n, m.cfg.vocab_size, o.out_path);
+out:
+    if (f) fclose(f);
+    if (st != TM_OK) rc = fail("logits", &err, st);
+    free(logits);
+    free(ids);
+    if (have_state) state_free(&s);
+    if (have_model) model_free(&m);
+    return rc;
+}
+
+/* ---- generate ------------------------------------------------------------ */
+
+static void json_ids(FILE *f, const char *key, const int32_t *ids, int n)
+{
+    fprintf(f, "\"%s\": [", key);
+    for (int i = 0; i < n; i++) fprintf(f, i ? ", %d" : "%d", ids[i]);
+    fprintf(f, "]");
+}
+
+int cmd_generate(int argc, char **argv)
+{
+    if (wants_help(argc, argv)) {
+        printf("usage: trustmoe generate -m DIR (-p TEXT | --ids 1,2,3) -n N [--temp T --top-k K --top-p P -s SEED] [--json]\n"
+               "Generates with a KV cache.  --temp 0 is greedy.\n");
+        usage_common(stdout);
+        return 0;
+    }
+    cli_opts o;
+    tm_err err = {{0}};
+    tm_status st = parse_opts(argc, argv, &o, &err);
+    if (st == TM_OK && !o.ids_arg && !o.prompt) st = tm_errf(&err, TM_EINPUT, "-p TEXT or --ids is required");
+    if (st == TM_OK && o.prompt) st = tm_errf(&err, TM_EINPUT, "-p needs a tokenizer; use --ids");
+    if (st != TM_OK) return fail("generate", &err, st);
+
+    int32_t *prompt = NULL, *out_ids = NULL;
+    int n_prompt = 0, n_gen = 0, rc = 0;
+    float *logits = NULL;
+    tm_model m;
+    tm_state s;
+    sampler smp;
+    int have_model = 0, have_state = 0, have_smp = 0;
+    if ((st = parse_ids(o.ids_arg, &prompt, &n_prompt, &err)) != TM_OK) goto out;
+    kern_set_threads(o.threads);
+    double t_load = tm_now();
+    if ((st = model_load(&m, o.model_dir, &o.load, &err)) != TM_OK) goto out;
+    have_model = 1;
+    t_load = tm_now() - t_load;
+    int ctx = o.ctx ? o.ctx : n_prompt + o.n_predict;
+    if (ctx > m.cfg.max_position_embeddings) ctx = m.cfg.max_position_embeddings;
+    if (n_prompt > ctx) {
+        st = tm_errf(&err, TM_EINPUT, "prompt of %d tokens is longer than the context of %d tokens", n_prompt, ctx);
+        goto out;
+    }
+    if ((st = state_init(&s, &m, ctx, n_prompt, &err)) != TM_OK) goto out;
+    have_state = 1;
+    sampler_init(&smp, &o.samp, m.cfg.vocab_size);
+    have_smp = 1;
+    logits = tm_malloc(sizeof(float) * (size_t)m.cfg.vocab_size);
+    out_ids = tm_malloc(sizeof(int32_t) * (size_t)(o.n_predict + 1));
+    moe_backend be = model_local_backend(&m, &s);
+
+    double t0 = tm_now();
+    if ((st = model_forward(&m, &s, prompt, n_prompt, &be, NULL, logits, 0, &err)) != TM_OK) goto out;
+    double t_prefill = tm_now() - t0, t1 = tm_now();
+    const char *stop = "length";
+    while (n_gen < o.n_predict) {
+        int32_t next = sampler_sample(&smp, logits);
+        out_ids[n_gen++] = next;
+        if (!o.json) {
+            printf(n_gen > 1 ? ",%d" : "%d", next);
+            fflush(stdout);
+        }
+        if (cfg_is_eos(&m.cfg, next)) {
+            stop = "eos";
+            break;
+        }
+        if (n_gen == o.n_predict) break;
+        if (s.n_past >= s.max_ctx) {
+            stop = "context";
+            break;
+        }
+        if ((st = model_forward(&m, &s, &next, 1, &be, NULL, logits, 0, &err)) != TM_OK) goto out;
+    }
+    double t_decode = tm_now() - t1;
+    int n_decode_steps = n_gen > 1 ? n_gen - 1 : 0;
+    double ms_per_tok = n_decode_steps ? 1e3 * t_decode / n_decode_steps : 0.0;
+    if (!o.json) printf("\n");
+    fprintf(stderr, "trustmoe generate: load %.1f ms; prefill %d tokens in %.2f ms (%.2f tokens per second)\n",
+            1e3 * t_load, n_prompt, 1e3 * t_prefill, n_prompt / (t_prefill > 0 ? t_prefill : 1e-9));
+    fprintf(stderr, "trustmoe generate: decode %d tokens, %.2f ms per token, %.2f tokens per second\n",
+            n_decode_steps, ms_per_tok, ms_per_tok > 0 ? 1e3 / ms_per_tok : 0.0);
+    if (o.json) {
+        printf("{");
+        json_ids(stdout, "prompt_ids", prompt, n_prompt);
+        printf(", ");
+        json_ids(stdout, "ids", out_ids, n_gen);
+        printf(", \"stop\": \"%s\", \"timings\": {\"load_ms\": %.3f, \"prefill_ms\": %.3f, \"prefill_tokens_per_second\": %.3f, "
+               "\"decode_ms_per_token\": %.3f, \"tokens_per_second\": %.3f}}\n",
+               stop, 1e3 * t_load, 1e3 * t_prefill, n_prompt / (t_prefill > 0 ? t_prefill : 1e-9), ms_per_tok,
+               ms_per_tok > 0 ? 1e3 / ms_per_tok : 0.0);
+    }
+out:
+    if (st != TM_OK) rc = fail("generate", &err, st);
+    free(logits);
+    free(prompt);
+    free(out_ids);
+    if (have_smp) sampler_free(&smp);
+    if (have_state) state_free(&s);
+    if (have_model) model_free(&m);
+    return rc;
+}
+
+/* ---- inspect ------------------------------------------------------------- */
+
+int cmd_inspect(int argc, char **argv)
+{
+    if (wants_help(argc, argv)) {
+        printf("usage: trustmoe inspect -m DIR\n"
+               "Prints the configuration used, tensors, dtypes, bytes, resident memory and ignored tensors.\n");
+        usage_common(stdout);
+        return 0;
+    }
+    cli_opts o;
+    tm_err err = {{0}};
+    tm_status st = parse_opts(argc, argv, &o, &err);
+    if (st != TM_OK) return fail("inspect", &err, st);
+    size_t rss0 = tm_rss_bytes();
+    tm_model m;
+    if ((st = model_load(&m, o.model_dir, &o.load, &err)) != TM_OK) return fail("inspect", &err, st);
+    size_t rss = tm_rss_bytes();
+    printf("model: %s\n", m.dir);
+    cfg_print(&m.cfg, stdout);
+    printf("files: %d\ntensors: %d in files, %d used, %d ignored\n", m.st.n_files, m.st.n_tensors, m.n_used,
+           m.n_ignored);
+    printf("stored dtypes of used tensors:");
+    for (int d = 0; d < TM_DT_COUNT; d++)
+        if (m.dtype_count[d]) printf(" %s=%d", tm_dtype_name((tm_dtype)d), m.dtype_count[d]);
+    printf("\nweight dtype: %s (matrices; norms F32)\n", tm_dtype_name(m.weight_dtype));
+    printf("weight bytes: %zu (%.2f MiB), experts %zu\n", m.weight_bytes, m.weight_bytes / 1048576.0, m.expert_bytes);
+    printf("resident after load: %zu bytes (%.2f MiB, %.3fx weight bytes; %.2f MiB before load)\n", rss,
+           rss / 1048576.0, m.weight_bytes ? (double)rss / (double)m.weight_bytes : 0.0, rss0 / 1048576.0);
+    printf("model identity: %016llx\n", (unsigned long long)m.identity);
+    for (int i = 0; i < m.n_ignored; i++) printf("ignored: %s: %s\n", m.ignored[i].name, m.ignored[i].reason);
+    model_free(&m);
+    return 0;
+}

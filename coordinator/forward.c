@@ -1,0 +1,297 @@
+/* forward.c: the coordinator's forward pass: embeddings, attention with a KV
+ * cache, router and selection, the MoE block through a moe_backend, final
+ * norm and lm_head.  Everything is float32; nothing is allocated per call. */
+#include "model.h"
+
+#include "kernels.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- RoPE ---------------------------------------------------------------- */
+
+void rope_inv_freq(float *inv_freq, int head_dim, float theta)
+{
+    /* as transformers: base ** (arange(0, dim, 2).float() / dim), in float32 */
+    for (int j = 0; j < head_dim / 2; j++)
+        inv_freq[j] = 1.0f / powf(theta, (float)(2 * j) / (float)head_dim);
+}
+
+static void rotate(float *x, int n_heads, int head_dim, const float *ang)
+{
+    int half = head_dim / 2;
+    for (int j = 0; j < half; j++) {
+        float c = cosf(ang[j]), s = sinf(ang[j]);
+        for (int h = 0; h < n_heads; h++) {
+            float *v = x + (size_t)h * head_dim;
+            float a = v[j], b = v[j + half];
+            v[j] = a * c - b * s;
+            v[j + half] = b * c + a * s;
+        }
+    }
+}
+
+#define ROPE_MAX_HALF 512
+
+void rope_apply(float *x, int n_heads, int head_dim, const float *inv_freq, int pos)
+{
+    float ang[ROPE_MAX_HALF];
+    TM_ASSERT(head_dim / 2 <= ROPE_MAX_HALF);
+    for (int j = 0; j < head_dim / 2; j++) ang[j] = (float)pos * inv_freq[j];
+    rotate(x, n_heads, head_dim, ang);
+}
+
+void mrope_apply(float *x, int n_heads, int head_dim, const float *inv_freq, const int section[3], int pos_t,
+                 int pos_h, int pos_w)
+{
+    /* Interleaved layout THW THW ... TTT: slot j takes H when j % 3 == 1 and
+     * j < 3 * section[1], W when j % 3 == 2 and j < 3 * section[2], else T. */
+    float ang[ROPE_MAX_HALF];
+    TM_ASSERT(head_dim / 2 <= ROPE_MAX_HALF);
+    for (int j = 0; j < head_dim / 2; j++) {
+        int pos = pos_t;
+        if (j % 3 == 1 && j < 3 * section[1]) pos = pos_h;
+        if (j % 3 == 2 && j < 3 * section[2]) pos = pos_w;
+        ang[j] = (float)pos * inv_freq[j];
+    }
+    rotate(x, n_heads, head_dim, ang);
+}
+
+/* ---- routing ------------------------------------------------------------- */
+
+void model_route_topk(const float *probs, int n_experts, int k, int norm_topk, int32_t *ids, float *w)
+{
+    /* k passes over E: cheap for k = 8, E = 128, and ties go to the lower id */
+    for (int j = 0; j < k; j++) {
+        int best = -1;
+        for (int e = 0; e < n_experts; e++) {
+            int taken = 0;
+            for (int i = 0; i < j && !taken; i++) taken = ids[i] == e;
+            if (!taken && (best < 0 || probs[e] > probs[best])) best = e;
+        }
+        ids[j] = best;
+        w[j] = probs[best];
+    }
+    if (norm_topk) {
+        float s = 0.f;
+        for (int j = 0; j < k; j++) s += w[j];
+        for (int j = 0; j < k; j++) w[j] /= s;
+    }
+}
+
+/* ---- state --------------------------------------------------------------- */
+
+tm_status state_init(tm_state *s, const tm_model *m, int max_ctx, int max_tokens, tm_err *err)
+{
+    const tm_config *c = &m->cfg;
+    memset(s, 0, sizeof *s);
+    if (max_ctx <= 0) return tm_errf(err, TM_EINPUT, "context length must be positive (got %d)", max_ctx);
+    if (max_ctx > c->max_position_embeddings)
+        return tm_errf(err, TM_EINPUT, "context length %d exceeds max_position_embeddings %d", max_ctx,
+                       c->max_position_embeddings);
+    if (max_tokens <= 0 || max_tokens > max_ctx) max_tokens = max_ctx;
+    size_t T = (size_t)max_tokens, H = (size_t)c->hidden_size, D = (size_t)c->head_dim;
+    size_t qd = (size_t)c->num_heads * D, kvd = (size_t)c->num_kv_heads * D;
+    size_t inter = (size_t)TM_MAX(c->intermediate_size, c->moe_intermediate_size);
+    s->max_ctx = max_ctx;
+    s->max_tokens = max_tokens;
+    s->k_cache = tm_calloc((size_t)c->num_layers * (size_t)max_ctx * kvd, sizeof(float));
+    s->v_cache = tm_calloc((size_t)c->num_layers * (size_t)max_ctx * kvd, sizeof(float));
+    s->inv_freq = tm_calloc(D / 2, sizeof(float));
+    rope_inv_freq(s->inv_freq, (int)D, c->rope_theta);
+    s->x = tm_calloc(T * H, sizeof(float));
+    s->xn = tm_calloc(T * H, sizeof(float));
+    s->q = tm_calloc(T * qd, sizeof(float));
+    s->k = tm_calloc(T * kvd, sizeof(float));
+    s->v = tm_calloc(T * kvd, sizeof(float));
+    s->att = tm_calloc(T * qd, sizeof(float));
+    s->scores = tm_calloc((size_t)max_ctx, sizeof(float));
+    s->probs = tm_calloc(T * (size_t)c->num_experts, sizeof(float));
+    s->sel_ids = tm_calloc(T * (size_t)c->top_k, sizeof(int32_t));
+    s->sel_w = tm_calloc(T * (size_t)c->top_k, sizeof(float));
+    s->moe_out = tm_calloc(T * H, sizeof(float));
+    s->mlp_scratch = tm_calloc(T * 2 * inter, sizeof(float));
+    s->mlp_out = tm_calloc(T * H, sizeof(float));
+    s->order = tm_calloc(T * (size_t)c->top_k + (size_t)c->num_experts + 1, sizeof(int));
+    s->gather = tm_calloc(T * H, sizeof(float));
+    return TM_OK;
+}
+
+void state_free(tm_state *s)
+{
+    free(s->k_cache); free(s->v_cache); free(s->inv_freq); free(s->x); free(s->xn); free(s->q); free(s->k);
+    free(s->v); free(s->att); free(s->scores); free(s->probs); free(s->sel_ids); free(s->sel_w);
+    free(s->moe_out); free(s->mlp_scratch); free(s->mlp_out); free(s->order); free(s->gather);
+    memset(s, 0, sizeof *s);
+}
+
+void state_reset(tm_state *s) { s->n_past = 0; }
+
+/* ---- local experts --------------------------------------------------------- */
+
+typedef struct {
+    const tm_model *m;
+    tm_state *s;
+} local_ctx;
+
+/* Tokens are grouped per expert so each expert runs one matrix product over
+ * all of its tokens; experts run in ascending id order, so the sum order per
+ * token is fixed. */
+static int local_run_layer(moe_backend *b, int layer, const float *x, int T, const int32_t *ids, const float *w,
+                           int k, float *out)
+{
+    local_ctx *lc = b->ctx;
+    const tm_model *m = lc->m;
+    tm_state *s = lc->s;
+    int E = m->cfg.num_experts, H = m->cfg.hidden_size;
+    int *count = s->order + (size_t)T * k; /* [E + 1] start offsets */
+    int *slot = s->order;                  /* [T * k] flat (t * k + j) indices grouped by expert */
+    memset(count, 0, sizeof(int) * (size_t)(E + 1));
+    for (int i = 0; i < T * k; i++) count[ids[i] + 1]++;
+    for (int e = 0; e < E; e++) count[e + 1] += count[e];
+    for (int i = 0; i < T * k; i++) slot[count[ids[i]]++] = i;
+    for (int e = E; e > 0; e--) count[e] = count[e - 1];
+    count[0] = 0;
+    for (int e = 0; e < E; e++) {
+        int n = count[e + 1] - count[e];
+        if (!n) continue;
+        const tm_expert *ex = &m->layers[layer].experts[e];
+        TM_ASSERT_MSG(ex->gate.data, "local backend: expert not loaded");
+        for (int r = 0; r < n; r++)
+            memcpy(s->gather + (size_t)r * H, x + (size_t)(slot[count[e] + r] / k) * H, sizeof(float) * (size_t)H);
+        expert_forward(ex, s->gather, n, s->mlp_out, s->mlp_scratch);
+        for (int r = 0; r < n; r++) {
+            int i = slot[count[e] + r];
+            kern_axpy(out + (size_t)(i / k) * H, w[i], s->mlp_out + (size_t)r * H, H);
+        }
+    }
+    return 0;
+}
+
+static local_ctx local_ctx_store; /* one local backend per process is all we need */
+
+moe_backend model_local_backend(const tm_model *m, tm_state *s)
+{
+    local_ctx_store.m = m;
+    local_ctx_store.s = s;
+    moe_backend b = {local_run_layer, &local_ctx_store};
+    return b;
+}
+
+/* ---- attention ------------------------------------------------------------- */
+
+static void attention(const tm_model *m, tm_state *s, int l, int T)
+{
+    const tm_config *c = &m->cfg;
+    const tm_layer *ly = &m->layers[l];
+    int H = c->hidden_size, D = c->head_dim, nh = c->num_heads, nkv = c->num_kv_heads;
+    int qd = nh * D, kvd = nkv * D, group = nh / nkv;
+    float scale = 1.0f / sqrtf((float)D);
+    float *kc = s->k_cache + (size_t)l * s->max_ctx * kvd, *vc = s->v_cache + (size_t)l * s->max_ctx * kvd;
+
+    for (int t = 0; t < T; t++) kern_rmsnorm(s->xn + (size_t)t * H, s->x + (size_t)t * H, ly->attn_norm, H, c->rms_norm_eps);
+    kern_matmul(&ly->wq, s->xn, T, s->q);
+    kern_matmul(&ly->wk, s->xn, T, s->k);
+    kern_matmul(&ly->wv, s->xn, T, s->v);
+    for (int t = 0; t < T; t++) {
+        int pos = s->n_past + t;
+        float *q = s->q + (size_t)t * qd, *k = s->k + (size_t)t * kvd;
+        for (int h = 0; h < nh; h++) kern_rmsnorm(q + h * D, q + h * D, ly->q_norm, D, c->rms_norm_eps);
+        for (int h = 0; h < nkv; h++) kern_rmsnorm(k + h * D, k + h * D, ly->k_norm, D, c->rms_norm_eps);
+        if (c->has_mrope) {
+            /* text only: the temporal, height and width positions are equal */
+            mrope_apply(q, nh, D, s->inv_freq, c->mrope_section, pos, pos, pos);
+            mrope_apply(k, nkv, D, s->inv_freq, c->mrope_section, pos, pos, pos);
+        } else {
+            rope_apply(q, nh, D, s->inv_freq, pos);
+            rope_apply(k, nkv, D, s->inv_freq, pos);
+        }
+        memcpy(kc + (size_t)pos * kvd, k, sizeof(float) * (size_t)kvd);
+        memcpy(vc + (size_t)pos * kvd, s->v + (size_t)t * kvd, sizeof(float) * (size_t)kvd);
+    }
+    for (int t = 0; t < T; t++) {
+        int pos = s->n_past + t;
+        for (int h = 0; h < nh; h++) {
+            const float *q = s->q + (size_t)t * qd + (size_t)h * D;
+            int kh = h / group;
+            for (int j = 0; j <= pos; j++) {
+                const float *kj = kc + (size_t)j * kvd + (size_t)kh * D;
+                float d = 0.f;
+                for (int i = 0; i < D; i++) d += q[i] * kj[i];
+                s->scores[j] = d * scale;
+            }
+            kern_softmax(s->scores, pos + 1);
+            float *o = s->att + (size_t)t * qd + (size_t)h * D;
+            memset(o, 0, sizeof(float) * (size_t)D);
+            for (int j = 0; j <= pos; j++) kern_axpy(o, s->scores[j], vc + (size_t)j * kvd + (size_t)kh * D, D);
+        }
+    }
+    kern_matmul(&ly->wo, s->att, T, s->xn); /* xn reused as the projection output */
+    for (size_t i = 0; i < (size_t)T * H; i++) s->x[i] += s->xn[i];
+}
+
+/* ---- the forward pass -------------------------------------------------------- */
+
+tm_status model_forward(const tm_model *m, tm_state *s, const int32_t *ids, int T, moe_backend *be,
+                        const tm_selector *sel, float *logits, int all_logits, tm_err *err)
+{
+    const tm_config *c = &m->cfg;
+    int H = c->hidden_size, E = c->num_experts, K = c->top_k;
+    if (T <= 0) return tm_errf(err, TM_EINPUT, "empty input");
+    if (T > s->max_tokens) return tm_errf(err, TM_EINPUT, "%d tokens in one pass exceed the %d allowed", T, s->max_tokens);
+    if (s->n_past + T > s->max_ctx)
+        return tm_errf(err, TM_EINPUT, "context full: %d cached + %d new tokens exceed the context length %d (-c)",
+                       s->n_past, T, s->max_ctx);
+    for (int t = 0; t < T; t++)
+        if (ids[t] < 0 || ids[t] >= c->vocab_size)
+            return tm_errf(err, TM_EINPUT, "token id %d at position %d is outside the vocabulary (0..%d)", ids[t], t,
+                           c->vocab_size - 1);
+
+    double t0 = tm_now();
+    for (int t = 0; t < T; t++) kern_row_f32(&m->embed, ids[t], s->x + (size_t)t * H);
+    for (int l = 0; l < c->num_layers; l++) {
+        const tm_layer *ly = &m->layers[l];
+        double ta = tm_now();
+        attention(m, s, l, T);
+        for (int t = 0; t < T; t++) kern_rmsnorm(s->xn + (size_t)t * H, s->x + (size_t)t * H, ly->ffn_norm, H, c->rms_norm_eps);
+        double tb = tm_now();
+        s->t_attn += tb - ta;
+        memset(s->moe_out, 0, sizeof(float) * (size_t)T * H);
+        if (ly->is_moe) {
+            kern_matmul(&ly->router, s->xn, T, s->probs);
+            for (int t = 0; t < T; t++) {
+                float *p = s->probs + (size_t)t * E;
+                int32_t *id = s->sel_ids + (size_t)t * K;
+                float *w = s->sel_w + (size_t)t * K;
+                kern_softmax(p, E);
+                if (sel && sel->select)
+                    sel->select(sel->ctx, l, t, p, K, c->norm_topk_prob, id, w);
+                else
+                    model_route_topk(p, E, K, c->norm_topk_prob, id, w);
+            }
+            if (s->on_route) s->on_route(s->observer_ctx, l, s->sel_ids, s->sel_w, s->probs, T);
+            double tc = tm_now();
+            s->t_route += tc - tb;
+            if (be->run_layer(be, l, s->xn, T, s->sel_ids, s->sel_w, K, s->moe_out) != 0)
+                return tm_errf(err, TM_EFAIL, "layer %d: expert dispatch failed", l);
+            s->t_moe += tm_now() - tc;
+        } else {
+            expert_forward(&ly->dense, s->xn, T, s->moe_out, s->mlp_scratch);
+            s->t_moe += tm_now() - tb;
+        }
+        for (size_t i = 0; i < (size_t)T * H; i++) s->x[i] += s->moe_out[i];
+        if (s->on_hidden) s->on_hidden(s->observer_ctx, l, s->x, T);
+    }
+    double th = tm_now();
+    if (logits) {
+        int first = all_logits ? 0 : T - 1, n = T - first;
+        for (int t = first; t < T; t++)
+            kern_rmsnorm(s->xn + (size_t)(t - first) * H, s->x + (size_t)t * H, m->final_norm, H, c->rms_norm_eps);
+        kern_matmul(&m->lm_head, s->xn, n, logits);
+    }
+    s->n_past += T;
+    s->t_head += tm_now() - th;
+    (void)t0;
+    return TM_OK;
+}

@@ -1,0 +1,139 @@
+/* model.h: a Qwen3-MoE text decoder loaded from a Hugging Face folder, and
+ * its forward pass on the coordinator.
+ *
+ * Matrices are tm_mat views in the chosen weight dtype: BF16 tensors stay
+ * BF16 and mapped (--weight-dtype bf16), or every matrix is converted once to
+ * F32 (--weight-dtype f32).  F16 and F64 tensors are always converted
+ * explicitly to F32; norms are always F32.  RoPE frequencies come from the
+ * config, never from a checkpoint buffer.
+ */
+#ifndef TM_MODEL_H
+#define TM_MODEL_H
+
+#include "config.h"
+#include "expert.h"
+#include "safetensors.h"
+
+typedef struct {
+    int is_moe;
+    float *attn_norm; /* [hidden] f32 */
+    float *ffn_norm;  /* [hidden] f32 */
+    float *q_norm;    /* [head_dim] f32 */
+    float *k_norm;    /* [head_dim] f32 */
+    tm_mat wq;        /* [heads * head_dim, hidden] */
+    tm_mat wk;        /* [kv_heads * head_dim, hidden] */
+    tm_mat wv;        /* [kv_heads * head_dim, hidden] */
+    tm_mat wo;        /* [hidden, heads * head_dim] */
+    tm_mat router;    /* [experts, hidden] */
+    tm_expert *experts; /* [experts]; .gate.data == NULL where not hosted here */
+    tm_expert dense;    /* dense MLP when !is_moe */
+} tm_layer;
+
+typedef struct {
+    char *name;
+    char reason[96];
+} tm_ignored;
+
+typedef struct {
+    tm_config cfg;
+    st_set st;
+    char dir[4096];
+    tm_dtype weight_dtype; /* F32 or BF16: the dtype matrices are kept in */
+    tm_mat embed;          /* [vocab, hidden] */
+    tm_mat lm_head;        /* [vocab, hidden]; the embedding when tied */
+    float *final_norm;     /* [hidden] f32 */
+    tm_layer *layers;      /* [num_layers] */
+
+    /* what was loaded, for inspect */
+    size_t weight_bytes;   /* bytes of weights held, in the chosen dtypes */
+    size_t expert_bytes;   /* the part of weight_bytes that is experts */
+    int n_used;
+    tm_ignored *ignored;
+    int n_ignored;
+    int dtype_count[TM_DT_COUNT]; /* stored dtypes of the tensors used */
+    uint64_t identity;     /* hash of config values and the tensor index */
+
+    void **owned;          /* converted copies */
+    int n_owned;
+} tm_model;
+
+typedef struct {
+    int weight_dtype;      /* -1: BF16 if the checkpoint's matrices are BF16, else F32 */
+    int check_finite;      /* scan loaded weights for NaN/Inf (default 1) */
+    int load_dense;        /* attention, norms, router, embeddings, lm_head (default 1) */
+    const unsigned char *expert_mask; /* [layers * experts]: 1 = load; NULL = all */
+} model_load_params;
+
+model_load_params model_default_load_params(void);
+tm_status model_load(tm_model *m, const char *dir, const model_load_params *p, tm_err *err);
+void model_free(tm_model *m);
+
+/* ---- forward ------------------------------------------------------------- */
+
+/* Expert selection after the router's float32 softmax.  probs: [experts];
+ * writes k ids and their mixing weights.  NULL selector: the model's own
+ * top-k (renormalised when norm_topk_prob). */
+typedef struct {
+    int (*select)(void *ctx, int layer, int token, const float *probs, int k, int norm_topk, int32_t *ids,
+                  float *w);
+    void *ctx;
+} tm_selector;
+
+/* The model's own routing: top-k of probs (ties to the lower id), weights
+ * renormalised over the chosen when norm_topk. */
+void model_route_topk(const float *probs, int n_experts, int k, int norm_topk, int32_t *ids, float *w);
+
+typedef struct {
+    int max_ctx;        /* KV cache length */
+    int max_tokens;     /* most tokens in one forward call */
+    int n_past;         /* tokens already in the cache */
+    float *k_cache;     /* [layers, max_ctx, kv_heads * head_dim] f32 */
+    float *v_cache;     /* [layers, max_ctx, kv_heads * head_dim] f32 */
+    float *inv_freq;    /* [head_dim / 2] f32, from rope_theta */
+    float *x;           /* [T, hidden] residual stream */
+    float *xn;          /* [T, hidden] normed */
+    float *q;           /* [T, heads * head_dim] */
+    float *k;           /* [T, kv_heads * head_dim] */
+    float *v;           /* [T, kv_heads * head_dim] */
+    float *att;         /* [T, heads * head_dim] */
+    float *scores;      /* [max_ctx] */
+    float *probs;       /* [T, experts] */
+    int32_t *sel_ids;   /* [T, top_k] */
+    float *sel_w;       /* [T, top_k] */
+    float *moe_out;     /* [T, hidden] */
+    float *mlp_scratch; /* [T, 2 * max(inter, moe_inter)] */
+    float *mlp_out;     /* [T, hidden] */
+    int *order;         /* [T * top_k] grouping scratch */
+    float *gather;      /* [T, hidden] */
+    /* per-call observers (may be NULL) */
+    void (*on_hidden)(void *ctx, int layer, const float *x, int T); /* residual after each layer */
+    void (*on_route)(void *ctx, int layer, const int32_t *ids, const float *w, const float *probs, int T);
+    void *observer_ctx;
+    /* timings, seconds, accumulated */
+    double t_attn, t_route, t_moe, t_head;
+} tm_state;
+
+tm_status state_init(tm_state *s, const tm_model *m, int max_ctx, int max_tokens, tm_err *err);
+void state_free(tm_state *s);
+void state_reset(tm_state *s); /* empty the KV cache */
+
+/* Compute experts locally from m's weights (all experts must be loaded). */
+moe_backend model_local_backend(const tm_model *m, tm_state *s);
+
+/* Run T tokens at positions n_past.. and advance n_past.  logits: [T, vocab]
+ * when all_logits, else [1, vocab] for the last token; NULL skips the head.
+ * Returns TM_OK, TM_EINPUT (context full, id out of range; err says which)
+ * or TM_EFAIL (backend failure, already reported). */
+tm_status model_forward(const tm_model *m, tm_state *s, const int32_t *ids, int T, moe_backend *be,
+                        const tm_selector *sel, float *logits, int all_logits, tm_err *err);
+
+/* RoPE helpers (exposed for tests). */
+void rope_inv_freq(float *inv_freq, int head_dim, float theta);
+/* Rotate-half RoPE over n_heads heads of x[n_heads, head_dim] at position pos. */
+void rope_apply(float *x, int n_heads, int head_dim, const float *inv_freq, int pos);
+/* Interleaved MRoPE (Qwen3-Omni): frequency slot j takes the T, H or W
+ * position by the interleaved layout of `section` (T,H,W counts). */
+void mrope_apply(float *x, int n_heads, int head_dim, const float *inv_freq, const int section[3], int pos_t,
+                 int pos_h, int pos_w);
+
+#endif
