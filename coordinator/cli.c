@@ -269,6 +269,11 @@ int cmd_generate(int argc, char **argv)
     have_model = 1;
     t_load = tm_now() - t_load;
     int ctx = o.ctx ? o.ctx : n_prompt + o.n_predict;
+    if (o.ctx && ctx > m.cfg.max_position_embeddings) {
+        st = tm_errf(&err, TM_EINPUT, "-c %d exceeds max_position_embeddings %d of %s/config.json", ctx,
+                     m.cfg.max_position_embeddings, o.model_dir);
+        goto out;
+    }
     if (ctx > m.cfg.max_position_embeddings) ctx = m.cfg.max_position_embeddings;
     if (n_prompt > ctx) {
         st = tm_errf(&err, TM_EINPUT, "prompt of %d tokens is longer than the context of %d tokens", n_prompt, ctx);
