@@ -303,7 +303,7 @@ int cmd_generate(int argc, char **argv)
             break;
         }
         if (n_gen == o.n_predict) break;
-        if (s.n_past >= s.max_ctx) {
+        if (s.seq_len[0] >= s.max_ctx) {
             stop = "context";
             break;
         }

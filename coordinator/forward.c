@@ -84,20 +84,32 @@ void model_route_topk(const float *probs, int n_experts, int k, int norm_topk, i
 
 tm_status state_init(tm_state *s, const tm_model *m, int max_ctx, int max_tokens, tm_err *err)
 {
+    return state_init_batch(s, m, 1, max_ctx, max_tokens, err);
+}
+
+tm_status state_init_batch(tm_state *s, const tm_model *m, int n_seq, int max_ctx, int max_tokens, tm_err *err)
+{
     const tm_config *c = &m->cfg;
     memset(s, 0, sizeof *s);
+    if (n_seq <= 0) return tm_errf(err, TM_EINPUT, "number of sequences must be positive (got %d)", n_seq);
     if (max_ctx <= 0) return tm_errf(err, TM_EINPUT, "context length must be positive (got %d)", max_ctx);
     if (max_ctx > c->max_position_embeddings)
         return tm_errf(err, TM_EINPUT, "context length %d exceeds max_position_embeddings %d", max_ctx,
                        c->max_position_embeddings);
-    if (max_tokens <= 0 || max_tokens > max_ctx) max_tokens = max_ctx;
+    if (max_tokens <= 0) max_tokens = max_ctx;
     size_t T = (size_t)max_tokens, H = (size_t)c->hidden_size, D = (size_t)c->head_dim;
     size_t qd = (size_t)c->num_heads * D, kvd = (size_t)c->num_kv_heads * D;
     size_t inter = (size_t)TM_MAX(c->intermediate_size, c->moe_intermediate_size);
     s->max_ctx = max_ctx;
     s->max_tokens = max_tokens;
-    s->k_cache = tm_calloc((size_t)c->num_layers * (size_t)max_ctx * kvd, sizeof(float));
-    s->v_cache = tm_calloc((size_t)c->num_layers * (size_t)max_ctx * kvd, sizeof(float));
+    s->n_seq = n_seq;
+    s->seq_len = tm_calloc((size_t)n_seq, sizeof(int));
+    s->seq_next = tm_calloc((size_t)n_seq, sizeof(int));
+    s->tok_seq = tm_calloc(T, sizeof(int));
+    s->tok_pos = tm_calloc(T, sizeof(int));
+    size_t cache = (size_t)c->num_layers * (size_t)n_seq * (size_t)max_ctx * kvd;
+    s->k_cache = tm_calloc(cache, sizeof(float));
+    s->v_cache = tm_calloc(cache, sizeof(float));
     s->inv_freq = tm_calloc(D / 2, sizeof(float));
     rope_inv_freq(s->inv_freq, (int)D, c->rope_theta);
     s->x = tm_calloc(T * H, sizeof(float));
@@ -120,13 +132,13 @@ tm_status state_init(tm_state *s, const tm_model *m, int max_ctx, int max_tokens
 
 void state_free(tm_state *s)
 {
-    free(s->k_cache); free(s->v_cache); free(s->inv_freq); free(s->x); free(s->xn); free(s->q); free(s->k);
+    free(s->seq_len); free(s->seq_next); free(s->tok_seq); free(s->tok_pos); free(s->k_cache); free(s->v_cache); free(s->inv_freq); free(s->x); free(s->xn); free(s->q); free(s->k);
     free(s->v); free(s->att); free(s->scores); free(s->probs); free(s->sel_ids); free(s->sel_w);
     free(s->moe_out); free(s->mlp_scratch); free(s->mlp_out); free(s->order); free(s->gather);
     memset(s, 0, sizeof *s);
 }
 
-void state_reset(tm_state *s) { s->n_past = 0; }
+void state_reset(tm_state *s) { memset(s->seq_len, 0, sizeof(int) * (size_t)s->n_seq); }
 
 /* ---- local experts --------------------------------------------------------- */
 
@@ -188,14 +200,16 @@ static void attention(const tm_model *m, tm_state *s, int l, int T)
     int H = c->hidden_size, D = c->head_dim, nh = c->num_heads, nkv = c->num_kv_heads;
     int qd = nh * D, kvd = nkv * D, group = nh / nkv;
     float scale = 1.0f / sqrtf((float)D);
-    float *kc = s->k_cache + (size_t)l * s->max_ctx * kvd, *vc = s->v_cache + (size_t)l * s->max_ctx * kvd;
+    size_t seq_stride = (size_t)s->max_ctx * kvd;
+    float *kl = s->k_cache + (size_t)l * s->n_seq * seq_stride, *vl = s->v_cache + (size_t)l * s->n_seq * seq_stride;
 
     for (int t = 0; t < T; t++) kern_rmsnorm(s->xn + (size_t)t * H, s->x + (size_t)t * H, ly->attn_norm, H, c->rms_norm_eps);
     kern_matmul(&ly->wq, s->xn, T, s->q);
     kern_matmul(&ly->wk, s->xn, T, s->k);
     kern_matmul(&ly->wv, s->xn, T, s->v);
     for (int t = 0; t < T; t++) {
-        int pos = s->n_past + t;
+        int pos = s->tok_pos[t];
+        float *kc = kl + (size_t)s->tok_seq[t] * seq_stride, *vc = vl + (size_t)s->tok_seq[t] * seq_stride;
         float *q = s->q + (size_t)t * qd, *k = s->k + (size_t)t * kvd;
         for (int h = 0; h < nh; h++) kern_rmsnorm(q + h * D, q + h * D, ly->q_norm, D, c->rms_norm_eps);
         for (int h = 0; h < nkv; h++) kern_rmsnorm(k + h * D, k + h * D, ly->k_norm, D, c->rms_norm_eps);
@@ -211,7 +225,8 @@ static void attention(const tm_model *m, tm_state *s, int l, int T)
         memcpy(vc + (size_t)pos * kvd, s->v + (size_t)t * kvd, sizeof(float) * (size_t)kvd);
     }
     for (int t = 0; t < T; t++) {
-        int pos = s->n_past + t;
+        int pos = s->tok_pos[t];
+        const float *kc = kl + (size_t)s->tok_seq[t] * seq_stride, *vc = vl + (size_t)s->tok_seq[t] * seq_stride;
         for (int h = 0; h < nh; h++) {
             const float *q = s->q + (size_t)t * qd + (size_t)h * D;
             int kh = h / group;
@@ -233,22 +248,16 @@ static void attention(const tm_model *m, tm_state *s, int l, int T)
 
 /* ---- the forward pass -------------------------------------------------------- */
 
-tm_status model_forward(const tm_model *m, tm_state *s, const int32_t *ids, int T, moe_backend *be,
-                        const tm_selector *sel, float *logits, int all_logits, tm_err *err)
+static tm_status run(const tm_model *m, tm_state *s, const int32_t *ids, int T, moe_backend *be,
+                     const tm_selector *sel, float *logits, int first_logit, tm_err *err)
 {
     const tm_config *c = &m->cfg;
     int H = c->hidden_size, E = c->num_experts, K = c->top_k;
-    if (T <= 0) return tm_errf(err, TM_EINPUT, "empty input");
-    if (T > s->max_tokens) return tm_errf(err, TM_EINPUT, "%d tokens in one pass exceed the %d allowed", T, s->max_tokens);
-    if (s->n_past + T > s->max_ctx)
-        return tm_errf(err, TM_EINPUT, "context full: %d cached + %d new tokens exceed the context length %d (-c)",
-                       s->n_past, T, s->max_ctx);
     for (int t = 0; t < T; t++)
         if (ids[t] < 0 || ids[t] >= c->vocab_size)
-            return tm_errf(err, TM_EINPUT, "token id %d at position %d is outside the vocabulary (0..%d)", ids[t], t,
-                           c->vocab_size - 1);
+            return tm_errf(err, TM_EINPUT, "token id %d at position %d is outside the vocabulary (0..%d)", ids[t],
+                           s->tok_pos[t], c->vocab_size - 1);
 
-    double t0 = tm_now();
     for (int t = 0; t < T; t++) kern_row_f32(&m->embed, ids[t], s->x + (size_t)t * H);
     for (int l = 0; l < c->num_layers; l++) {
         const tm_layer *ly = &m->layers[l];
@@ -285,13 +294,57 @@ tm_status model_forward(const tm_model *m, tm_state *s, const int32_t *ids, int 
     }
     double th = tm_now();
     if (logits) {
-        int first = all_logits ? 0 : T - 1, n = T - first;
-        for (int t = first; t < T; t++)
-            kern_rmsnorm(s->xn + (size_t)(t - first) * H, s->x + (size_t)t * H, m->final_norm, H, c->rms_norm_eps);
+        int n = T - first_logit;
+        for (int t = first_logit; t < T; t++)
+            kern_rmsnorm(s->xn + (size_t)(t - first_logit) * H, s->x + (size_t)t * H, m->final_norm, H, c->rms_norm_eps);
         kern_matmul(&m->lm_head, s->xn, n, logits);
     }
-    s->n_past += T;
     s->t_head += tm_now() - th;
-    (void)t0;
     return TM_OK;
+}
+
+/* Assigns positions; fails before any compute if a sequence would overflow. */
+static tm_status place_tokens(tm_state *s, const int *seq, int T, tm_err *err)
+{
+    if (T <= 0) return tm_errf(err, TM_EINPUT, "empty input");
+    if (T > s->max_tokens)
+        return tm_errf(err, TM_EINPUT, "%d tokens in one pass exceed the %d allowed", T, s->max_tokens);
+    for (int t = 0; t < T; t++) {
+        int q = seq ? seq[t] : 0;
+        if (q < 0 || q >= s->n_seq) return tm_errf(err, TM_EINPUT, "token %d: sequence %d out of range", t, q);
+        s->tok_seq[t] = q;
+    }
+    memcpy(s->seq_next, s->seq_len, sizeof(int) * (size_t)s->n_seq);
+    for (int t = 0; t < T; t++) {
+        s->tok_pos[t] = s->seq_next[s->tok_seq[t]]++;
+        int q = s->tok_seq[t];
+        if (s->tok_pos[t] >= s->max_ctx)
+            return tm_errf(err, TM_EINPUT, "context full: sequence %d would exceed the context length %d (-c)", q,
+                           s->max_ctx);
+    }
+    return TM_OK;
+}
+
+static void advance(tm_state *s, int T)
+{
+    for (int t = 0; t < T; t++)
+        if (s->tok_pos[t] + 1 > s->seq_len[s->tok_seq[t]]) s->seq_len[s->tok_seq[t]] = s->tok_pos[t] + 1;
+}
+
+tm_status model_forward(const tm_model *m, tm_state *s, const int32_t *ids, int T, moe_backend *be,
+                        const tm_selector *sel, float *logits, int all_logits, tm_err *err)
+{
+    tm_status st = place_tokens(s, NULL, T, err);
+    if (st == TM_OK) st = run(m, s, ids, T, be, sel, logits, all_logits ? 0 : T - 1, err);
+    if (st == TM_OK) advance(s, T);
+    return st;
+}
+
+tm_status model_forward_batch(const tm_model *m, tm_state *s, const int32_t *ids, const int *seq, int T,
+                              moe_backend *be, const tm_selector *sel, float *logits, tm_err *err)
+{
+    tm_status st = place_tokens(s, seq, T, err);
+    if (st == TM_OK) st = run(m, s, ids, T, be, sel, logits, 0, err);
+    if (st == TM_OK) advance(s, T);
+    return st;
 }

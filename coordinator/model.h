@@ -84,11 +84,15 @@ typedef struct {
 void model_route_topk(const float *probs, int n_experts, int k, int norm_topk, int32_t *ids, float *w);
 
 typedef struct {
-    int max_ctx;        /* KV cache length */
+    int max_ctx;        /* KV cache length per sequence */
     int max_tokens;     /* most tokens in one forward call */
-    int n_past;         /* tokens already in the cache */
-    float *k_cache;     /* [layers, max_ctx, kv_heads * head_dim] f32 */
-    float *v_cache;     /* [layers, max_ctx, kv_heads * head_dim] f32 */
+    int n_seq;          /* sequences sharing this state (batched generation) */
+    int *seq_len;       /* [n_seq] tokens already in each sequence's cache */
+    int *seq_next;      /* [n_seq] scratch: next free position during a call */
+    int *tok_seq;       /* [max_tokens] sequence of each token of the call */
+    int *tok_pos;       /* [max_tokens] position of each token of the call */
+    float *k_cache;     /* [layers, n_seq, max_ctx, kv_heads * head_dim] f32 */
+    float *v_cache;     /* [layers, n_seq, max_ctx, kv_heads * head_dim] f32 */
     float *inv_freq;    /* [head_dim / 2] f32, from rope_theta */
     float *x;           /* [T, hidden] residual stream */
     float *xn;          /* [T, hidden] normed */
@@ -113,19 +117,28 @@ typedef struct {
     double t_attn, t_route, t_moe, t_head;
 } tm_state;
 
+/* One sequence. */
 tm_status state_init(tm_state *s, const tm_model *m, int max_ctx, int max_tokens, tm_err *err);
+/* n_seq sequences, each with its own KV cache of max_ctx tokens. */
+tm_status state_init_batch(tm_state *s, const tm_model *m, int n_seq, int max_ctx, int max_tokens, tm_err *err);
 void state_free(tm_state *s);
-void state_reset(tm_state *s); /* empty the KV cache */
+void state_reset(tm_state *s); /* empty every sequence's KV cache */
 
 /* Compute experts locally from m's weights (all experts must be loaded). */
 moe_backend model_local_backend(const tm_model *m, tm_state *s);
 
-/* Run T tokens at positions n_past.. and advance n_past.  logits: [T, vocab]
- * when all_logits, else [1, vocab] for the last token; NULL skips the head.
- * Returns TM_OK, TM_EINPUT (context full, id out of range; err says which)
- * or TM_EFAIL (backend failure, already reported). */
+/* Run T tokens of sequence 0 at positions seq_len[0].. and advance it.
+ * logits: [T, vocab] when all_logits, else [1, vocab] for the last token;
+ * NULL skips the head.  Returns TM_OK, TM_EINPUT (context full, id out of
+ * range; err says which) or TM_EFAIL (backend failure, already reported). */
 tm_status model_forward(const tm_model *m, tm_state *s, const int32_t *ids, int T, moe_backend *be,
                         const tm_selector *sel, float *logits, int all_logits, tm_err *err);
+/* Batched: token t belongs to sequence seq[t] and takes the next position of
+ * that sequence (tokens of one sequence in order).  Attention runs per
+ * sequence; the router, selection and experts see all T tokens at once.
+ * logits: [T, vocab] (NULL skips the head). */
+tm_status model_forward_batch(const tm_model *m, tm_state *s, const int32_t *ids, const int *seq, int T,
+                              moe_backend *be, const tm_selector *sel, float *logits, tm_err *err);
 
 /* RoPE helpers (exposed for tests). */
 void rope_inv_freq(float *inv_freq, int head_dim, float theta);

@@ -176,6 +176,47 @@ static void test_kv_cache_consistency(void)
     model_free(&m);
 }
 
+/* Three sequences decoded together give the logits each gives alone. */
+static void test_batch_equals_single(void)
+{
+    tm_err err;
+    tm_model m;
+    CU_ASSERT_FATAL(model_load(&m, FIX "qwen3moe-mixed-sharded", NULL, &err) == TM_OK);
+    int V = m.cfg.vocab_size;
+    int32_t prompts[3][4] = {{5, 6, 7, 8}, {100, 200, 300, 400}, {9, 9, 9, 9}};
+    int32_t next[3] = {11, 22, 33};
+    float *single = malloc(sizeof(float) * 3 * V), *batch = malloc(sizeof(float) * 3 * V);
+    for (int q = 0; q < 3; q++) {
+        tm_state s;
+        CU_ASSERT_FATAL(state_init(&s, &m, 8, 8, &err) == TM_OK);
+        moe_backend be = model_local_backend(&m, &s);
+        CU_ASSERT(model_forward(&m, &s, prompts[q], 4, &be, NULL, NULL, 0, &err) == TM_OK);
+        CU_ASSERT(model_forward(&m, &s, &next[q], 1, &be, NULL, single + (size_t)q * V, 0, &err) == TM_OK);
+        state_free(&s);
+    }
+    tm_state s;
+    CU_ASSERT_FATAL(state_init_batch(&s, &m, 3, 8, 12, &err) == TM_OK);
+    moe_backend be = model_local_backend(&m, &s);
+    int32_t all[12];
+    int seq[12];
+    for (int q = 0; q < 3; q++)
+        for (int i = 0; i < 4; i++) {
+            all[q * 4 + i] = prompts[q][i];
+            seq[q * 4 + i] = q;
+        }
+    CU_ASSERT(model_forward_batch(&m, &s, all, seq, 12, &be, NULL, NULL, &err) == TM_OK);
+    int seq3[3] = {0, 1, 2};
+    CU_ASSERT(model_forward_batch(&m, &s, next, seq3, 3, &be, NULL, batch, &err) == TM_OK);
+    double worst = 0;
+    for (size_t i = 0; i < (size_t)3 * V; i++) worst = fmax(worst, fabs(single[i] - batch[i]));
+    CU_ASSERT(worst < 1e-4);
+    CU_ASSERT(s.seq_len[0] == 5 && s.seq_len[1] == 5 && s.seq_len[2] == 5);
+    state_free(&s);
+    free(single);
+    free(batch);
+    model_free(&m);
+}
+
 /* ---- RoPE ---------------------------------------------------------------- */
 
 static void test_mrope_equals_rope_for_text(void)
@@ -336,6 +377,7 @@ int main(void)
     CU_add_test(s, "parity qwen3-omni thinker", test_parity_omni);
     CU_add_test(s, "fused layout bitwise equals per-expert", test_fused_equals_per_expert);
     CU_add_test(s, "KV cache decode equals prefill", test_kv_cache_consistency);
+    CU_add_test(s, "batched sequences equal single ones", test_batch_equals_single);
     CU_add_test(s, "MRoPE equals RoPE for text", test_mrope_equals_rope_for_text);
     CU_add_test(s, "RoPE inv_freq in float32", test_rope_inv_freq_float32);
     CU_add_test(s, "config forms", test_config_forms);
