@@ -1,0 +1,326 @@
+/* placement.c: (layer, expert) -> worker ranks; policies, file, validation, print. */
+#include "placement.h"
+
+#include <cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+
+size_t place_expert_bytes(const tm_config *c, tm_dtype wdt)
+{
+    return 3 * (size_t)c->moe_intermediate_size * (size_t)c->hidden_size * tm_dtype_size(wdt);
+}
+
+void place_free(place_map *pm)
+{
+    free(pm->is_moe);
+    free(pm->offsets);
+    free(pm->ranks);
+    memset(pm, 0, sizeof *pm);
+}
+
+static void place_alloc(place_map *pm, int n_layers, int n_experts, int n_workers)
+{
+    memset(pm, 0, sizeof *pm);
+    pm->n_layers = n_layers;
+    pm->n_experts = n_experts;
+    pm->n_workers = n_workers;
+    pm->is_moe = tm_calloc((size_t)n_layers, 1);
+    pm->offsets = tm_calloc((size_t)n_layers * n_experts + 1, sizeof(int));
+}
+
+tm_status place_validate(const place_map *pm, tm_err *err)
+{
+    if (pm->n_workers < 1) return tm_errf(err, TM_EINPUT, "placement: no worker ranks (run with mpirun -np 2 or more)");
+    for (int l = 0; l < pm->n_layers; l++)
+        for (int e = 0; e < pm->n_experts; e++) {
+            int n = place_count(pm, l, e);
+            const int *r = place_ranks(pm, l, e);
+            if (!pm->is_moe[l]) {
+                if (n)
+                    return tm_errf(err, TM_EINPUT,
+                                   "placement %s: layer %d is a dense MLP layer but expert %d is placed on rank %d",
+                                   pm->policy, l, e, r[0]);
+                continue;
+            }
+            if (n == 0)
+                return tm_errf(err, TM_EINPUT, "placement %s: layer %d expert %d is hosted by no worker",
+                               pm->policy, l, e);
+            for (int i = 0; i < n; i++) {
+                if (r[i] < 1 || r[i] > pm->n_workers)
+                    return tm_errf(err, TM_EINPUT,
+                                   "placement %s: layer %d expert %d: rank %d is out of range (workers are ranks "
+                                   "1..%d)",
+                                   pm->policy, l, e, r[i], pm->n_workers);
+                for (int j = 0; j < i; j++)
+                    if (r[j] == r[i])
+                        return tm_errf(err, TM_EINPUT, "placement %s: layer %d expert %d: rank %d listed twice",
+                                       pm->policy, l, e, r[i]);
+            }
+        }
+    return TM_OK;
+}
+
+/* ---- policies ------------------------------------------------------------- */
+
+static void place_policy(place_map *pm, int round_robin, int replicas)
+{
+    int E = pm->n_experts, W = pm->n_workers, n = 0;
+    int n_moe = 0;
+    for (int l = 0; l < pm->n_layers; l++) n_moe += pm->is_moe[l];
+    pm->ranks = tm_malloc(((size_t)n_moe * E * replicas + 1) * sizeof(int));
+    for (int l = 0; l < pm->n_layers; l++)
+        for (int e = 0; e < E; e++) {
+            pm->offsets[l * E + e] = n;
+            if (!pm->is_moe[l]) continue;
+            int w0 = round_robin ? e % W : (int)(((int64_t)e * W) / E);
+            for (int j = 0; j < replicas; j++) pm->ranks[n++] = 1 + (w0 + j) % W;
+        }
+    pm->offsets[pm->n_layers * E] = n;
+}
+
+/* ---- file ----------------------------------------------------------------- */
+
+typedef struct {
+    int layer, expert, rank;
+} triple;
+
+static int json_int(const cJSON *j, int *out)
+{
+    if (!cJSON_IsNumber(j)) return -1;
+    double v = j->valuedouble;
+    if (v != (double)(int)v) return -1;
+    *out = (int)v;
+    return 0;
+}
+
+static tm_status place_file(place_map *pm, const char *path, tm_err *err)
+{
+    char *text = NULL;
+    tm_status st = tm_read_file(path, &text, NULL, err);
+    if (st != TM_OK) return st;
+    cJSON *root = cJSON_Parse(text);
+    triple *t = NULL;
+    int nt = 0, cap = 0;
+    if (!root || !cJSON_IsObject(root)) {
+        st = tm_errf(err, TM_EINPUT, "%s: not a JSON object (expected {\"experts\": [[layer, expert, rank], ...]})",
+                     path);
+        goto done;
+    }
+    const cJSON *w = cJSON_GetObjectItemCaseSensitive(root, "workers");
+    int wv;
+    if (w && (json_int(w, &wv) || wv != pm->n_workers)) {
+        st = tm_errf(err, TM_EINPUT, "%s: written for \"workers\": %g, but this run has %d worker ranks", path,
+                     cJSON_IsNumber(w) ? w->valuedouble : -1.0, pm->n_workers);
+        goto done;
+    }
+    const cJSON *ex = cJSON_GetObjectItemCaseSensitive(root, "experts");
+    if (!cJSON_IsArray(ex)) {
+        st = tm_errf(err, TM_EINPUT, "%s: missing \"experts\": [[layer, expert, rank], ...]", path);
+        goto done;
+    }
+    int idx = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, ex)
+    {
+        int l, e, n = cJSON_GetArraySize(it);
+        if (!cJSON_IsArray(it) || n != 3 || json_int(cJSON_GetArrayItem(it, 0), &l) ||
+            json_int(cJSON_GetArrayItem(it, 1), &e)) {
+            st = tm_errf(err, TM_EINPUT, "%s: \"experts\"[%d] is not [layer, expert, rank or [ranks]]", path, idx);
+            goto done;
+        }
+        if (l < 0 || l >= pm->n_layers || e < 0 || e >= pm->n_experts) {
+            st = tm_errf(err, TM_EINPUT, "%s: \"experts\"[%d]: layer %d expert %d is outside the model (%d layers x %d experts)",
+                         path, idx, l, e, pm->n_layers, pm->n_experts);
+            goto done;
+        }
+        const cJSON *r = cJSON_GetArrayItem(it, 2);
+        int nr = cJSON_IsArray(r) ? cJSON_GetArraySize(r) : 1;
+        for (int i = 0; i < nr; i++) {
+            int rank;
+            if (json_int(cJSON_IsArray(r) ? cJSON_GetArrayItem(r, i) : r, &rank)) {
+                st = tm_errf(err, TM_EINPUT, "%s: layer %d expert %d: rank is not an integer", path, l, e);
+                goto done;
+            }
+            if (nt == cap) t = tm_realloc(t, (size_t)(cap = cap ? 2 * cap : 1024) * sizeof *t);
+            t[nt++] = (triple){l, e, rank};
+        }
+        idx++;
+    }
+    /* Sort by (layer, expert) keeping file order within one expert: replica 0
+     * is the first listed.  A counting pass does that without a stable sort. */
+    int L = pm->n_layers, E = pm->n_experts;
+    for (int i = 0; i < nt; i++) pm->offsets[t[i].layer * E + t[i].expert + 1]++;
+    for (int i = 0; i < L * E; i++) pm->offsets[i + 1] += pm->offsets[i];
+    int *fill = tm_malloc((size_t)L * E * sizeof(int));
+    memcpy(fill, pm->offsets, (size_t)L * E * sizeof(int));
+    pm->ranks = tm_malloc(((size_t)nt + 1) * sizeof(int));
+    for (int i = 0; i < nt; i++) pm->ranks[fill[t[i].layer * E + t[i].expert]++] = t[i].rank;
+    free(fill);
+done:
+    free(t);
+    cJSON_Delete(root);
+    free(text);
+    return st;
+}
+
+/* ---- build ---------------------------------------------------------------- */
+
+static int is_policy(const char *p, const char *name) { return p && !strcmp(p, name); }
+
+tm_status place_build(place_map *pm, const tm_config *c, size_t expert_bytes, int n_workers, const char *policy,
+                      int replicas, tm_err *err)
+{
+    if (!policy || !*policy) policy = "contiguous";
+    if (replicas <= 0) replicas = 1;
+    place_alloc(pm, c->num_layers, c->num_experts, n_workers);
+    snprintf(pm->policy, sizeof pm->policy, "%s", policy);
+    pm->expert_bytes = expert_bytes;
+    for (int l = 0; l < c->num_layers; l++) pm->is_moe[l] = (unsigned char)cfg_layer_is_moe(c, l);
+    tm_status st = TM_OK;
+    if (n_workers < 1) {
+        st = tm_errf(err, TM_EINPUT, "placement: %d worker ranks; expert placement needs at least one", n_workers);
+    } else if (is_policy(policy, "contiguous") || is_policy(policy, "round-robin")) {
+        if (replicas > n_workers)
+            st = tm_errf(err, TM_EINPUT, "--replicas %d needs at least %d worker ranks, this run has %d", replicas,
+                         replicas, n_workers);
+        else
+            place_policy(pm, is_policy(policy, "round-robin"), replicas);
+    } else {
+        if (replicas > 1)
+            st = tm_errf(err, TM_EINPUT,
+                         "--replicas applies to contiguous and round-robin; placement file %s lists its own replicas",
+                         policy);
+        else
+            st = place_file(pm, policy, err);
+    }
+    if (st == TM_OK) st = place_validate(pm, err);
+    if (st != TM_OK) place_free(pm);
+    return st;
+}
+
+tm_status place_from_csr(place_map *pm, int n_layers, int n_experts, int n_workers, const int *offsets,
+                         size_t n_offsets, const int *ranks, size_t n_ranks, size_t expert_bytes, tm_err *err)
+{
+    if (n_layers < 1 || n_experts < 1 || n_offsets != (size_t)n_layers * n_experts + 1 || offsets[0] != 0 ||
+        (size_t)offsets[n_offsets - 1] != n_ranks)
+        return tm_errf(err, TM_EINPUT, "placement: malformed map (%d layers x %d experts, %zu offsets, %zu ranks)",
+                       n_layers, n_experts, n_offsets, n_ranks);
+    for (size_t i = 0; i + 1 < n_offsets; i++)
+        if (offsets[i + 1] < offsets[i])
+            return tm_errf(err, TM_EINPUT, "placement: malformed map (offsets decrease at %zu)", i);
+    place_alloc(pm, n_layers, n_experts, n_workers);
+    snprintf(pm->policy, sizeof pm->policy, "(received)");
+    pm->expert_bytes = expert_bytes;
+    memcpy(pm->offsets, offsets, n_offsets * sizeof(int));
+    pm->ranks = tm_malloc((n_ranks + 1) * sizeof(int));
+    memcpy(pm->ranks, ranks, n_ranks * sizeof(int));
+    for (int l = 0; l < n_layers; l++)
+        pm->is_moe[l] = offsets[(l + 1) * n_experts] > offsets[l * n_experts];
+    tm_status st = place_validate(pm, err);
+    if (st != TM_OK) place_free(pm);
+    return st;
+}
+
+/* ---- queries -------------------------------------------------------------- */
+
+int place_hosts(const place_map *pm, int rank, int layer, int expert)
+{
+    int n = place_count(pm, layer, expert);
+    const int *r = place_ranks(pm, layer, expert);
+    for (int i = 0; i < n; i++)
+        if (r[i] == rank) return 1;
+    return 0;
+}
+
+int place_rank_experts(const place_map *pm, int rank)
+{
+    int n = 0, total = pm->offsets[pm->n_layers * pm->n_experts];
+    for (int i = 0; i < total; i++) n += pm->ranks[i] == rank;
+    return n;
+}
+
+size_t place_rank_bytes(const place_map *pm, int rank)
+{
+    return (size_t)place_rank_experts(pm, rank) * pm->expert_bytes;
+}
+
+void place_rank_mask(const place_map *pm, int rank, unsigned char *mask)
+{
+    for (int l = 0; l < pm->n_layers; l++)
+        for (int e = 0; e < pm->n_experts; e++) mask[l * pm->n_experts + e] = (unsigned char)place_hosts(pm, rank, l, e);
+}
+
+/* ---- print ---------------------------------------------------------------- */
+
+static int layers_equal(const place_map *pm, int a, int b)
+{
+    if (pm->is_moe[a] != pm->is_moe[b]) return 0;
+    for (int e = 0; e < pm->n_experts; e++) {
+        int n = place_count(pm, a, e);
+        if (n != place_count(pm, b, e) || memcmp(place_ranks(pm, a, e), place_ranks(pm, b, e), n * sizeof(int)))
+            return 0;
+    }
+    return 1;
+}
+
+static double mib(size_t b) { return (double)b / (1024.0 * 1024.0); }
+
+int placement_print(FILE *f, const tm_config *c, tm_dtype weight_dtype, const char *policy, int replicas,
+                    int n_workers)
+{
+    place_map pm;
+    tm_err err;
+    size_t eb = place_expert_bytes(c, weight_dtype);
+    if (place_build(&pm, c, eb, n_workers, policy, replicas, &err) != TM_OK) {
+        fprintf(stderr, "trustmoe: %s\n", err.msg);
+        return 2;
+    }
+    int n_moe = 0;
+    for (int l = 0; l < pm.n_layers; l++) n_moe += pm.is_moe[l];
+    fprintf(f, "placement: %s, %d workers (ranks 1..%d), replicas %d%s\n", pm.policy, n_workers, n_workers,
+            replicas > 0 ? replicas : 1, (policy && strcmp(policy, "contiguous") && strcmp(policy, "round-robin"))
+                                              ? " (from file)" : "");
+    fprintf(f, "experts: %d MoE layers of %d, %d experts each, %.3f MiB per expert (%s)\n", n_moe, pm.n_layers,
+            pm.n_experts, mib(eb), tm_dtype_name(weight_dtype));
+    for (int l = 0; l < pm.n_layers;) {
+        int l1 = l;
+        while (l1 + 1 < pm.n_layers && layers_equal(&pm, l, l1 + 1)) l1++;
+        if (l1 > l) fprintf(f, "layers %d-%d:", l, l1);
+        else fprintf(f, "layer %d:", l);
+        if (!pm.is_moe[l]) {
+            fprintf(f, " dense MLP on the coordinator\n");
+            l = l1 + 1;
+            continue;
+        }
+        for (int r = 1; r <= n_workers; r++) {
+            fprintf(f, "%s rank %d:", r > 1 ? " |" : "", r);
+            int any = 0;
+            for (int e = 0; e < pm.n_experts;) {
+                if (!place_hosts(&pm, r, l, e)) {
+                    e++;
+                    continue;
+                }
+                int e1 = e;
+                while (e1 + 1 < pm.n_experts && place_hosts(&pm, r, l, e1 + 1)) e1++;
+                if (e1 > e) fprintf(f, "%s%d-%d", any ? "," : " ", e, e1);
+                else fprintf(f, "%s%d", any ? "," : " ", e);
+                any = 1;
+                e = e1 + 1;
+            }
+            if (!any) fprintf(f, " -");
+        }
+        fprintf(f, "\n");
+        l = l1 + 1;
+    }
+    int max_e = 0, sum_e = 0;
+    for (int r = 1; r <= n_workers; r++) {
+        int n = place_rank_experts(&pm, r);
+        fprintf(f, "rank %d: %d experts, %.2f MiB of expert weights\n", r, n, mib(place_rank_bytes(&pm, r)));
+        max_e = TM_MAX(max_e, n);
+        sum_e += n;
+    }
+    fprintf(f, "total: %d expert instances, %.2f MiB; max/mean experts per rank %.3f\n", sum_e,
+            mib((size_t)sum_e * eb), sum_e ? (double)max_e * n_workers / sum_e : 0.0);
+    place_free(&pm);
+    return 0;
+}

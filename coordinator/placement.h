@@ -1,0 +1,82 @@
+/* placement.h: which worker rank(s) host expert e of layer l.
+ *
+ * Worker ranks are 1..n_workers (rank 0 is the coordinator).  A placement is
+ * built once, from a policy, before any compute, validated, and sent to every
+ * worker in the handshake (proto/trustmoe.proto, Placement).
+ *
+ * Policies (--placement), for E experts per MoE layer and W workers:
+ *   contiguous   expert e on worker (e * W) / E: each worker a block of ids
+ *   round-robin  expert e on worker e mod W
+ *   FILE         a JSON file (below)
+ * --replicas R (contiguous, round-robin) puts replica j of an expert on the
+ * worker j places after its first one (mod W), so R <= W distinct workers.
+ * The coordinator spreads tokens between the replicas of an expert by token
+ * index (coordinator/dist.c), so the choice is deterministic.
+ *
+ * FILE format: one object with a list of [layer, expert, rank] triples;
+ * `rank` may also be a list of ranks (replicas, in the order tokens are
+ * spread over them).  An optional "workers" must equal the number of worker
+ * ranks of the run, to catch a file written for another -np.
+ *
+ *   {"workers": 2,
+ *    "experts": [[0, 0, 1], [0, 1, [2, 1]], [1, 0, 2], ...]}
+ *
+ * Every (layer, expert) of every MoE layer must be hosted at least once;
+ * dense (mlp_only) layers host nothing.  Any violation -- an expert hosted
+ * nowhere, a rank out of range, a duplicate -- is an error that names the
+ * layer and expert, raised before the model is run.
+ */
+#ifndef TM_PLACEMENT_H
+#define TM_PLACEMENT_H
+
+#include "common.h"
+#include "config.h"
+#include "dtype.h"
+
+typedef struct {
+    int n_layers, n_experts;
+    int n_workers;           /* worker ranks are 1..n_workers */
+    char policy[256];        /* "contiguous", "round-robin" or the file path */
+    unsigned char *is_moe;   /* [n_layers] */
+    int *offsets;            /* [n_layers * n_experts + 1]: CSR into ranks */
+    int *ranks;              /* [offsets[n_layers * n_experts]] */
+    size_t expert_bytes;     /* weight bytes of one expert in the loaded dtype */
+} place_map;
+
+/* Weight bytes of one expert (gate, up, down) held in dtype wdt. */
+size_t place_expert_bytes(const tm_config *c, tm_dtype wdt);
+
+/* Build and validate the map for n_workers >= 1 worker ranks.  policy NULL
+ * or "" means contiguous; replicas <= 0 means 1. */
+tm_status place_build(place_map *pm, const tm_config *c, size_t expert_bytes, int n_workers, const char *policy,
+                      int replicas, tm_err *err);
+/* Adopt a map received in CSR form (copies the arrays) and validate it. */
+tm_status place_from_csr(place_map *pm, int n_layers, int n_experts, int n_workers, const int *offsets,
+                         size_t n_offsets, const int *ranks, size_t n_ranks, size_t expert_bytes, tm_err *err);
+tm_status place_validate(const place_map *pm, tm_err *err);
+void place_free(place_map *pm);
+
+static inline int place_count(const place_map *pm, int layer, int expert)
+{
+    int i = layer * pm->n_experts + expert;
+    return pm->offsets[i + 1] - pm->offsets[i];
+}
+static inline const int *place_ranks(const place_map *pm, int layer, int expert)
+{
+    return pm->ranks + pm->offsets[layer * pm->n_experts + expert];
+}
+int place_hosts(const place_map *pm, int rank, int layer, int expert);
+/* (layer, expert) pairs hosted by `rank`, and their weight bytes. */
+int place_rank_experts(const place_map *pm, int rank);
+size_t place_rank_bytes(const place_map *pm, int rank);
+/* mask[layer * n_experts + expert] = 1 where `rank` hosts it (model_load's expert_mask). */
+void place_rank_mask(const place_map *pm, int rank, unsigned char *mask);
+
+/* Print the map (grouping layers whose maps are equal, expert ids as ranges)
+ * and the experts and weight bytes per rank: what `trustmoe inspect
+ * --workers N [--placement P] [--replicas R]` shows without MPI.  Returns the
+ * exit code: 0, or 2 with the reason printed to stderr. */
+int placement_print(FILE *f, const tm_config *c, tm_dtype weight_dtype, const char *policy, int replicas,
+                    int n_workers);
+
+#endif

@@ -1,0 +1,216 @@
+/* test_placement.c: placement policies, replicas, the JSON file form,
+ * validation errors (naming layer and expert), CSR round trip, print. */
+#include "placement.h"
+
+#include <CUnit/Basic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static tm_config cfg(int layers, int experts)
+{
+    tm_config c;
+    memset(&c, 0, sizeof c);
+    c.num_layers = layers;
+    c.num_experts = experts;
+    c.top_k = 4;
+    c.decoder_sparse_step = 1;
+    c.hidden_size = 64;
+    c.moe_intermediate_size = 24;
+    return c;
+}
+
+static void test_contiguous(void)
+{
+    tm_config c = cfg(3, 16);
+    place_map pm;
+    tm_err err;
+    CU_ASSERT_EQUAL_FATAL(place_build(&pm, &c, 100, 4, "contiguous", 1, &err), TM_OK);
+    for (int l = 0; l < 3; l++)
+        for (int e = 0; e < 16; e++) {
+            CU_ASSERT_EQUAL(place_count(&pm, l, e), 1);
+            CU_ASSERT_EQUAL(place_ranks(&pm, l, e)[0], 1 + e / 4);
+        }
+    for (int r = 1; r <= 4; r++) {
+        CU_ASSERT_EQUAL(place_rank_experts(&pm, r), 12);
+        CU_ASSERT_EQUAL(place_rank_bytes(&pm, r), 1200u);
+    }
+    unsigned char mask[48];
+    place_rank_mask(&pm, 2, mask);
+    CU_ASSERT(mask[4] && mask[7] && !mask[3] && !mask[8] && mask[16 + 5]);
+    place_free(&pm);
+    /* uneven: 16 experts on 3 workers gives blocks of 5 or 6 */
+    CU_ASSERT_EQUAL_FATAL(place_build(&pm, &c, 100, 3, NULL, 0, &err), TM_OK);
+    int n1 = place_rank_experts(&pm, 1), n2 = place_rank_experts(&pm, 2), n3 = place_rank_experts(&pm, 3);
+    CU_ASSERT_EQUAL(n1 + n2 + n3, 48);
+    CU_ASSERT(n1 >= 15 && n1 <= 18 && n2 >= 15 && n2 <= 18 && n3 >= 15 && n3 <= 18);
+    place_free(&pm);
+}
+
+static void test_round_robin_replicas(void)
+{
+    tm_config c = cfg(2, 16);
+    place_map pm;
+    tm_err err;
+    CU_ASSERT_EQUAL_FATAL(place_build(&pm, &c, 10, 3, "round-robin", 2, &err), TM_OK);
+    for (int e = 0; e < 16; e++) {
+        CU_ASSERT_EQUAL(place_count(&pm, 1, e), 2);
+        const int *r = place_ranks(&pm, 1, e);
+        CU_ASSERT_EQUAL(r[0], 1 + e % 3);
+        CU_ASSERT_EQUAL(r[1], 1 + (e + 1) % 3);
+        CU_ASSERT(r[0] != r[1]);
+    }
+    place_free(&pm);
+    /* more replicas than workers */
+    CU_ASSERT_EQUAL(place_build(&pm, &c, 10, 2, "round-robin", 3, &err), TM_EINPUT);
+    CU_ASSERT(strstr(err.msg, "--replicas 3") != NULL);
+    /* no workers at all */
+    CU_ASSERT_EQUAL(place_build(&pm, &c, 10, 0, "contiguous", 1, &err), TM_EINPUT);
+}
+
+static void test_dense_layers(void)
+{
+    tm_config c = cfg(4, 8);
+    c.mlp_only[1] = 1;
+    place_map pm;
+    tm_err err;
+    CU_ASSERT_EQUAL_FATAL(place_build(&pm, &c, 10, 2, "round-robin", 1, &err), TM_OK);
+    CU_ASSERT_EQUAL(place_count(&pm, 1, 0), 0);
+    CU_ASSERT_EQUAL(place_rank_experts(&pm, 1), 12);
+    place_free(&pm);
+}
+
+static const char *write_tmp(const char *text)
+{
+    static char path[64];
+    snprintf(path, sizeof path, "/tmp/test_placement_%d.json", (int)getpid());
+    FILE *f = fopen(path, "w");
+    fputs(text, f);
+    fclose(f);
+    return path;
+}
+
+/* A file covering 2 layers x 4 experts on 2 workers, with `extra` spliced in. */
+static tm_status build_file(place_map *pm, const char *body, int workers, tm_err *err)
+{
+    tm_config c = cfg(2, 4);
+    const char *p = write_tmp(body);
+    tm_status st = place_build(pm, &c, 10, workers, p, 1, err);
+    unlink(p);
+    return st;
+}
+
+static void test_file(void)
+{
+    place_map pm;
+    tm_err err;
+    const char *ok = "{\"workers\": 2, \"experts\": [[0,0,1],[0,1,[2,1]],[0,2,2],[0,3,1],"
+                     "[1,0,2],[1,1,2],[1,2,1],[1,3,1]]}";
+    CU_ASSERT_EQUAL_FATAL(build_file(&pm, ok, 2, &err), TM_OK);
+    CU_ASSERT_EQUAL(place_count(&pm, 0, 1), 2);
+    CU_ASSERT_EQUAL(place_ranks(&pm, 0, 1)[0], 2); /* file order = replica order */
+    CU_ASSERT_EQUAL(place_ranks(&pm, 0, 1)[1], 1);
+    CU_ASSERT_EQUAL(place_ranks(&pm, 1, 0)[0], 2);
+    CU_ASSERT_EQUAL(place_rank_experts(&pm, 1), 5);
+    CU_ASSERT_EQUAL(place_rank_experts(&pm, 2), 4);
+    place_free(&pm);
+
+    /* an expert hosted nowhere names its layer and expert */
+    CU_ASSERT_EQUAL(build_file(&pm, "{\"experts\": [[0,0,1],[0,1,1],[0,2,2],[0,3,1],[1,0,2],[1,1,2],[1,3,1]]}", 2,
+                               &err), TM_EINPUT);
+    CU_ASSERT(strstr(err.msg, "layer 1 expert 2 is hosted by no worker") != NULL);
+    /* rank out of range */
+    CU_ASSERT_EQUAL(build_file(&pm, "{\"experts\": [[0,0,1],[0,1,1],[0,2,3],[0,3,1],[1,0,2],[1,1,2],[1,2,1],[1,3,1]]}",
+                               2, &err), TM_EINPUT);
+    CU_ASSERT(strstr(err.msg, "layer 0 expert 2: rank 3 is out of range") != NULL);
+    /* rank 0 is the coordinator, not a worker */
+    CU_ASSERT_EQUAL(build_file(&pm, "{\"experts\": [[0,0,0],[0,1,1],[0,2,1],[0,3,1],[1,0,2],[1,1,2],[1,2,1],[1,3,1]]}",
+                               2, &err), TM_EINPUT);
+    CU_ASSERT(strstr(err.msg, "rank 0 is out of range") != NULL);
+    /* duplicate */
+    CU_ASSERT_EQUAL(build_file(&pm, "{\"experts\": [[0,0,1],[0,0,1],[0,1,1],[0,2,1],[0,3,1],[1,0,2],[1,1,2],[1,2,1],[1,3,1]]}",
+                               2, &err), TM_EINPUT);
+    CU_ASSERT(strstr(err.msg, "layer 0 expert 0: rank 1 listed twice") != NULL);
+    /* outside the model */
+    CU_ASSERT_EQUAL(build_file(&pm, "{\"experts\": [[2,0,1]]}", 2, &err), TM_EINPUT);
+    CU_ASSERT(strstr(err.msg, "layer 2 expert 0 is outside") != NULL);
+    /* written for another worker count */
+    CU_ASSERT_EQUAL(build_file(&pm, ok, 3, &err), TM_EINPUT);
+    CU_ASSERT(strstr(err.msg, "\"workers\"") != NULL);
+    /* malformed */
+    CU_ASSERT_EQUAL(build_file(&pm, "[1,2]", 2, &err), TM_EINPUT);
+    CU_ASSERT_EQUAL(build_file(&pm, "{\"experts\": [[0,0]]}", 2, &err), TM_EINPUT);
+    CU_ASSERT(strstr(err.msg, "\"experts\"[0]") != NULL);
+    CU_ASSERT_EQUAL(build_file(&pm, "{\"experts\": [[0,0,\"x\"]]}", 2, &err), TM_EINPUT);
+    /* missing file */
+    tm_config c = cfg(2, 4);
+    CU_ASSERT_EQUAL(place_build(&pm, &c, 10, 2, "/nonexistent/placement.json", 1, &err), TM_EINPUT);
+    CU_ASSERT(strstr(err.msg, "/nonexistent/placement.json") != NULL);
+    /* --replicas with a file */
+    CU_ASSERT_EQUAL(place_build(&pm, &c, 10, 2, "x.json", 2, &err), TM_EINPUT);
+}
+
+static void test_csr_roundtrip(void)
+{
+    tm_config c = cfg(3, 8);
+    c.mlp_only[0] = 1;
+    place_map a, b;
+    tm_err err;
+    CU_ASSERT_EQUAL_FATAL(place_build(&a, &c, 10, 3, "round-robin", 2, &err), TM_OK);
+    size_t no = (size_t)3 * 8 + 1, nr = (size_t)a.offsets[3 * 8];
+    CU_ASSERT_EQUAL_FATAL(place_from_csr(&b, 3, 8, 3, a.offsets, no, a.ranks, nr, 10, &err), TM_OK);
+    CU_ASSERT(memcmp(a.is_moe, b.is_moe, 3) == 0);
+    CU_ASSERT(memcmp(a.ranks, b.ranks, nr * sizeof(int)) == 0);
+    place_free(&b);
+    /* malformed CSR is refused, not trusted */
+    CU_ASSERT_EQUAL(place_from_csr(&b, 3, 8, 3, a.offsets, no - 1, a.ranks, nr, 10, &err), TM_EINPUT);
+    a.ranks[3] = 9;
+    CU_ASSERT_EQUAL(place_from_csr(&b, 3, 8, 3, a.offsets, no, a.ranks, nr, 10, &err), TM_EINPUT);
+    CU_ASSERT(strstr(err.msg, "rank 9 is out of range") != NULL);
+    place_free(&a);
+}
+
+static void test_print(void)
+{
+    tm_config c = cfg(4, 16);
+    c.mlp_only[3] = 1;
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    CU_ASSERT_EQUAL(placement_print(f, &c, TM_DT_BF16, "contiguous", 1, 4), 0);
+    fclose(f);
+    CU_ASSERT(strstr(buf, "layers 0-2: rank 1: 0-3 | rank 2: 4-7 | rank 3: 8-11 | rank 4: 12-15") != NULL);
+    CU_ASSERT(strstr(buf, "layer 3: dense MLP") != NULL);
+    /* 3 * 24 * 64 * 2 bytes per expert, 12 experts per rank */
+    CU_ASSERT(strstr(buf, "rank 2: 12 experts, 0.11 MiB") != NULL);
+    free(buf);
+    f = open_memstream(&buf, &len);
+    CU_ASSERT_EQUAL(placement_print(f, &c, TM_DT_F32, "round-robin", 2, 3), 0);
+    fclose(f);
+    CU_ASSERT(strstr(buf, "rank 1: 0,2-3,5-6,8-9,11-12,14-15") != NULL);
+    free(buf);
+    f = open_memstream(&buf, &len);
+    CU_ASSERT_EQUAL(placement_print(f, &c, TM_DT_F32, "round-robin", 5, 3), 2);
+    fclose(f);
+    free(buf);
+}
+
+int main(void)
+{
+    if (CU_initialize_registry() != CUE_SUCCESS) return 2;
+    CU_pSuite s = CU_add_suite("placement", NULL, NULL);
+    CU_add_test(s, "contiguous", test_contiguous);
+    CU_add_test(s, "round-robin with replicas", test_round_robin_replicas);
+    CU_add_test(s, "dense layers host nothing", test_dense_layers);
+    CU_add_test(s, "JSON file and its errors", test_file);
+    CU_add_test(s, "CSR round trip and validation", test_csr_roundtrip);
+    CU_add_test(s, "print", test_print);
+    CU_basic_set_mode(CU_BRM_NORMAL);
+    CU_basic_run_tests();
+    unsigned failed = CU_get_number_of_tests_failed();
+    unsigned run = CU_get_number_of_tests_run();
+    unsigned asserts_failed = CU_get_number_of_failures();
+    CU_cleanup_registry();
+    printf("%u passed, %u failed\n", run - failed, failed);
+    return (failed || asserts_failed) ? 1 : 0;
+}
