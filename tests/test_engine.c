@@ -269,7 +269,9 @@ static tm_status parse_with(const char *extra, tm_config *c, tm_err *err)
     cJSON *base = cJSON_Parse(buf), *o = cJSON_Parse(over);
     CU_ASSERT_FATAL(base && o);
     for (cJSON *it = o->child; it; it = it->next)
-        if (!cJSON_ReplaceItemInObjectCaseSensitive(base, it->string, cJSON_Duplicate(it, 1)))
+        if (cJSON_GetObjectItemCaseSensitive(base, it->string))
+            cJSON_ReplaceItemInObjectCaseSensitive(base, it->string, cJSON_Duplicate(it, 1));
+        else
             cJSON_AddItemToObject(base, it->string, cJSON_Duplicate(it, 1));
     char *text = cJSON_PrintUnformatted(base);
     tm_status st = cfg_parse(c, text, "config.json", err);
