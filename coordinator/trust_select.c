@@ -47,21 +47,39 @@ trust_select_params trust_select_default_params(void)
 
 /* ---- top-k --------------------------------------------------------------- */
 
+/* Insert e into ids[0..*m) (kept best first, at most k) if it beats the
+ * last; e rises between calls, so a strict > keeps an equal lower id ahead. */
+static inline void topk_push(const float *key, int k, int32_t *ids, int *m, int e)
+{
+    float v = key[e];
+    if (*m == k && !(v > key[ids[k - 1]])) return;
+    int i = *m < k ? (*m)++ : k - 1;
+    while (i > 0 && v > key[ids[i - 1]]) {
+        ids[i] = ids[i - 1];
+        i--;
+    }
+    ids[i] = e;
+}
+
 int trust_topk(const float *key, const uint8_t *ok, int n, int k, int32_t *ids)
 {
-    int m = 0;
-    for (int e = 0; e < n; e++) {
-        if (ok && !ok[e]) continue;
-        float v = key[e];
-        /* e rises, so a strict > keeps an equal earlier (lower) id ahead. */
-        if (m == k && !(v > key[ids[k - 1]])) continue;
-        int i = m < k ? m++ : k - 1;
-        while (i > 0 && v > key[ids[i - 1]]) {
-            ids[i] = ids[i - 1];
-            i--;
-        }
-        ids[i] = e;
+    int m = 0, e = 0;
+    if (ok) {
+        for (; e < n; e++)
+            if (ok[e]) topk_push(key, k, ids, &m, e);
+        return m;
     }
+    for (; e < n && m < k; e++) topk_push(key, k, ids, &m, e);
+    /* Once k are held, most blocks of 8 hold nothing above the k-th best:
+     * one branch-free test per block skips them. */
+    for (; e + 8 <= n; e += 8) {
+        const float t = key[ids[k - 1]], *b = key + e;
+        int any = (b[0] > t) | (b[1] > t) | (b[2] > t) | (b[3] > t) | (b[4] > t) | (b[5] > t) |
+                  (b[6] > t) | (b[7] > t);
+        if (!any) continue;
+        for (int j = 0; j < 8; j++) topk_push(key, k, ids, &m, e + j);
+    }
+    for (; e < n; e++) topk_push(key, k, ids, &m, e);
     return m;
 }
 
