@@ -14,6 +14,8 @@ static const command commands[] = {
     {"generate", cmd_generate, "generate text or ids with a KV cache"},
     {"logits", cmd_logits, "run a prompt in one pass and write every position's logits"},
     {"inspect", cmd_inspect, "print what a model folder holds and what was loaded"},
+    {"tokenize", cmd_tokenize, "print the token ids of a text (-p TEXT or -f FILE)"},
+    {"detokenize", cmd_detokenize, "print the text of comma-separated token ids"},
 };
 
 static void usage(FILE *f)
