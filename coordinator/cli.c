@@ -1,10 +1,9 @@
-/* cli.c: the logits, generate and inspect commands. */
-#include "commands.h"
+/* cli.c: option parsing shared by the commands, and the logits and inspect
+ * commands. */
+#include "cli.h"
 
-#include "common.h"
+#include "commands.h"
 #include "kernels.h"
-#include "model.h"
-#include "sampler.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -12,20 +11,7 @@
 
 /* ---- options ------------------------------------------------------------- */
 
-typedef struct {
-    const char *model_dir;
-    const char *ids_arg;
-    const char *prompt;
-    const char *out_path;
-    int n_predict;
-    int ctx;
-    int threads;
-    int json;
-    model_load_params load;
-    sampler_params samp;
-} cli_opts;
-
-static int parse_int(const char *flag, const char *v, long lo, long hi, int *out, tm_err *err)
+int cli_parse_int(const char *flag, const char *v, long lo, long hi, int *out, tm_err *err)
 {
     char *end;
     errno = 0;
@@ -36,7 +22,7 @@ static int parse_int(const char *flag, const char *v, long lo, long hi, int *out
     return TM_OK;
 }
 
-static int parse_float(const char *flag, const char *v, double lo, double hi, float *out, tm_err *err)
+int cli_parse_float(const char *flag, const char *v, double lo, double hi, float *out, tm_err *err)
 {
     char *end;
     errno = 0;
@@ -48,7 +34,7 @@ static int parse_float(const char *flag, const char *v, double lo, double hi, fl
 }
 
 /* Comma-separated ids; returns a malloc'd array. */
-static tm_status parse_ids(const char *s, int32_t **out, int *n, tm_err *err)
+tm_status cli_parse_ids(const char *s, int32_t **out, int *n, tm_err *err)
 {
     int cap = 16, k = 0;
     int32_t *ids = tm_malloc(sizeof(int32_t) * (size_t)cap);
@@ -74,7 +60,7 @@ static tm_status parse_ids(const char *s, int32_t **out, int *n, tm_err *err)
     return TM_OK;
 }
 
-static void usage_common(FILE *f)
+void cli_usage_common(FILE *f)
 {
     fprintf(f,
             "  -m DIR              model folder (config.json, *.safetensors)\n"
@@ -85,7 +71,7 @@ static void usage_common(FILE *f)
 }
 
 /* Parses the options shared by all commands; unknown flags are errors. */
-static tm_status parse_opts(int argc, char **argv, cli_opts *o, tm_err *err)
+tm_status cli_parse_opts(int argc, char **argv, cli_opts *o, tm_err *err)
 {
     memset(o, 0, sizeof *o);
     o->n_predict = 16;
@@ -108,32 +94,41 @@ static tm_status parse_opts(int argc, char **argv, cli_opts *o, tm_err *err)
         } else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) {
             NEED();
             o->prompt = v;
+        } else if (!strcmp(a, "--prompts")) {
+            NEED();
+            o->prompts_file = v;
+        } else if (!strcmp(a, "--system")) {
+            NEED();
+            o->system = v;
+        } else if (!strcmp(a, "--chat")) {
+            takes = 0;
+            o->chat = 1;
         } else if (!strcmp(a, "-o")) {
             NEED();
             o->out_path = v;
         } else if (!strcmp(a, "-n")) {
             NEED();
-            st = parse_int(a, v, 0, 1 << 24, &o->n_predict, err);
+            st = cli_parse_int(a, v, 0, 1 << 24, &o->n_predict, err);
         } else if (!strcmp(a, "-c")) {
             NEED();
-            st = parse_int(a, v, 1, 1 << 24, &o->ctx, err);
+            st = cli_parse_int(a, v, 1, 1 << 24, &o->ctx, err);
         } else if (!strcmp(a, "-t")) {
             NEED();
-            st = parse_int(a, v, 1, 1024, &o->threads, err);
+            st = cli_parse_int(a, v, 1, 1024, &o->threads, err);
         } else if (!strcmp(a, "-s") || !strcmp(a, "--seed")) {
             NEED();
             int seed;
-            st = parse_int(a, v, 0, 2147483647, &seed, err);
+            st = cli_parse_int(a, v, 0, 2147483647, &seed, err);
             o->samp.seed = (uint64_t)seed;
         } else if (!strcmp(a, "--temp")) {
             NEED();
-            st = parse_float(a, v, 0, 100, &o->samp.temperature, err);
+            st = cli_parse_float(a, v, 0, 100, &o->samp.temperature, err);
         } else if (!strcmp(a, "--top-k")) {
             NEED();
-            st = parse_int(a, v, 0, 1 << 24, &o->samp.top_k, err);
+            st = cli_parse_int(a, v, 0, 1 << 24, &o->samp.top_k, err);
         } else if (!strcmp(a, "--top-p")) {
             NEED();
-            st = parse_float(a, v, 0, 1, &o->samp.top_p, err);
+            st = cli_parse_float(a, v, 0, 1, &o->samp.top_p, err);
         } else if (!strcmp(a, "--weight-dtype")) {
             NEED();
             if (!strcmp(v, "bf16")) o->load.weight_dtype = TM_DT_BF16;
@@ -156,13 +151,13 @@ static tm_status parse_opts(int argc, char **argv, cli_opts *o, tm_err *err)
     return TM_OK;
 }
 
-static int fail(const char *cmd, const tm_err *err, tm_status st)
+int cli_fail(const char *cmd, const tm_err *err, tm_status st)
 {
     fprintf(stderr, "trustmoe %s: %s\n", cmd, err->msg);
     return st == TM_EINPUT ? 2 : 1;
 }
 
-static int wants_help(int argc, char **argv)
+int cli_wants_help(int argc, char **argv)
 {
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) return 1;
@@ -173,19 +168,19 @@ static int wants_help(int argc, char **argv)
 
 int cmd_logits(int argc, char **argv)
 {
-    if (wants_help(argc, argv)) {
+    if (cli_wants_help(argc, argv)) {
         printf("usage: trustmoe logits -m DIR --ids 1,2,3 -o FILE\n"
                "Runs the prompt in one pass; writes every position's logits as raw little-endian\n"
                "float32, shape [number of ids, vocab].\n");
-        usage_common(stdout);
+        cli_usage_common(stdout);
         return 0;
     }
     cli_opts o;
     tm_err err = {{0}};
-    tm_status st = parse_opts(argc, argv, &o, &err);
+    tm_status st = cli_parse_opts(argc, argv, &o, &err);
     if (st == TM_OK && !o.ids_arg) st = tm_errf(&err, TM_EINPUT, "--ids is required");
     if (st == TM_OK && !o.out_path) st = tm_errf(&err, TM_EINPUT, "-o FILE is required");
-    if (st != TM_OK) return fail("logits", &err, st);
+    if (st != TM_OK) return cli_fail("logits", &err, st);
 
     int32_t *ids = NULL;
     int n = 0, rc = 0;
@@ -194,7 +189,7 @@ int cmd_logits(int argc, char **argv)
     tm_state s;
     int have_model = 0, have_state = 0;
     FILE *f = NULL;
-    if ((st = parse_ids(o.ids_arg, &ids, &n, &err)) != TM_OK) goto out;
+    if ((st = cli_parse_ids(o.ids_arg, &ids, &n, &err)) != TM_OK) goto out;
     kern_set_threads(o.threads);
     if ((st = model_load(&m, o.model_dir, &o.load, &err)) != TM_OK) goto out;
     have_model = 1;
@@ -223,116 +218,9 @@ int cmd_logits(int argc, char **argv)
     fprintf(stderr, "trustmoe logits: wrote [%d, %d] float32 to %s\n", n, m.cfg.vocab_size, o.out_path);
 out:
     if (f) fclose(f);
-    if (st != TM_OK) rc = fail("logits", &err, st);
+    if (st != TM_OK) rc = cli_fail("logits", &err, st);
     free(logits);
     free(ids);
-    if (have_state) state_free(&s);
-    if (have_model) model_free(&m);
-    return rc;
-}
-
-/* ---- generate ------------------------------------------------------------ */
-
-static void json_ids(FILE *f, const char *key, const int32_t *ids, int n)
-{
-    fprintf(f, "\"%s\": [", key);
-    for (int i = 0; i < n; i++) fprintf(f, i ? ", %d" : "%d", ids[i]);
-    fprintf(f, "]");
-}
-
-int cmd_generate(int argc, char **argv)
-{
-    if (wants_help(argc, argv)) {
-        printf("usage: trustmoe generate -m DIR (-p TEXT | --ids 1,2,3) -n N [--temp T --top-k K --top-p P -s SEED] [--json]\n"
-               "Generates with a KV cache.  --temp 0 is greedy.\n");
-        usage_common(stdout);
-        return 0;
-    }
-    cli_opts o;
-    tm_err err = {{0}};
-    tm_status st = parse_opts(argc, argv, &o, &err);
-    if (st == TM_OK && !o.ids_arg && !o.prompt) st = tm_errf(&err, TM_EINPUT, "-p TEXT or --ids is required");
-    if (st == TM_OK && o.prompt) st = tm_errf(&err, TM_EINPUT, "-p needs a tokenizer; use --ids");
-    if (st != TM_OK) return fail("generate", &err, st);
-
-    int32_t *prompt = NULL, *out_ids = NULL;
-    int n_prompt = 0, n_gen = 0, rc = 0;
-    float *logits = NULL;
-    tm_model m;
-    tm_state s;
-    sampler smp;
-    int have_model = 0, have_state = 0, have_smp = 0;
-    if ((st = parse_ids(o.ids_arg, &prompt, &n_prompt, &err)) != TM_OK) goto out;
-    kern_set_threads(o.threads);
-    double t_load = tm_now();
-    if ((st = model_load(&m, o.model_dir, &o.load, &err)) != TM_OK) goto out;
-    have_model = 1;
-    t_load = tm_now() - t_load;
-    int ctx = o.ctx ? o.ctx : n_prompt + o.n_predict;
-    if (o.ctx && ctx > m.cfg.max_position_embeddings) {
-        st = tm_errf(&err, TM_EINPUT, "-c %d exceeds max_position_embeddings %d of %s/config.json", ctx,
-                     m.cfg.max_position_embeddings, o.model_dir);
-        goto out;
-    }
-    if (ctx > m.cfg.max_position_embeddings) ctx = m.cfg.max_position_embeddings;
-    if (n_prompt > ctx) {
-        st = tm_errf(&err, TM_EINPUT, "prompt of %d tokens is longer than the context of %d tokens", n_prompt, ctx);
-        goto out;
-    }
-    if ((st = state_init(&s, &m, ctx, n_prompt, &err)) != TM_OK) goto out;
-    have_state = 1;
-    sampler_init(&smp, &o.samp, m.cfg.vocab_size);
-    have_smp = 1;
-    logits = tm_malloc(sizeof(float) * (size_t)m.cfg.vocab_size);
-    out_ids = tm_malloc(sizeof(int32_t) * (size_t)(o.n_predict + 1));
-    moe_backend be = model_local_backend(&m, &s);
-
-    double t0 = tm_now();
-    if ((st = model_forward(&m, &s, prompt, n_prompt, &be, NULL, logits, 0, &err)) != TM_OK) goto out;
-    double t_prefill = tm_now() - t0, t1 = tm_now();
-    const char *stop = "length";
-    while (n_gen < o.n_predict) {
-        int32_t next = sampler_sample(&smp, logits);
-        out_ids[n_gen++] = next;
-        if (!o.json) {
-            printf(n_gen > 1 ? ",%d" : "%d", next);
-            fflush(stdout);
-        }
-        if (cfg_is_eos(&m.cfg, next)) {
-            stop = "eos";
-            break;
-        }
-        if (n_gen == o.n_predict) break;
-        if (s.seq_len[0] >= s.max_ctx) {
-            stop = "context";
-            break;
-        }
-        if ((st = model_forward(&m, &s, &next, 1, &be, NULL, logits, 0, &err)) != TM_OK) goto out;
-    }
-    double t_decode = tm_now() - t1;
-    int n_decode_steps = n_gen > 1 ? n_gen - 1 : 0;
-    double ms_per_tok = n_decode_steps ? 1e3 * t_decode / n_decode_steps : 0.0;
-    if (!o.json) printf("\n");
-    fprintf(stderr, "trustmoe generate: load %.1f ms; prefill %d tokens in %.2f ms (%.2f tokens per second)\n",
-            1e3 * t_load, n_prompt, 1e3 * t_prefill, n_prompt / (t_prefill > 0 ? t_prefill : 1e-9));
-    fprintf(stderr, "trustmoe generate: decode %d tokens, %.2f ms per token, %.2f tokens per second\n",
-            n_decode_steps, ms_per_tok, ms_per_tok > 0 ? 1e3 / ms_per_tok : 0.0);
-    if (o.json) {
-        printf("{");
-        json_ids(stdout, "prompt_ids", prompt, n_prompt);
-        printf(", ");
-        json_ids(stdout, "ids", out_ids, n_gen);
-        printf(", \"stop\": \"%s\", \"timings\": {\"load_ms\": %.3f, \"prefill_ms\": %.3f, \"prefill_tokens_per_second\": %.3f, "
-               "\"decode_ms_per_token\": %.3f, \"tokens_per_second\": %.3f}}\n",
-               stop, 1e3 * t_load, 1e3 * t_prefill, n_prompt / (t_prefill > 0 ? t_prefill : 1e-9), ms_per_tok,
-               ms_per_tok > 0 ? 1e3 / ms_per_tok : 0.0);
-    }
-out:
-    if (st != TM_OK) rc = fail("generate", &err, st);
-    free(logits);
-    free(prompt);
-    free(out_ids);
-    if (have_smp) sampler_free(&smp);
     if (have_state) state_free(&s);
     if (have_model) model_free(&m);
     return rc;
@@ -342,19 +230,19 @@ out:
 
 int cmd_inspect(int argc, char **argv)
 {
-    if (wants_help(argc, argv)) {
+    if (cli_wants_help(argc, argv)) {
         printf("usage: trustmoe inspect -m DIR\n"
                "Prints the configuration used, tensors, dtypes, bytes, resident memory and ignored tensors.\n");
-        usage_common(stdout);
+        cli_usage_common(stdout);
         return 0;
     }
     cli_opts o;
     tm_err err = {{0}};
-    tm_status st = parse_opts(argc, argv, &o, &err);
-    if (st != TM_OK) return fail("inspect", &err, st);
+    tm_status st = cli_parse_opts(argc, argv, &o, &err);
+    if (st != TM_OK) return cli_fail("inspect", &err, st);
     size_t rss0 = tm_rss_bytes();
     tm_model m;
-    if ((st = model_load(&m, o.model_dir, &o.load, &err)) != TM_OK) return fail("inspect", &err, st);
+    if ((st = model_load(&m, o.model_dir, &o.load, &err)) != TM_OK) return cli_fail("inspect", &err, st);
     size_t rss = tm_rss_bytes();
     printf("model: %s\n", m.dir);
     cfg_print(&m.cfg, stdout);
