@@ -57,6 +57,11 @@ void trust_metrics_add(trust_metrics *m, int layer, const int32_t *ids, int k)
     m->selections[layer]++;
 }
 
+void trust_metrics_add_batch(trust_metrics *m, int layer, const int32_t *ids, int T, int k)
+{
+    for (int t = 0; t < T; t++) trust_metrics_add(m, layer, ids + (size_t)t * k, k);
+}
+
 static int cmp_i64(const void *a, const void *b)
 {
     int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;

@@ -42,6 +42,10 @@ void trust_metrics_free(trust_metrics *m);
 /* Count one token selection at `layer`: ids[k] chosen experts. */
 void trust_metrics_add(trust_metrics *m, int layer, const int32_t *ids, int k);
 
+/* T selections at once: ids[T, k] (e.g. from the engine's on_route
+ * observer when routing runs without the trust selector). */
+void trust_metrics_add_batch(trust_metrics *m, int layer, const int32_t *ids, int T, int k);
+
 /* Metrics of one layer's load (any n_experts-long count vector). */
 void trust_metrics_of_load(const int64_t *load /*[n]*/, int n, trust_layer_stats *out);
 void trust_metrics_layer(const trust_metrics *m, int layer, trust_layer_stats *out);

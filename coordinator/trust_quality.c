@@ -43,6 +43,12 @@ void trust_quality_add(trust_quality_acc *a, int layer, const int32_t *ids, cons
     a->tokens[layer]++;
 }
 
+void trust_quality_add_batch(trust_quality_acc *a, int layer, const int32_t *ids, const float *w,
+                             int T, int k)
+{
+    for (int t = 0; t < T; t++) trust_quality_add(a, layer, ids + (size_t)t * k, w + (size_t)t * k, k);
+}
+
 void trust_quality_add_ce(trust_quality_acc *a, double ce_sum, int64_t n)
 {
     a->ce_sum += ce_sum;

@@ -42,6 +42,10 @@ void trust_quality_free(trust_quality_acc *a);
 
 /* One token selection at `layer`: ids[k], w[k] f32 as trust_select gave. */
 void trust_quality_add(trust_quality_acc *a, int layer, const int32_t *ids, const float *w, int k);
+/* T token selections at once (the engine's on_route observer):
+ * ids[T, k], w[T, k] f32. */
+void trust_quality_add_batch(trust_quality_acc *a, int layer, const int32_t *ids, const float *w,
+                             int T, int k);
 /* ce_sum: Σ -log p(next token) in nats over n tokens. */
 void trust_quality_add_ce(trust_quality_acc *a, double ce_sum, int64_t n);
 

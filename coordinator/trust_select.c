@@ -388,3 +388,19 @@ int trust_select(trust_selector *s, int layer, const float *probs, int k, int no
     }
     return 0;
 }
+
+/* ---- engine adapters --------------------------------------------------------- */
+
+int trust_select_hook(void *selector, int layer, int token, const float *probs, int k, int norm_topk,
+                      int32_t *ids, float *w)
+{
+    (void)token;
+    return trust_select(selector, layer, probs, k, norm_topk, ids, w);
+}
+
+int trust_select_batch_hook(void *hook, int layer, int token, const float *probs, int k,
+                            int norm_topk, int32_t *ids, float *w)
+{
+    const trust_batch_hook *h = hook;
+    return trust_select(h->by_seq[h->tok_seq[token]], layer, probs, k, norm_topk, ids, w);
+}

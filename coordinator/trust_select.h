@@ -150,6 +150,26 @@ void trust_selector_set_metrics(trust_selector *s, trust_metrics *m);
 int trust_select(trust_selector *s, int layer, const float *probs, int k, int norm_topk,
                  int32_t *ids, float *w);
 
+/* Adapters to the engine's selection callback (tm_selector in model.h,
+ * which passes the token's index within the forward call):
+ *   one request, or all sequences in one context:
+ *       tm_selector sel = {trust_select_hook, &selector};
+ *   a batch whose sequences each have their own selector (context,
+ *   requester, budget):
+ *       trust_batch_hook h = {selectors, state.tok_seq};
+ *       tm_selector sel = {trust_select_batch_hook, &h};
+ * Both return trust_select's result. */
+int trust_select_hook(void *selector, int layer, int token, const float *probs, int k, int norm_topk,
+                      int32_t *ids, float *w);
+
+typedef struct {
+    trust_selector *const *by_seq; /* [n_seq] selector of each sequence         */
+    const int *tok_seq;            /* [T] sequence of each token of the call    */
+} trust_batch_hook;
+
+int trust_select_batch_hook(void *hook, int layer, int token, const float *probs, int k,
+                            int norm_topk, int32_t *ids, float *w);
+
 /* Top-k of key[n] among ok experts (ok NULL = all), best first, ties to the
  * lower id, by one pass of insertion into k slots.  Returns how many were
  * found (< k only when fewer are ok).  key must be finite. */

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "model.h"
 #include "trust_atp.h"
 #include "trust_context.h"
 #include "trust_metrics.h"
@@ -263,6 +264,54 @@ static void test_router_vs_ref(void)
         CU_ASSERT_EQUAL(n, E);
         CU_ASSERT(memcmp(a, b, sizeof a) == 0);
     }
+    trust_selector_free(&s);
+}
+
+/* ROUTER is bit-identical to the engine's own routing, directly and
+ * through the engine's callback adapters. */
+static void test_router_equals_engine(void)
+{
+    uint64_t rng = 77;
+    float p[E], w[8], we[8];
+    int32_t ids[8], ide[8];
+    trust_select_params sp = params(TRUST_SELECT_ROUTER, 8);
+    trust_selector s;
+    tm_err err;
+    CU_ASSERT_EQUAL_FATAL(trust_selector_init(&s, &sp, &err), TM_OK);
+    int bad = 0;
+    for (int trial = 0; trial < 3000; trial++) {
+        int k = 1 + (int)trust_rng_below(&rng, 8), norm = trial % 2;
+        random_probs(&rng, p, E);
+        if (trial % 3 == 0)
+            for (int e = 0; e < E; e++) p[e] = (float)(int)(p[e] * 300.0f) / 300.0f;
+        model_route_topk(p, E, k, norm, ide, we);
+        trust_select(&s, trial % L, p, k, norm, ids, w);
+        bad += memcmp(ids, ide, (size_t)k * sizeof *ids) != 0;
+        bad += memcmp(w, we, (size_t)k * sizeof *w) != 0;
+        trust_select_hook(&s, trial % L, 0, p, k, norm, ids, w);
+        bad += memcmp(ids, ide, (size_t)k * sizeof *ids) != 0;
+    }
+    CU_ASSERT_EQUAL(bad, 0);
+    /* The batch adapter picks each token's selector by its sequence. */
+    trust_table t;
+    trust_table_init(&t, L, E, "code");
+    t.trust[E - 1] = 1.0f;
+    trust_select_params bp = params(TRUST_SELECT_BLEND, 8);
+    bp.alpha = 0.0f;
+    trust_selector b;
+    trust_selector_init(&b, &bp, &err);
+    trust_selector_set_table(&b, &t, &err);
+    trust_selector *by_seq[2] = {&s, &b};
+    int tok_seq[3] = {0, 1, 0};
+    trust_batch_hook h = {by_seq, tok_seq};
+    random_probs(&rng, p, E);
+    p[E - 1] = 0.0f;
+    for (int tok = 0; tok < 3; tok++) {
+        trust_select_batch_hook(&h, 0, tok, p, 8, 1, ids, w);
+        CU_ASSERT_EQUAL(ids[0] == E - 1, tok == 1);
+    }
+    trust_selector_free(&b);
+    trust_table_free(&t);
     trust_selector_free(&s);
 }
 
@@ -653,6 +702,10 @@ static void test_metrics(void)
     trust_metrics_layer(&m, 1, &st);
     CU_ASSERT_DOUBLE_EQUAL(st.changed_frac, 0.0, 1e-12);
     CU_ASSERT_EQUAL(m.selections[0], 10);
+    int32_t batch[3 * 2] = {1, 2, 1, 3, 1, 2};
+    trust_metrics_add_batch(&m, 2, batch, 3, 2);
+    trust_metrics_layer(&m, 2, &st);
+    CU_ASSERT(st.distinct == 3 && m.selections[2] == 3 && m.load[2 * E + 1] == 3);
 
     char *json = trust_metrics_json(&m);
     cJSON *doc = cJSON_Parse(json);
@@ -729,6 +782,7 @@ int main(void)
     CU_add_test(s, "alpha extremes swap", test_alpha_extremes);
     CU_add_test(s, "contextual ranking", test_contextual_ranking);
     CU_add_test(s, "router equals naive top-k", test_router_vs_ref);
+    CU_add_test(s, "router bit-identical to the engine's routing", test_router_equals_engine);
     CU_add_test(s, "masking never picks unavailable", test_mask_never_unavailable);
     CU_add_test(s, "authorization policy", test_policy);
     CU_add_test(s, "ATP budget fallback and refund", test_budget);

@@ -246,6 +246,12 @@ static void test_quality(void)
     CU_ASSERT_DOUBLE_EQUAL(trust_quality_credit(&acc, 0, 4), 0.0, 1e-12);
     CU_ASSERT_DOUBLE_EQUAL(trust_quality_credit(&acc, 1, 1), 0.0, 1e-12);
     trust_quality_reset(&acc);
+    int32_t bids[2 * 2] = {4, 5, 4, 6};
+    float bw[2 * 2] = {0.5f, 0.5f, 0.5f, 0.5f};
+    trust_quality_add_batch(&acc, 3, bids, bw, 2, 2);
+    CU_ASSERT_DOUBLE_EQUAL(trust_quality_credit(&acc, 3, 4), 1.0, 1e-12);
+    CU_ASSERT_DOUBLE_EQUAL(trust_quality_credit(&acc, 3, 6), 0.5, 1e-12);
+    trust_quality_reset(&acc);
 
     /* Through the database: q = 10/11 (ce 0), rate 0.1. */
     trust_db db;
