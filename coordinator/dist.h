@@ -1,0 +1,129 @@
+/* dist.h: expert parallelism over MPI ranks.
+ *
+ * SPMD: every rank runs the same command.  Rank 0 is the coordinator (model
+ * forward outside the experts); ranks 1..N are workers that hold only the
+ * experts the placement gives them (coordinator/placement.h).  MPI is
+ * initialised only when the process was started by mpirun/srun, so a plain
+ * `build/trustmoe` never touches MPI, and `mpirun -np 1` runs everything in
+ * one process.
+ *
+ * Protocol (one communicator, a duplicate of MPI_COMM_WORLD with
+ * MPI_ERRORS_RETURN; tags in dist_tag):
+ *   start     rank 0 posts a receive for every Handshake, then sends every
+ *             worker the Placement (proto/trustmoe.proto).  Each worker loads
+ *             its experts (load_dense = 0) and answers with a Handshake: build
+ *             version, model identity, host, experts, weight and resident
+ *             bytes.  Rank 0 checks every field; a mismatch names the rank and
+ *             both values and ends the job before any compute.
+ *   per layer rank 0 groups the tokens by destination worker and sends each
+ *             worker that has any of them one DISPATCH message (proto/wire.h):
+ *             the token rows once, with that worker's (expert, weight) pairs.
+ *             Receives for the RESULTs are posted before the sends.  A worker
+ *             returns one pre-summed row per token, Σ w · expert(x); rank 0
+ *             adds the rows in ascending worker rank, so two runs with the
+ *             same -np and placement are bitwise identical.  Workers with no
+ *             tokens get no message: a worker serves whatever arrives next
+ *             (DISPATCH or CONTROL) and needs no end-of-layer marker.
+ *   finish    rank 0 sends CONTROL SHUTDOWN; each worker answers WorkerStats,
+ *             and both sides finalize.
+ * Every wait polls (MPI_Test / MPI_Iprobe with short sleeps) against a
+ * deadline: --comm-timeout for replies, --idle-timeout for loading and for a
+ * worker's wait for its next request.  On expiry or on a bad message the rank
+ * prints who (rank, host), where (step, layer) and what, then MPI_Abort
+ * ends the whole job with a non-zero status.
+ *
+ * Test-only fault switch (kept in release builds; used by tests/cli/mpi_faults.sh):
+ *   TRUSTMOE_FAULT=dtype|truncate|corrupt|exit|silent|version
+ *   TRUSTMOE_FAULT_RANK=R (default 1), TRUSTMOE_FAULT_STEP=S (default 1)
+ * makes worker R, at its first request of step >= S, send a wrong dtype tag,
+ * a truncated payload, a payload corrupted after its checksum, exit without
+ * finalizing, or stop answering; `version` reports a different build in the
+ * handshake.
+ */
+#ifndef TM_DIST_H
+#define TM_DIST_H
+
+#include "common.h"
+#include "dtype.h"
+#include "expert.h"
+#include "model.h"
+
+typedef struct {
+    const char *placement; /* contiguous (default), round-robin, or a JSON file */
+    int replicas;          /* each expert on this many workers (policies only) */
+    tm_dtype wire_dtype;   /* activations on the wire: F32 (default) or BF16 */
+    int checksum;          /* CRC32C over every activation payload */
+    double comm_timeout;   /* seconds a reply may take (default 60) */
+    const char *stats_json;
+    double idle_timeout;   /* seconds for loading/handshake and a worker's idle wait (default 600) */
+    int workers;           /* inspect --workers N: worker ranks to print a placement for (0: none) */
+} dist_params;
+
+typedef enum {
+    DIST_TAG_PLACEMENT = 11, /* Placement, rank 0 -> worker */
+    DIST_TAG_HANDSHAKE = 12, /* Handshake, worker -> rank 0 */
+    DIST_TAG_CONTROL = 13,   /* Control, rank 0 -> worker */
+    DIST_TAG_STATS = 14,     /* WorkerStats, worker -> rank 0 */
+    DIST_TAG_DISPATCH = 21,  /* wire DISPATCH, rank 0 -> worker */
+    DIST_TAG_RESULT = 22,    /* wire RESULT, worker -> rank 0 */
+} dist_tag;
+
+dist_params dist_default_params(void);
+/* Returns 1 if argv[*i] is one of the dist flags (consumes its value and
+ * advances *i past it), 0 if not, -1 on a bad value (err filled).
+ *   --placement P  --replicas R  --wire-dtype f32|bf16  --wire-checksum
+ *   --comm-timeout S  --idle-timeout S  --stats-json FILE  --workers N */
+int dist_parse_flag(dist_params *p, int argc, char **argv, int *i, tm_err *err);
+/* Help lines for the flags above. */
+void dist_usage(FILE *f);
+
+/* MPI_Init if started by mpirun/srun; *rank = 0, *size = 1 otherwise. */
+void dist_init(int *argc, char ***argv, int *rank, int *size);
+int dist_mpi_active(void);
+
+/* Ranks > 0: load own experts from model_dir, serve until shutdown; returns
+ * the process exit code (after MPI_Finalize).  lp: the command's load
+ * params (weight dtype, finite check); expert_mask and load_dense are set here. */
+int dist_worker_main(const char *model_dir, const dist_params *p, const model_load_params *lp);
+
+/* For rank 0 with size > 1: a zero expert mask [layers * experts] sized from
+ * model_dir/config.json, so model_load maps no expert.  free() it after load. */
+unsigned char *dist_no_experts_mask(const char *model_dir, tm_err *err);
+
+/* Rank 0 with size > 1: handshake + placement; fills *be with a backend that
+ * dispatches to the workers.  On a handshake or placement error the message
+ * is printed and the job is aborted (workers are waiting on us). */
+tm_status dist_coordinator_start(const tm_model *m, const dist_params *p, int size, moe_backend *be, tm_err *err);
+/* Size 1: wrap the local backend so that the same statistics are kept. */
+tm_status dist_local_start(const tm_model *m, const dist_params *p, moe_backend inner, moe_backend *be, tm_err *err);
+/* The generation step of the next forward call (0 = prefill); optional:
+ * without it each forward call counts as the next step. */
+void dist_set_step(moe_backend *be, int step);
+/* Writes stats, shuts the workers down, finalizes MPI.  be may be NULL (or a
+ * backend not made here) when start never ran: then with workers waiting the
+ * job is aborted with exit_code, else MPI is finalized. */
+void dist_finish(moe_backend *be, int exit_code, const tm_state *s);
+
+/* ---- shared by coordinator and worker (dist.c) ---------------------------- */
+
+#ifdef TM_DIST_INTERNAL
+#include <mpi.h>
+MPI_Comm dist_comm(void);
+const char *dist_build_version(void);
+const char *dist_hostname(void);
+/* Wait for every request in reqs[0..n) (MPI_REQUEST_NULL entries are done).
+ * Returns the index of the first request still open at the deadline, -1
+ * when all completed, or -2 - i when request i completed with an error
+ * (sts[i].MPI_ERROR says which). */
+int dist_wait_all(MPI_Request *reqs, MPI_Status *sts, int n, double timeout);
+/* Poll for the next message from `src` with any tag.  Returns 1 and fills
+ * *st when one is there, 0 at the deadline. */
+int dist_probe(int src, MPI_Status *st, double timeout);
+/* Print "trustmoe: rank R (host): <msg>" and MPI_Abort the job. */
+_Noreturn void dist_die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+const char *dist_mpi_error(int code);
+/* CRC32C of sampled bytes of the checkpoint files (the handshake's content_sample). */
+uint64_t dist_content_sample(const st_set *st);
+#endif
+
+#endif

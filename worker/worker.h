@@ -1,0 +1,38 @@
+/* worker.h: ranks 1..N.  dist_worker_main (declared in coordinator/dist.h)
+ * receives the placement, maps only its experts (load_dense = 0), answers
+ * the handshake and then serves DISPATCH requests until SHUTDOWN:
+ *
+ *   for each request [rows, hidden] + [rows, pairs] (expert, weight):
+ *     group the (row, expert) pairs by expert, ascending;
+ *     per expert: gather its rows, expert_forward once over all of them,
+ *                 partial[row] += weight · y   (fixed order: bitwise repeatable)
+ *     reply with partial [rows, hidden] in the wire dtype.
+ *
+ * Buffers are sized for the largest request seen so far and reused.
+ */
+#ifndef TM_WORKER_H
+#define TM_WORKER_H
+
+/* Test-only fault injection (see dist.h): TRUSTMOE_FAULT and friends. */
+typedef enum {
+    WORKER_FAULT_NONE = 0,
+    WORKER_FAULT_DTYPE,    /* wrong dtype tag in a RESULT header */
+    WORKER_FAULT_TRUNCATE, /* RESULT carries half its payload */
+    WORKER_FAULT_CORRUPT,  /* a payload byte flipped after the checksum */
+    WORKER_FAULT_EXIT,     /* exit without finalizing, mid-generation */
+    WORKER_FAULT_SILENT,   /* stop answering */
+    WORKER_FAULT_VERSION,  /* report another build in the handshake */
+} worker_fault_kind;
+
+typedef struct {
+    worker_fault_kind kind;
+    int rank; /* the worker that misbehaves (default 1) */
+    int step; /* from this step on (default 1) */
+    int fired;
+} worker_fault;
+
+/* Read the environment; an unknown TRUSTMOE_FAULT value is reported and ignored. */
+worker_fault worker_fault_from_env(void);
+const char *worker_fault_name(worker_fault_kind k);
+
+#endif
