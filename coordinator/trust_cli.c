@@ -428,6 +428,8 @@ static int run_passes(const char *cmd, int argc, char **argv, int train)
     tm_selector sel = trust_run_selector(&r);
     fprintf(stderr, "%s: model %s, select %s, %zu tokens in windows of %d\n", cmd, r.model_id,
             trust_select_mode_name(to.mode), n_ids, W);
+    char run_key[4200];
+    snprintf(run_key, sizeof run_key, "corpus=%s window=%d", to.corpus, W);
 
     double ce_total = 0, q_sum = 0, t0 = tm_now();
     int64_t scored = 0, windows = 0;
@@ -448,11 +450,20 @@ static int run_passes(const char *cmd, int argc, char **argv, int train)
             sc_ep += T - 1;
             win_ep++;
             if (train) {
+                /* The window's updates and its progress count commit
+                 * together: after a crash the count says exactly which
+                 * windows the reputation holds. */
                 double q;
                 trust_table *tab = &r.tables[r.cur];
-                if ((st = trust_quality_commit(&obs.acc, &r.db, r.model_id, tab, to.ema_rate, (int64_t)time(NULL),
-                                               &q, &err)))
+                if ((st = trust_db_begin(&r.db, &err))) goto out;
+                st = trust_quality_commit(&obs.acc, &r.db, r.model_id, tab, to.ema_rate, (int64_t)time(NULL), &q,
+                                          &err);
+                if (!st) st = trust_db_add_progress(&r.db, r.model_id, run_key, 1, &err);
+                if (st) {
+                    trust_db_rollback(&r.db);
                     goto out;
+                }
+                if ((st = trust_db_commit(&r.db, &err))) goto out;
                 trust_selector_refresh(&r.sel);
                 if (to.atp_budget >= 0) trust_selector_reward(&r.sel, q);
                 q_sum += q;
@@ -609,16 +620,81 @@ static int show(int argc, char **argv)
     return 0;
 }
 
+/* ---- check, dump -------------------------------------------------------------------- */
+
+/* PRAGMA integrity_check; prints its verdict, exit 1 unless "ok". */
+static int check(int argc, char **argv)
+{
+    const char *cmd = "trust check";
+    trust_opts to;
+    tm_err err = {{0}};
+    trust_opts_default(&to);
+    tm_status st = trust_opts_take(&argc, argv, &to, &err);
+    if (!st && argc > 1) st = tm_errf(&err, TM_EINPUT, "unknown option '%s'", argv[1]);
+    if (!st && !to.db_path) st = tm_errf(&err, TM_EINPUT, "--trust-db PATH is required");
+    if (st) return cli_fail(cmd, &err, st);
+    trust_db db;
+    if ((st = trust_db_open(&db, to.db_path, NULL, &err))) return cli_fail(cmd, &err, st);
+    sqlite3_stmt *q = NULL;
+    int ok = 0;
+    if (sqlite3_prepare_v2(db.db, "PRAGMA integrity_check", -1, &q, NULL) == SQLITE_OK) {
+        while (sqlite3_step(q) == SQLITE_ROW) {
+            const char *line = (const char *)sqlite3_column_text(q, 0);
+            ok = ok || (line && !strcmp(line, "ok"));
+            printf("%s\n", line ? line : "");
+        }
+    }
+    sqlite3_finalize(q);
+    if (sqlite3_prepare_v2(db.db, "SELECT model, run, windows FROM train_progress ORDER BY model, run", -1, &q,
+                           NULL) == SQLITE_OK)
+        while (sqlite3_step(q) == SQLITE_ROW)
+            printf("progress %s %s: %lld windows\n", sqlite3_column_text(q, 0), sqlite3_column_text(q, 1),
+                   (long long)sqlite3_column_int64(q, 2));
+    sqlite3_finalize(q);
+    trust_db_close(&db);
+    return ok ? 0 : 1;
+}
+
+/* Every trust entry, sorted, without the wall-clock column: two databases
+ * trained on the same windows dump the same text. */
+static int dump(int argc, char **argv)
+{
+    const char *cmd = "trust dump";
+    trust_opts to;
+    tm_err err = {{0}};
+    trust_opts_default(&to);
+    tm_status st = trust_opts_take(&argc, argv, &to, &err);
+    if (!st && argc > 1) st = tm_errf(&err, TM_EINPUT, "unknown option '%s'", argv[1]);
+    if (!st && !to.db_path) st = tm_errf(&err, TM_EINPUT, "--trust-db PATH is required");
+    if (st) return cli_fail(cmd, &err, st);
+    trust_db db;
+    if ((st = trust_db_open(&db, to.db_path, NULL, &err))) return cli_fail(cmd, &err, st);
+    sqlite3_stmt *q = NULL;
+    if (sqlite3_prepare_v2(db.db,
+                           "SELECT model, context, layer, expert, trust, evidence, last_quality, last_credit, "
+                           "hex(window) FROM trust ORDER BY model, context, layer, expert",
+                           -1, &q, NULL) == SQLITE_OK)
+        while (sqlite3_step(q) == SQLITE_ROW)
+            printf("%s %s %d %d %.17g %lld %.17g %.17g %s\n", sqlite3_column_text(q, 0), sqlite3_column_text(q, 1),
+                   sqlite3_column_int(q, 2), sqlite3_column_int(q, 3), sqlite3_column_double(q, 4),
+                   (long long)sqlite3_column_int64(q, 5), sqlite3_column_double(q, 6), sqlite3_column_double(q, 7),
+                   sqlite3_column_text(q, 8));
+    sqlite3_finalize(q);
+    trust_db_close(&db);
+    return 0;
+}
+
 /* ---- commands -------------------------------------------------------------------------- */
 
 static void trust_usage(FILE *f)
 {
     fprintf(f, "usage: trustmoe trust fit-contexts -m DIR --corpus FILE --trust-db PATH [--contexts K] [--window N]\n"
                "       trustmoe trust train -m DIR --corpus FILE --trust-db PATH [--epochs N] [selection options]\n"
-               "       trustmoe trust show --trust-db PATH\n"
+               "       trustmoe trust show|check|dump --trust-db PATH\n"
                "fit-contexts clusters the mean token embedding of each window (k-means) and stores the\n"
                "centroids; train runs teacher-forced windows and folds each window's quality\n"
-               "q = 1/(1 + ppl/10) into the reputation of the experts that carried its routing weight.\n");
+               "q = 1/(1 + ppl/10) into the reputation of the experts that carried its routing weight;\n"
+               "show summarises a database, check runs PRAGMA integrity_check, dump prints every entry.\n");
     trust_opts_usage(f);
     cli_usage_common(f);
 }
@@ -637,7 +713,9 @@ int cmd_trust(int argc, char **argv)
     if (!strcmp(sub, "fit-contexts")) return fit_contexts(argc - 1, argv + 1);
     if (!strcmp(sub, "train")) return run_passes("trust train", argc - 1, argv + 1, 1);
     if (!strcmp(sub, "show")) return show(argc - 1, argv + 1);
-    fprintf(stderr, "trustmoe trust: unknown subcommand '%s' (fit-contexts, train, show)\n", sub);
+    if (!strcmp(sub, "check")) return check(argc - 1, argv + 1);
+    if (!strcmp(sub, "dump")) return dump(argc - 1, argv + 1);
+    fprintf(stderr, "trustmoe trust: unknown subcommand '%s' (fit-contexts, train, show, check, dump)\n", sub);
     return 2;
 }
 

@@ -31,6 +31,9 @@ static const char *const migrations[TRUST_DB_SCHEMA_VERSION] = {
     "  id INTEGER PRIMARY KEY AUTOINCREMENT, model TEXT NOT NULL,"
     "  layer INTEGER NOT NULL, substitute INTEGER NOT NULL, requested INTEGER NOT NULL,"
     "  context TEXT NOT NULL, quality_delta REAL NOT NULL, time INTEGER NOT NULL);",
+    "CREATE TABLE train_progress ("
+    "  model TEXT NOT NULL, run TEXT NOT NULL, windows INTEGER NOT NULL,"
+    "  PRIMARY KEY (model, run)) WITHOUT ROWID;",
 };
 
 trust_db_params trust_db_default_params(void)
@@ -439,6 +442,46 @@ tm_status trust_db_count_substitutions(trust_db *db, const char *model, int64_t 
         st = sql_fail(db, err, "count substitutions");
     sqlite3_finalize(q);
     return st;
+}
+
+tm_status trust_db_get_progress(trust_db *db, const char *model, const char *run, int64_t *windows,
+                                tm_err *err)
+{
+    sqlite3_stmt *q = NULL;
+    tm_status st = TM_OK;
+    *windows = 0;
+    if (sqlite3_prepare_v2(db->db, "SELECT windows FROM train_progress WHERE model=?1 AND run=?2", -1,
+                           &q, NULL) != SQLITE_OK)
+        return sql_fail(db, err, "read training progress");
+    sqlite3_bind_text(q, 1, model, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 2, run, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(q);
+    if (rc == SQLITE_ROW) *windows = sqlite3_column_int64(q, 0);
+    else if (rc != SQLITE_DONE) st = sql_fail(db, err, "read training progress");
+    sqlite3_finalize(q);
+    return st;
+}
+
+tm_status trust_db_add_progress(trust_db *db, const char *model, const char *run, int64_t n,
+                                tm_err *err)
+{
+    sqlite3_stmt *q = NULL;
+    int own;
+    tm_status st = own_begin(db, &own, err);
+    if (st) return st;
+    if (sqlite3_prepare_v2(db->db,
+                           "INSERT INTO train_progress (model, run, windows) VALUES (?1, ?2, ?3) "
+                           "ON CONFLICT (model, run) DO UPDATE SET windows = windows + ?3",
+                           -1, &q, NULL) != SQLITE_OK) {
+        st = sql_fail(db, err, "write training progress");
+    } else {
+        sqlite3_bind_text(q, 1, model, -1, SQLITE_STATIC);
+        sqlite3_bind_text(q, 2, run, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(q, 3, n);
+        if (sqlite3_step(q) != SQLITE_DONE) st = sql_fail(db, err, "write training progress");
+    }
+    sqlite3_finalize(q);
+    return own_end(db, own, st, err);
 }
 
 /* ---- tables and contexts -------------------------------------------------------------- */

@@ -20,6 +20,9 @@
  *                 count INT, quality REAL)
  *   substitutions(id INT key, model TEXT, layer INT, substitute INT,
  *                 requested INT, context TEXT, quality_delta REAL, time INT)
+ *   train_progress(model TEXT, run TEXT, windows INT)        (version 2)
+ *     quality windows committed by `trust train` for a run key, written
+ *     in the same transaction as the window's updates
  *
  * Blob encodings: `window` is n <= TRUST_WINDOW float32 values, oldest
  * first; `centroid` is dim float32 values.  Both little-endian IEEE-754,
@@ -38,7 +41,7 @@
 #include "trust_context.h"
 #include "trust_rep.h"
 
-#define TRUST_DB_SCHEMA_VERSION 1
+#define TRUST_DB_SCHEMA_VERSION 2
 
 typedef struct {
     double ema_rate;     /* trust EMA rate at full credit; default 0.1       */
@@ -93,6 +96,13 @@ tm_status trust_db_record_substitution(trust_db *db, const char *model, int laye
                                        int requested, const char *ctx, double dq, int64_t now,
                                        tm_err *err);
 tm_status trust_db_count_substitutions(trust_db *db, const char *model, int64_t *n, tm_err *err);
+
+/* Windows committed for (model, run key); 0 when none. */
+tm_status trust_db_get_progress(trust_db *db, const char *model, const char *run, int64_t *windows,
+                                tm_err *err);
+/* Add n windows to (model, run key); meant for the window's transaction. */
+tm_status trust_db_add_progress(trust_db *db, const char *model, const char *run, int64_t n,
+                                tm_err *err);
 
 /* Fill t (already initialised to the model's shape) with the trust and
  * evidence of (model, t->context); experts without a row keep the prior.

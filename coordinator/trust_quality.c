@@ -86,7 +86,8 @@ tm_status trust_quality_commit(trust_quality_acc *a, trust_db *db, const char *m
     TM_ASSERT(db || table);
     TM_ASSERT(!table || (table->n_layers == a->n_layers && table->n_experts == a->n_experts));
     const char *ctx = table ? table->context : "general";
-    if (db && (st = trust_db_begin(db, err))) goto done;
+    int own = db && !db->in_tx;
+    if (own && (st = trust_db_begin(db, err))) goto done;
     for (int l = 0; l < a->n_layers && !st; l++) {
         for (int e = 0; e < a->n_experts && !st; e++) {
             double c = trust_quality_credit(a, l, e);
@@ -105,7 +106,7 @@ tm_status trust_quality_commit(trust_quality_acc *a, trust_db *db, const char *m
             }
         }
     }
-    if (db) {
+    if (own) {
         if (st)
             trust_db_rollback(db);
         else

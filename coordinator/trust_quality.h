@@ -61,7 +61,9 @@ double trust_quality_credit(const trust_quality_acc *a, int layer, int expert);
  * then mirrors the stored trust and evidence.  db may be NULL to update
  * only the in-memory table (with rate ema_rate).  *q_out receives q.  The
  * accumulator is reset afterwards; a window with no scored token changes
- * nothing. */
+ * nothing.  Inside the caller's trust_db_begin the updates join that
+ * transaction (so the caller can commit more with them); otherwise the
+ * window gets a transaction of its own. */
 tm_status trust_quality_commit(trust_quality_acc *a, trust_db *db, const char *model,
                                trust_table *table, double ema_rate, int64_t now, double *q_out,
                                tm_err *err);

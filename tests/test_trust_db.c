@@ -66,6 +66,38 @@ static void test_open_wal_version(void)
     CU_ASSERT_EQUAL(trust_db_open(&db, fresh(), &p, &err), TM_EINPUT);
 }
 
+static void test_migration(void)
+{
+    /* A version-1 database (no train_progress) with data in it. */
+    trust_db db;
+    tm_err err;
+    CU_ASSERT_EQUAL_FATAL(trust_db_open(&db, fresh(), NULL, &err), TM_OK);
+    CU_ASSERT_EQUAL(trust_db_record(&db, MODEL, 3, 7, "code", 0.9, 1.0, 10, NULL, &err), TM_OK);
+    trust_db_close(&db);
+    sqlite3 *raw;
+    CU_ASSERT_EQUAL_FATAL(sqlite3_open(path, &raw), SQLITE_OK);
+    CU_ASSERT_EQUAL(sqlite3_exec(raw, "DROP TABLE train_progress; PRAGMA user_version = 1", NULL, NULL, NULL),
+                    SQLITE_OK);
+    sqlite3_close(raw);
+    /* Opening migrates it to the current version and keeps the data. */
+    CU_ASSERT_EQUAL_FATAL(trust_db_open(&db, path, NULL, &err), TM_OK);
+    CU_ASSERT_EQUAL(trust_db_schema_version(&db), TRUST_DB_SCHEMA_VERSION);
+    trust_entry e;
+    int found;
+    trust_db_get(&db, MODEL, 3, 7, "code", &e, &found, &err);
+    CU_ASSERT(found && fabs(e.trust - 0.54) < 1e-12);
+    int64_t w;
+    CU_ASSERT_EQUAL(trust_db_get_progress(&db, MODEL, "run", &w, &err), TM_OK);
+    CU_ASSERT_EQUAL(w, 0);
+    CU_ASSERT_EQUAL(trust_db_add_progress(&db, MODEL, "run", 1, &err), TM_OK);
+    CU_ASSERT_EQUAL(trust_db_begin(&db, &err), TM_OK);
+    CU_ASSERT_EQUAL(trust_db_add_progress(&db, MODEL, "run", 2, &err), TM_OK);
+    CU_ASSERT_EQUAL(trust_db_commit(&db, &err), TM_OK);
+    CU_ASSERT_EQUAL(trust_db_get_progress(&db, MODEL, "run", &w, &err), TM_OK);
+    CU_ASSERT_EQUAL(w, 3);
+    trust_db_close(&db);
+}
+
 static void test_sage_numbers_in_db(void)
 {
     trust_db db;
@@ -331,6 +363,7 @@ int main(void)
     if (CU_initialize_registry() != CUE_SUCCESS) return 2;
     CU_pSuite s = CU_add_suite("trust_db", NULL, cleanup);
     CU_add_test(s, "open, WAL, schema version", test_open_wal_version);
+    CU_add_test(s, "migration from version 1", test_migration);
     CU_add_test(s, "research numbers through the DB, round trip", test_sage_numbers_in_db);
     CU_add_test(s, "transactions", test_transactions);
     CU_add_test(s, "two connections share one DB", test_shared);
