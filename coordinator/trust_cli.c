@@ -227,6 +227,12 @@ tm_status trust_run_begin_request(trust_run *r, const tm_model *m, const int32_t
     }
     tm_status st = trust_selector_set_table(&r->sel, &r->tables[r->cur], err);
     trust_selector_set_budget(&r->sel, r->o.atp_budget);
+    if (!st && !r->quiet) {
+        const char *name = r->tables[r->cur].context;
+        if (r->o.context) fprintf(stderr, "trust: context %s (from --context)\n", name);
+        else if (!r->have_ctx) fprintf(stderr, "trust: context %s (no contexts fitted)\n", name);
+        else fprintf(stderr, "trust: context %s (confidence %.3f)\n", name, (double)r->conf);
+    }
     return st;
 }
 
@@ -420,6 +426,7 @@ static int run_passes(const char *cmd, int argc, char **argv, int train)
     have_state = 1;
     if ((st = trust_run_open(&r, &to, &m, &err))) goto out;
     have_run = 1;
+    r.quiet = 1; /* one request per window: too many to print */
     trust_quality_init(&obs.acc, c->num_layers, c->num_experts, c->top_k);
     s.on_route = on_route;
     s.observer_ctx = &obs;

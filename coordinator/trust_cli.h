@@ -70,6 +70,7 @@ typedef struct {
     trust_table *tables;   /* [n_tables] trust per context                  */
     int cur;               /* table of the current request                  */
     float conf;            /* its classification confidence                 */
+    int quiet;             /* 0: begin_request prints the context to stderr */
     trust_policy pol;
     int have_pol;
     trust_selector sel;
@@ -80,7 +81,8 @@ typedef struct {
 
 tm_status trust_run_open(trust_run *r, const trust_opts *o, const tm_model *m, tm_err *err);
 /* Classify the request (unless --context), select its table, reset its
- * budget.  ids[n]: the prompt. */
+ * budget, and (unless quiet) print "trust: context NAME (confidence C)" to
+ * stderr.  ids[n]: the prompt. */
 tm_status trust_run_begin_request(trust_run *r, const tm_model *m, const int32_t *ids, int n,
                                   tm_err *err);
 const char *trust_run_context(const trust_run *r);
