@@ -1,21 +1,17 @@
-/* kernels.c: float32/BF16 kernels on top of OpenBLAS, with naive references. */
+/* kernels.c: float32/BF16 kernels on top of OpenBLAS and the per-ISA BF16
+ * kernels of kern_bf16.c, with naive references. */
 #include "kernels.h"
 
 #include "common.h"
+#include "cpu.h"
+#include "kern_impl.h"
 
 #include <cblas.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
-
-static int n_threads = 1;
-
-void kern_set_threads(int n)
-{
-    n_threads = n < 1 ? 1 : n;
-    openblas_set_num_threads(n_threads);
-}
-
-int kern_threads(void) { return n_threads; }
+#include <string.h>
 
 static void check_mat(const tm_mat *w)
 {
@@ -46,35 +42,148 @@ void kern_matmul_ref(const tm_mat *w, const float *x, int n, float *y)
 
 /* ---- fast kernels -------------------------------------------------------- */
 
-static float dot_bf16(const uint16_t *w, const float *x, int64_t n)
+/* ---- ISA dispatch -------------------------------------------------------- */
+
+static const char *const isa_names[KERN_ISA_COUNT] = {"scalar", "avx2", "avx512", "avx512bf16"};
+static const kern_bf16_rows_fn isa_fns[KERN_ISA_COUNT] = {kern_bf16_rows_scalar, kern_bf16_rows_avx2,
+                                                           kern_bf16_rows_avx512, kern_bf16_rows_avx512bf16};
+static kern_bf16_rows_fn bf16_rows;   /* the active variant, set on first use */
+static kern_isa active_isa;
+
+const char *kern_isa_name(kern_isa isa) { return (unsigned)isa < KERN_ISA_COUNT ? isa_names[isa] : "?"; }
+
+int kern_isa_supported(kern_isa isa)
 {
-    float acc[8] = {0};
-    int64_t c = 0;
-    for (; c + 8 <= n; c += 8)
-        for (int k = 0; k < 8; k++) acc[k] += tm_bf16_to_f32(w[c + k]) * x[c + k];
-    float s = 0.f;
-    for (; c < n; c++) s += tm_bf16_to_f32(w[c]) * x[c];
-    for (int k = 0; k < 8; k++) s += acc[k];
-    return s;
+    const cpu_info *ci = cpu_get();
+    int avx2 = ci->avx2 && ci->fma;
+    int avx512 = avx2 && ci->avx512f && ci->avx512bw && ci->avx512vl;
+    switch (isa) {
+    case KERN_ISA_SCALAR: return 1;
+    case KERN_ISA_AVX2: return avx2;
+    case KERN_ISA_AVX512: return avx512;
+    case KERN_ISA_AVX512BF16: return avx512 && ci->avx512bf16;
+    default: return 0;
+    }
+}
+
+static void ensure_isa(void);
+
+int kern_set_isa(kern_isa isa)
+{
+    ensure_isa(); /* so a later first use does not override this choice */
+    if (!kern_isa_supported(isa)) return -1;
+    active_isa = isa;
+    bf16_rows = isa_fns[isa];
+    return 0;
+}
+
+/* The widest exact variant; vdpbf16ps only on request since it rounds x. */
+static void pick_isa(void)
+{
+    kern_isa best = kern_isa_supported(KERN_ISA_AVX512) ? KERN_ISA_AVX512
+                    : kern_isa_supported(KERN_ISA_AVX2) ? KERN_ISA_AVX2
+                                                         : KERN_ISA_SCALAR;
+    const char *env = getenv("TRUSTMOE_KERN_ISA");
+    if (env && *env) {
+        for (int i = 0; i < KERN_ISA_COUNT; i++)
+            if (!strcmp(env, isa_names[i])) {
+                if (kern_isa_supported((kern_isa)i)) best = (kern_isa)i;
+                else fprintf(stderr, "trustmoe: TRUSTMOE_KERN_ISA=%s not supported by this CPU, using %s\n", env,
+                             isa_names[best]);
+            }
+    }
+    active_isa = best;
+    bf16_rows = isa_fns[best];
+}
+
+static pthread_once_t isa_once = PTHREAD_ONCE_INIT;
+static void ensure_isa(void) { pthread_once(&isa_once, pick_isa); }
+
+kern_isa kern_isa_active(void)
+{
+    ensure_isa();
+    return active_isa;
+}
+
+/* ---- fast kernels -------------------------------------------------------- */
+
+/* Below this many weights per call a matrix-vector product is a few
+ * microseconds and waking the pool costs more than it saves. */
+#define MATVEC_PAR_MIN ((int64_t)1 << 15)
+#define MATVEC_ROW_ALIGN 16 /* keeps the 4-row blocks and cache lines of y whole */
+
+typedef struct {
+    kern_bf16_rows_fn fn;
+    const tm_mat *w[2];
+    const float *x;
+    float *y[2];
+    int64_t split; /* rows of w[0]; rows past it belong to w[1] */
+} matvec_task;
+
+static void matvec_range(void *arg, int64_t i0, int64_t i1)
+{
+    const matvec_task *t = arg;
+    for (int k = 0; k < 2 && i0 < i1; k++) {
+        int64_t base = k ? t->split : 0, end = k ? INT64_MAX : t->split;
+        if (!t->w[k]) break;
+        int64_t a = TM_MAX(i0, base) - base, b = TM_MIN(i1, end) - base;
+        if (a >= b) continue;
+        const tm_mat *w = t->w[k];
+        if (w->dtype == TM_DT_BF16) {
+            t->fn(w->data, w->cols, t->x, t->y[k], a, b);
+        } else {
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)(b - a), (int)w->cols, 1.0f,
+                        (const float *)w->data + a * w->cols, (int)w->cols, t->x, 1, 0.0f, t->y[k] + a, 1);
+        }
+    }
+}
+
+/* One or two matrices sharing x, rows split over the pool in one pass. */
+static void matvec_run(const tm_mat *a, const tm_mat *b, const float *x, float *ya, float *yb)
+{
+    ensure_isa();
+    matvec_task t = {bf16_rows, {a, b}, x, {ya, yb}, a->rows};
+    int64_t rows = a->rows + (b ? b->rows : 0);
+    int64_t work = a->rows * a->cols + (b ? b->rows * b->cols : 0);
+    if (kern_threads() > 1 && work >= MATVEC_PAR_MIN) {
+        /* F32 rows go through single-threaded sgemv inside our threads. */
+        kern_parallel_for(rows, MATVEC_ROW_ALIGN, matvec_range, &t);
+    } else {
+        matvec_range(&t, 0, rows);
+    }
 }
 
 void kern_matvec(const tm_mat *w, const float *x, float *y)
 {
     check_mat(w);
-    if (w->dtype == TM_DT_F32) {
+    if (w->dtype == TM_DT_F32 && kern_threads() > 1) {
+        /* OpenBLAS threads its own sgemv. */
         cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)w->rows, (int)w->cols, 1.0f, w->data, (int)w->cols, x,
                     1, 0.0f, y, 1);
         return;
     }
-    const uint16_t *wd = w->data;
-    for (int64_t r = 0; r < w->rows; r++) y[r] = dot_bf16(wd + r * w->cols, x, w->cols);
+    matvec_run(w, NULL, x, y, NULL);
 }
 
-/* BF16 weights are widened a block of rows at a time into a scratch buffer
- * that grows once and is then reused. */
-#define MATMUL_BLOCK_ROWS 64
-static _Thread_local float *scratch;
-static _Thread_local size_t scratch_len;
+void kern_matvec_isa(kern_isa isa, const tm_mat *w, const float *x, float *y)
+{
+    check_mat(w);
+    TM_ASSERT_MSG(w->dtype == TM_DT_BF16, "kern_matvec_isa takes BF16 weights");
+    TM_ASSERT_MSG(kern_isa_supported(isa), "ISA variant not supported by this CPU");
+    isa_fns[isa](w->data, w->cols, x, y, 0, w->rows);
+}
+
+/* BF16 weights are widened a block of rows at a time into a per-thread
+ * scratch that grows once to MATMUL_BLOCK_ELEMS and is then reused; the block
+ * (1 MiB of f32) stays in L2/L3 while sgemm reads it. */
+#define MATMUL_BLOCK_ELEMS ((size_t)1 << 18)
+static _Thread_local float *scratch; /* [MATMUL_BLOCK_ELEMS] f32 */
+
+static void widen(const uint16_t *in, float *out, int64_t n)
+{
+    if (kern_isa_supported(KERN_ISA_AVX2)) kern_bf16_widen_avx2(in, out, n);
+    else tm_convert_to_f32(TM_DT_BF16, in, out, (size_t)n);
+}
 
 void kern_matmul(const tm_mat *w, const float *x, int n, float *y)
 {
@@ -88,19 +197,33 @@ void kern_matmul(const tm_mat *w, const float *x, int n, float *y)
                     (int)w->cols, w->data, (int)w->cols, 0.0f, y, (int)w->rows);
         return;
     }
-    size_t need = (size_t)MATMUL_BLOCK_ROWS * (size_t)w->cols;
-    if (scratch_len < need) {
-        free(scratch);
-        scratch = tm_malloc(need * sizeof(float));
-        scratch_len = need;
+    if (!scratch) scratch = tm_malloc(MATMUL_BLOCK_ELEMS * sizeof(float));
+    int64_t block = TM_MAX((int64_t)1, (int64_t)MATMUL_BLOCK_ELEMS / w->cols);
+    if (block * w->cols > (int64_t)MATMUL_BLOCK_ELEMS) {
+        /* A row wider than the block (no such model): one token at a time. */
+        for (int i = 0; i < n; i++) kern_matvec(w, x + (size_t)i * w->cols, y + (size_t)i * w->rows);
+        return;
     }
     const uint16_t *wd = w->data;
-    for (int64_t r0 = 0; r0 < w->rows; r0 += MATMUL_BLOCK_ROWS) {
-        int64_t nr = TM_MIN((int64_t)MATMUL_BLOCK_ROWS, w->rows - r0);
-        tm_convert_to_f32(TM_DT_BF16, wd + r0 * w->cols, scratch, (size_t)(nr * w->cols));
+    for (int64_t r0 = 0; r0 < w->rows; r0 += block) {
+        int64_t nr = TM_MIN(block, w->rows - r0);
+        widen(wd + r0 * w->cols, scratch, nr * w->cols);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, (int)nr, (int)w->cols, 1.0f, x, (int)w->cols,
                     scratch, (int)w->cols, 0.0f, y + r0, (int)w->rows);
     }
+}
+
+void kern_matmul2(const tm_mat *a, const tm_mat *b, const float *x, int n, float *ya, float *yb)
+{
+    check_mat(a);
+    check_mat(b);
+    TM_ASSERT(a->cols == b->cols);
+    if (n == 1 && !(kern_threads() > 1 && (a->dtype == TM_DT_F32 || b->dtype == TM_DT_F32))) {
+        matvec_run(a, b, x, ya, yb);
+        return;
+    }
+    kern_matmul(a, x, n, ya);
+    kern_matmul(b, x, n, yb);
 }
 
 /* ---- elementwise --------------------------------------------------------- */

@@ -10,9 +10,43 @@
 
 #include "dtype.h"
 
-/* Number of threads the kernels may use (BLAS and our own loops). */
+/* Number of threads the kernels may use (BLAS and our own loops).  n > 1
+ * starts a persistent pool of n-1 workers once (resized only when n changes);
+ * n == 1 (MPI ranks) runs everything on the calling thread. */
 void kern_set_threads(int n);
 int kern_threads(void);
+
+/* Run fn(arg, i0, i1) over disjoint ranges covering [0, n) on the pool, the
+ * caller taking the first range; each range starts at a multiple of `align`.
+ * Runs serially when the pool has one thread, is busy (a call from another
+ * thread), or n < 2 * align.  fn must not call kern_parallel_for. */
+typedef void (*kern_range_fn)(void *arg, int64_t i0, int64_t i1);
+void kern_parallel_for(int64_t n, int64_t align, kern_range_fn fn, void *arg);
+
+/* The instruction-set variants of the BF16 matrix-vector kernel.
+ *   SCALAR      portable C, the last resort.
+ *   AVX2        bf16 widened to f32, FMA in f32 (x86-64-v3 baseline).
+ *   AVX512      the same on 512-bit vectors (avx512f/bw/vl).
+ *   AVX512BF16  vdpbf16ps: x is rounded to bf16 first, so each product has a
+ *               relative error up to 2^-9; |y - y_ref| <= 2^-8 · Σ|w·x| is
+ *               what the test holds it to.  Not chosen by default. */
+typedef enum {
+    KERN_ISA_SCALAR = 0,
+    KERN_ISA_AVX2,
+    KERN_ISA_AVX512,
+    KERN_ISA_AVX512BF16,
+    KERN_ISA_COUNT
+} kern_isa;
+
+const char *kern_isa_name(kern_isa isa);
+int kern_isa_supported(kern_isa isa);
+/* The variant kern_matvec uses for BF16: the widest exact one the CPU has,
+ * unless kern_set_isa or TRUSTMOE_KERN_ISA (scalar|avx2|avx512|avx512bf16)
+ * chose another.  Returns -1 (and changes nothing) if unsupported. */
+kern_isa kern_isa_active(void);
+int kern_set_isa(kern_isa isa);
+/* One variant directly, single-threaded, for tests and benchmarks. */
+void kern_matvec_isa(kern_isa isa, const tm_mat *w, const float *x, float *y);
 
 /* y[w.rows] = W · x[w.cols] */
 void kern_matvec(const tm_mat *w, const float *x, float *y);
@@ -21,6 +55,11 @@ void kern_matvec_ref(const tm_mat *w, const float *x, float *y);
 /* Y[n, w.rows] = X[n, w.cols] · Wᵀ.  n may be 1. */
 void kern_matmul(const tm_mat *w, const float *x, int n, float *y);
 void kern_matmul_ref(const tm_mat *w, const float *x, int n, float *y);
+
+/* Two products of the same input (an expert's gate and up projections):
+ * ya[n, a.rows] = X · Aᵀ, yb[n, b.rows] = X · Bᵀ, with a.cols == b.cols.  At
+ * n == 1 both run in one pass of the thread pool. */
+void kern_matmul2(const tm_mat *a, const tm_mat *b, const float *x, int n, float *ya, float *yb);
 
 /* out[n] = x / rms(x) * w   (w f32 [n]); out may alias x. */
 void kern_rmsnorm(float *out, const float *x, const float *w, int n, float eps);

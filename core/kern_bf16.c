@@ -1,0 +1,241 @@
+/* kern_bf16.c: the BF16 matrix-vector kernel, one function per instruction
+ * set, each compiled for its own target so the library itself stays
+ * x86-64-v3.  kernels.c picks one at run time (cpu.h).
+ *
+ * All variants compute y[r] = Σ_c bf16_to_f32(W[r, c]) · x[c] over a row
+ * range [r0, r1), W row-major [rows, cols] bf16, x [cols] f32, y [rows] f32.
+ * Decode reads each weight once, so the kernels are bound by memory
+ * bandwidth: they walk four rows at a time (four independent streams, and x
+ * loaded once per four rows) with two accumulators per row to hide the FMA
+ * latency.
+ */
+#include "kern_impl.h"
+
+#include <immintrin.h>
+#include <string.h>
+
+/* ---- portable ------------------------------------------------------------ */
+
+void kern_bf16_rows_scalar(const uint16_t *w, int64_t cols, const float *x, float *y, int64_t r0, int64_t r1)
+{
+    for (int64_t r = r0; r < r1; r++) {
+        const uint16_t *wr = w + r * cols;
+        float acc[8] = {0};
+        int64_t c = 0;
+        for (; c + 8 <= cols; c += 8)
+            for (int k = 0; k < 8; k++) acc[k] += tm_bf16_to_f32(wr[c + k]) * x[c + k];
+        float s = 0.f;
+        for (; c < cols; c++) s += tm_bf16_to_f32(wr[c]) * x[c];
+        for (int k = 0; k < 8; k++) s += acc[k];
+        y[r] = s;
+    }
+}
+
+/* ---- AVX2 + FMA ---------------------------------------------------------- */
+
+/* 8 bf16 at p → 8 f32: zero-extend to 32 bits and shift into the high half. */
+#define CVT8(p) _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(p))), 16))
+
+__attribute__((target("avx2,fma"))) static float hsum256(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+__attribute__((target("avx2,fma"))) void kern_bf16_rows_avx2(const uint16_t *w, int64_t cols, const float *x,
+                                                              float *y, int64_t r0, int64_t r1)
+{
+    int64_t r = r0;
+    for (; r + 4 <= r1; r += 4) {
+        const uint16_t *w0 = w + r * cols, *w1 = w0 + cols, *w2 = w1 + cols, *w3 = w2 + cols;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        __m256 b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+        int64_t c = 0;
+        for (; c + 16 <= cols; c += 16) {
+            __m256 x0 = _mm256_loadu_ps(x + c), x1 = _mm256_loadu_ps(x + c + 8);
+            a0 = _mm256_fmadd_ps(CVT8(w0 + c), x0, a0);
+            b0 = _mm256_fmadd_ps(CVT8(w0 + c + 8), x1, b0);
+            a1 = _mm256_fmadd_ps(CVT8(w1 + c), x0, a1);
+            b1 = _mm256_fmadd_ps(CVT8(w1 + c + 8), x1, b1);
+            a2 = _mm256_fmadd_ps(CVT8(w2 + c), x0, a2);
+            b2 = _mm256_fmadd_ps(CVT8(w2 + c + 8), x1, b2);
+            a3 = _mm256_fmadd_ps(CVT8(w3 + c), x0, a3);
+            b3 = _mm256_fmadd_ps(CVT8(w3 + c + 8), x1, b3);
+        }
+        for (; c + 8 <= cols; c += 8) {
+            __m256 x0 = _mm256_loadu_ps(x + c);
+            a0 = _mm256_fmadd_ps(CVT8(w0 + c), x0, a0);
+            a1 = _mm256_fmadd_ps(CVT8(w1 + c), x0, a1);
+            a2 = _mm256_fmadd_ps(CVT8(w2 + c), x0, a2);
+            a3 = _mm256_fmadd_ps(CVT8(w3 + c), x0, a3);
+        }
+        float s0 = hsum256(_mm256_add_ps(a0, b0)), s1 = hsum256(_mm256_add_ps(a1, b1));
+        float s2 = hsum256(_mm256_add_ps(a2, b2)), s3 = hsum256(_mm256_add_ps(a3, b3));
+        for (; c < cols; c++) {
+            s0 += tm_bf16_to_f32(w0[c]) * x[c];
+            s1 += tm_bf16_to_f32(w1[c]) * x[c];
+            s2 += tm_bf16_to_f32(w2[c]) * x[c];
+            s3 += tm_bf16_to_f32(w3[c]) * x[c];
+        }
+        y[r] = s0;
+        y[r + 1] = s1;
+        y[r + 2] = s2;
+        y[r + 3] = s3;
+    }
+    for (; r < r1; r++) {
+        const uint16_t *w0 = w + r * cols;
+        __m256 a0 = _mm256_setzero_ps(), b0 = a0;
+        int64_t c = 0;
+        for (; c + 16 <= cols; c += 16) {
+            a0 = _mm256_fmadd_ps(CVT8(w0 + c), _mm256_loadu_ps(x + c), a0);
+            b0 = _mm256_fmadd_ps(CVT8(w0 + c + 8), _mm256_loadu_ps(x + c + 8), b0);
+        }
+        for (; c + 8 <= cols; c += 8) a0 = _mm256_fmadd_ps(CVT8(w0 + c), _mm256_loadu_ps(x + c), a0);
+        float s = hsum256(_mm256_add_ps(a0, b0));
+        for (; c < cols; c++) s += tm_bf16_to_f32(w0[c]) * x[c];
+        y[r] = s;
+    }
+}
+
+/* ---- AVX-512 (F, BW, VL) ------------------------------------------------- */
+
+/* 16 bf16 at p (the lanes in mask m; others read as 0) → 16 f32. */
+#define CVT16M(p, m)                                                                                   \
+    _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16((m), (p))), 16))
+#define CVT16(p) _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(p))), 16))
+
+__attribute__((target("avx512f,avx512bw,avx512vl"))) void
+kern_bf16_rows_avx512(const uint16_t *w, int64_t cols, const float *x, float *y, int64_t r0, int64_t r1)
+{
+    int64_t tail = cols & 15;
+    __mmask16 tm = (__mmask16)((1u << tail) - 1u);
+    int64_t cmain = cols - tail;
+    int64_t r = r0;
+    for (; r + 4 <= r1; r += 4) {
+        const uint16_t *w0 = w + r * cols, *w1 = w0 + cols, *w2 = w1 + cols, *w3 = w2 + cols;
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        __m512 b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+        int64_t c = 0;
+        for (; c + 32 <= cmain; c += 32) {
+            __m512 x0 = _mm512_loadu_ps(x + c), x1 = _mm512_loadu_ps(x + c + 16);
+            a0 = _mm512_fmadd_ps(CVT16(w0 + c), x0, a0);
+            b0 = _mm512_fmadd_ps(CVT16(w0 + c + 16), x1, b0);
+            a1 = _mm512_fmadd_ps(CVT16(w1 + c), x0, a1);
+            b1 = _mm512_fmadd_ps(CVT16(w1 + c + 16), x1, b1);
+            a2 = _mm512_fmadd_ps(CVT16(w2 + c), x0, a2);
+            b2 = _mm512_fmadd_ps(CVT16(w2 + c + 16), x1, b2);
+            a3 = _mm512_fmadd_ps(CVT16(w3 + c), x0, a3);
+            b3 = _mm512_fmadd_ps(CVT16(w3 + c + 16), x1, b3);
+        }
+        if (c < cmain) {
+            __m512 x0 = _mm512_loadu_ps(x + c);
+            a0 = _mm512_fmadd_ps(CVT16(w0 + c), x0, a0);
+            a1 = _mm512_fmadd_ps(CVT16(w1 + c), x0, a1);
+            a2 = _mm512_fmadd_ps(CVT16(w2 + c), x0, a2);
+            a3 = _mm512_fmadd_ps(CVT16(w3 + c), x0, a3);
+            c += 16;
+        }
+        if (tail) {
+            __m512 x0 = _mm512_maskz_loadu_ps(tm, x + c);
+            b0 = _mm512_fmadd_ps(CVT16M(w0 + c, tm), x0, b0);
+            b1 = _mm512_fmadd_ps(CVT16M(w1 + c, tm), x0, b1);
+            b2 = _mm512_fmadd_ps(CVT16M(w2 + c, tm), x0, b2);
+            b3 = _mm512_fmadd_ps(CVT16M(w3 + c, tm), x0, b3);
+        }
+        y[r] = _mm512_reduce_add_ps(_mm512_add_ps(a0, b0));
+        y[r + 1] = _mm512_reduce_add_ps(_mm512_add_ps(a1, b1));
+        y[r + 2] = _mm512_reduce_add_ps(_mm512_add_ps(a2, b2));
+        y[r + 3] = _mm512_reduce_add_ps(_mm512_add_ps(a3, b3));
+    }
+    for (; r < r1; r++) {
+        const uint16_t *w0 = w + r * cols;
+        __m512 a0 = _mm512_setzero_ps(), b0 = a0;
+        int64_t c = 0;
+        for (; c + 32 <= cmain; c += 32) {
+            a0 = _mm512_fmadd_ps(CVT16(w0 + c), _mm512_loadu_ps(x + c), a0);
+            b0 = _mm512_fmadd_ps(CVT16(w0 + c + 16), _mm512_loadu_ps(x + c + 16), b0);
+        }
+        for (; c < cmain; c += 16) a0 = _mm512_fmadd_ps(CVT16(w0 + c), _mm512_loadu_ps(x + c), a0);
+        if (tail) b0 = _mm512_fmadd_ps(CVT16M(w0 + c, tm), _mm512_maskz_loadu_ps(tm, x + c), b0);
+        y[r] = _mm512_reduce_add_ps(_mm512_add_ps(a0, b0));
+    }
+}
+
+/* ---- AVX512-BF16 --------------------------------------------------------- */
+
+/* vdpbf16ps multiplies bf16 pairs, so x is rounded to bf16 first, a panel of
+ * XB_PANEL columns at a time into a stack buffer (no allocation per call);
+ * the panel is zero-padded to a multiple of 32 so a masked weight load of
+ * the tail meets zeros. */
+#define XB_PANEL 4096
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void
+kern_bf16_rows_avx512bf16(const uint16_t *w, int64_t cols, const float *x, float *y, int64_t r0, int64_t r1)
+{
+    uint16_t xb[XB_PANEL] __attribute__((aligned(64)));
+    for (int64_t r = r0; r < r1; r++) y[r] = 0.f;
+    for (int64_t p0 = 0; p0 < cols; p0 += XB_PANEL) {
+        int64_t pc = TM_MIN((int64_t)XB_PANEL, cols - p0);
+        int64_t pc32 = (pc + 31) & ~(int64_t)31;
+        for (int64_t c = 0; c < pc32; c += 32) {
+            int64_t left = pc - c;
+            __mmask16 m0 = left >= 16 ? (__mmask16)0xffff : left > 0 ? (__mmask16)((1u << left) - 1u) : 0;
+            __mmask16 m1 = left >= 32 ? (__mmask16)0xffff : left > 16 ? (__mmask16)((1u << (left - 16)) - 1u) : 0;
+            __m512 lo = _mm512_maskz_loadu_ps(m0, x + p0 + c), hi = _mm512_maskz_loadu_ps(m1, x + p0 + c + 16);
+            _mm512_store_si512((__m512i *)(xb + c), (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+        }
+        int64_t tail = pc & 31;
+        __mmask32 tm = (__mmask32)((1ull << tail) - 1ull);
+        int64_t cmain = pc - tail;
+        int64_t r = r0;
+        for (; r + 4 <= r1; r += 4) {
+            const uint16_t *w0 = w + r * cols + p0, *w1 = w0 + cols, *w2 = w1 + cols, *w3 = w2 + cols;
+            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            int64_t c = 0;
+            for (; c < cmain; c += 32) {
+                __m512bh xv = (__m512bh)_mm512_load_si512((const __m512i *)(xb + c));
+                a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_loadu_si512(w0 + c), xv);
+                a1 = _mm512_dpbf16_ps(a1, (__m512bh)_mm512_loadu_si512(w1 + c), xv);
+                a2 = _mm512_dpbf16_ps(a2, (__m512bh)_mm512_loadu_si512(w2 + c), xv);
+                a3 = _mm512_dpbf16_ps(a3, (__m512bh)_mm512_loadu_si512(w3 + c), xv);
+            }
+            if (tail) {
+                __m512bh xv = (__m512bh)_mm512_load_si512((const __m512i *)(xb + c));
+                a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_maskz_loadu_epi16(tm, w0 + c), xv);
+                a1 = _mm512_dpbf16_ps(a1, (__m512bh)_mm512_maskz_loadu_epi16(tm, w1 + c), xv);
+                a2 = _mm512_dpbf16_ps(a2, (__m512bh)_mm512_maskz_loadu_epi16(tm, w2 + c), xv);
+                a3 = _mm512_dpbf16_ps(a3, (__m512bh)_mm512_maskz_loadu_epi16(tm, w3 + c), xv);
+            }
+            y[r] += _mm512_reduce_add_ps(a0);
+            y[r + 1] += _mm512_reduce_add_ps(a1);
+            y[r + 2] += _mm512_reduce_add_ps(a2);
+            y[r + 3] += _mm512_reduce_add_ps(a3);
+        }
+        for (; r < r1; r++) {
+            const uint16_t *w0 = w + r * cols + p0;
+            __m512 a0 = _mm512_setzero_ps();
+            int64_t c = 0;
+            for (; c < cmain; c += 32)
+                a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_loadu_si512(w0 + c),
+                                      (__m512bh)_mm512_load_si512((const __m512i *)(xb + c)));
+            if (tail)
+                a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_maskz_loadu_epi16(tm, w0 + c),
+                                      (__m512bh)_mm512_load_si512((const __m512i *)(xb + c)));
+            y[r] += _mm512_reduce_add_ps(a0);
+        }
+    }
+}
+
+/* ---- widening ------------------------------------------------------------ */
+
+__attribute__((target("avx2,fma"))) void kern_bf16_widen_avx2(const uint16_t *in, float *out, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        _mm256_storeu_ps(out + i, CVT8(in + i));
+        _mm256_storeu_ps(out + i + 8, CVT8(in + i + 8));
+    }
+    for (; i < n; i++) out[i] = tm_bf16_to_f32(in[i]);
+}

@@ -1,0 +1,20 @@
+/* kern_impl.h: internal to the kernels: the per-ISA row-range functions that
+ * kernels.c dispatches to.  Each computes y[r] for r in [r0, r1):
+ *   w [rows, cols] bf16 row-major, x [cols] f32, y [rows] f32. */
+#ifndef TM_KERN_IMPL_H
+#define TM_KERN_IMPL_H
+
+#include "common.h"
+#include "dtype.h"
+
+typedef void (*kern_bf16_rows_fn)(const uint16_t *w, int64_t cols, const float *x, float *y, int64_t r0, int64_t r1);
+
+void kern_bf16_rows_scalar(const uint16_t *w, int64_t cols, const float *x, float *y, int64_t r0, int64_t r1);
+void kern_bf16_rows_avx2(const uint16_t *w, int64_t cols, const float *x, float *y, int64_t r0, int64_t r1);
+void kern_bf16_rows_avx512(const uint16_t *w, int64_t cols, const float *x, float *y, int64_t r0, int64_t r1);
+void kern_bf16_rows_avx512bf16(const uint16_t *w, int64_t cols, const float *x, float *y, int64_t r0, int64_t r1);
+
+/* out[n] f32 = in[n] bf16, exactly. */
+void kern_bf16_widen_avx2(const uint16_t *in, float *out, int64_t n);
+
+#endif
