@@ -22,13 +22,15 @@ Steps:
  4. greedy decoding of three prompts in float32.
  5. writes OUT: config.json, generation_config.json, model.safetensors (bf16,
     per-expert hub names), tokenizer.json, tokenizer_config.json,
-    eval_reference.json, heldout_tokens.u16, loss.csv, loss_curve.png, train_info.json.
+    eval_reference.json, heldout_tokens.u16, heldout.txt, data_split.json, loss.csv,
+    loss_curve.png, train_info.json.  README.md is written by hand from train_info.json.
 """
 import argparse
 import hashlib
 import json
 import math
 import os
+import shutil
 import sys
 import time
 import traceback
@@ -255,7 +257,7 @@ def train(model, train_ids, heldout_windows, a, seed, steps, record=None):
         losses.append(lv)
         if record is not None:
             row = {"step": step + 1, "epoch": epoch, "lr": lr_at(step, a), "train_loss": lv,
-                   "aux_loss": float(aux) if aux is not None else float("nan"),
+                   "aux_loss": float(aux.detach()) if aux is not None else float("nan"),
                    "grad_norm": float(gnorm), "time_s": time.time() - t0, "heldout_loss": float("nan")}
             if (step + 1) % a.eval_every == 0 or step + 1 == steps:
                 row["heldout_loss"] = quick_heldout(model, heldout_windows)
@@ -372,7 +374,7 @@ def main():
     ap.add_argument("--rope-theta", type=float, default=10000.0)
     ap.add_argument("--seq", type=int, default=512, help="training window and max_position_embeddings")
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--steps", type=int, default=1200)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--min-lr-frac", type=float, default=0.1)
     ap.add_argument("--warmup", type=int, default=100)
@@ -380,7 +382,7 @@ def main():
     ap.add_argument("--clip", type=float, default=1.0)
     ap.add_argument("--aux-coef", type=float, default=0.01)
     ap.add_argument("--eval-window", type=int, default=256)
-    ap.add_argument("--eval-every", type=int, default=100)
+    ap.add_argument("--eval-every", type=int, default=50)
     ap.add_argument("--gen-tokens", type=int, default=40)
     ap.add_argument("--attn", default="eager", help="attention implementation for training")
     ap.add_argument("--experts-impl", default="grouped_mm,eager",
@@ -520,6 +522,10 @@ def main():
         log(f"greedy {p!r} -> {g['generated_text']!r}")
     with open(os.path.join(a.out, "eval_reference.json"), "w") as f:
         json.dump(ref, f, indent=1)
+    shutil.copyfile(os.path.join(a.data, "brown_heldout.txt"), os.path.join(a.out, "heldout.txt"))
+    split_json = os.path.join(a.data, "brown_split.json")
+    if os.path.exists(split_json):
+        shutil.copyfile(split_json, os.path.join(a.out, "data_split.json"))
 
     # 5. checks: reload through transformers from the written folder; determinism
     try:
