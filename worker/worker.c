@@ -123,7 +123,6 @@ static int worker_recv(worker *w, const MPI_Status *st)
     MPI_Status rs;
     int rc = MPI_Recv(w->in, count, MPI_BYTE, st->MPI_SOURCE, st->MPI_TAG, dist_comm(), &rs);
     if (rc != MPI_SUCCESS) dist_die(1, "receive of tag %d from rank 0: %s", st->MPI_TAG, dist_mpi_error(rc));
-    w->bytes_received += (uint64_t)count;
     return count;
 }
 
@@ -136,7 +135,6 @@ static void worker_send(worker *w, const void *buf, size_t n, int tag)
     rc = dist_wait_all(&req, &st, 1, w->comm_timeout);
     if (rc >= 0) dist_die(1, "send of tag %d to rank 0 did not complete within %g s", tag, w->comm_timeout);
     if (rc <= -2) dist_die(1, "send of tag %d to rank 0: %s", tag, dist_mpi_error(st.MPI_ERROR));
-    w->bytes_sent += n;
 }
 
 /* ---- start: placement in, load, handshake out ------------------------------------ */
@@ -378,6 +376,9 @@ static void worker_dispatch(worker *w, int count)
     wire_encode(&o, w->out);
     double t3 = tm_now();
     worker_send(w, w->out, send_bytes, DIST_TAG_RESULT);
+    /* activation traffic only, as the coordinator counts it */
+    w->bytes_sent += send_bytes;
+    w->bytes_received += (uint64_t)count;
     w->seq++;
     w->requests++;
     w->tokens += (uint64_t)rows;

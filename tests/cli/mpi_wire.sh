@@ -1,0 +1,54 @@
+#!/bin/bash
+# The wire: --wire-dtype bf16 stays within 1e-2 relative of -np 1 (and the
+# error is printed); --wire-checksum changes no bit of the answer; bytes per
+# token per layer stay within the design bound
+#   2 * min(k, workers) * hidden * dtype size  (+ routing pairs and headers).
+set -u
+cd "$(dirname "$0")/../.." || exit 2
+. tests/cli/mpi_lib.bash
+
+for fx in $FIXTURES; do
+    M=$FIX/$fx
+    V=$(vocab_of "$fx")
+    p=$(($(n_prompts "$fx") - 1))
+    ids=$(prompt_ids "$fx" "$p")
+    timeout 60 "$TRUSTMOE" logits -m "$M" --ids "$ids" -o "$TMP/ref.f32" 2>/dev/null || { bad "$fx: -np 1 failed"; continue; }
+    for dt in f32 bf16; do
+        for ck in "" --wire-checksum; do
+            tag=$dt${ck:+-ck}
+            if ! tm_mpirun 120 3 logits -m "$M" --ids "$ids" -o "$TMP/$tag.f32" --wire-dtype $dt $ck \
+                --stats-json "$TMP/$tag.json" 2>"$TMP/err"; then
+                bad "$fx wire $tag: run failed: $(grep -m1 trustmoe "$TMP/err")"
+                continue
+            fi
+            tol=1e-5
+            [ $dt = bf16 ] && tol=1e-2
+            if msg=$(compare_logits "$TMP/ref.f32" "$TMP/$tag.f32" "$V" $tol); then
+                ok "$fx -np 3 wire $tag vs -np 1: $msg"
+            else
+                bad "$fx -np 3 wire $tag vs -np 1: $msg"
+            fi
+            if msg=$(python3 - "$TMP/$tag.json" "$M/config.json" "$dt" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1])); c = json.load(open(sys.argv[2]))
+c = c.get("thinker_config", {}).get("text_config", c)
+H, k, L = c["hidden_size"], c["num_experts_per_tok"], c["num_hidden_layers"]
+moe_layers = L - len(c.get("mlp_only_layers", []))
+W, dts = s["workers"], 4 if sys.argv[3] == "f32" else 2
+T = s["prefill"]["tokens"]
+per = (s["bytes"]["sent"] + s["bytes"]["received"]) / (T * moe_layers)
+bound = 2 * min(k, W) * H * dts
+slack = min(k, W) * k * 8 + 2 * 64 * W / T  # routing pairs, one header per message each way
+print(f"{per:.0f} bytes per token per MoE layer, bound {bound} + {slack:.0f} for pairs and headers")
+sys.exit(0 if per <= bound + slack else 1)
+PY
+            ); then ok "$fx wire $tag: $msg"; else bad "$fx wire $tag: $msg"; fi
+        done
+        if cmp -s "$TMP/$dt.f32" "$TMP/$dt-ck.f32"; then
+            ok "$fx wire $dt: --wire-checksum gives bitwise the same logits"
+        else
+            bad "$fx wire $dt: --wire-checksum changes the logits"
+        fi
+    done
+done
+finish
