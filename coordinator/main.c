@@ -16,6 +16,7 @@ static const command commands[] = {
     {"inspect", cmd_inspect, "print what a model folder holds and what was loaded"},
     {"tokenize", cmd_tokenize, "print the token ids of a text (-p TEXT or -f FILE)"},
     {"detokenize", cmd_detokenize, "print the text of comma-separated token ids"},
+    {"mkmodel", cmd_mkmodel, "write a seeded random Qwen3-MoE checkpoint (--preset omni30b, omni48-small, tiny)"},
 };
 
 static void usage(FILE *f)
