@@ -10,6 +10,7 @@
 #include <cJSON.h>
 #include <errno.h>
 #include <sched.h>
+#include <sys/prctl.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -126,6 +127,7 @@ int dist_parse_flag(dist_params *p, int argc, char **argv, int *i, tm_err *err)
 static int g_mpi, g_finalized, g_rank, g_size = 1;
 static MPI_Comm g_comm = MPI_COMM_NULL;
 static char g_host[256];
+static double g_spin_s = 500e-6; /* poll spin window; TRUSTMOE_POLL_SPIN_US overrides */
 
 static void dist_abort_hook(int code)
 {
@@ -162,6 +164,10 @@ void dist_init(int *argc, char ***argv, int *rank, int *size)
     MPI_Comm_rank(g_comm, &g_rank);
     MPI_Comm_size(g_comm, &g_size);
     tm_abort_hook = dist_abort_hook;
+    /* the default 50 us timer slack would dominate the poll's short sleeps */
+    prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
+    const char *spin = getenv("TRUSTMOE_POLL_SPIN_US");
+    if (spin) g_spin_s = atof(spin) * 1e-6;
     *rank = g_rank;
     *size = g_size;
 }
@@ -192,21 +198,25 @@ _Noreturn void dist_die(int code, const char *fmt, ...)
     exit(code);
 }
 
-/* Polling without burning a core: oversubscribed ranks share CPUs, so after
- * a short run of yields the poll sleeps, doubling up to 1 ms. */
+/* Polling against a deadline.  For the first g_spin_s of a wait the
+ * poll only yields the CPU: the gaps between layers are that short in decode,
+ * and on an oversubscribed box the yield hands the core to the rank we wait
+ * for.  After that it sleeps, doubling from 20 us up to POLL_SLEEP_MAX_NS, so
+ * an idle rank costs almost nothing and oversleeps by at most that much. */
+#define POLL_SLEEP_MAX_NS 500000L
+
 typedef struct {
-    int spins;
+    double t0;
     long ns;
 } backoff;
 
 static void backoff_wait(backoff *b)
 {
-    if (b->spins < 64) {
-        b->spins++;
+    if (tm_now() - b->t0 < g_spin_s) {
         sched_yield();
         return;
     }
-    b->ns = b->ns ? TM_MIN(b->ns * 2, 1000000L) : 20000L;
+    b->ns = b->ns ? TM_MIN(b->ns * 2, POLL_SLEEP_MAX_NS) : 20000L;
     struct timespec ts = {0, b->ns};
     nanosleep(&ts, NULL);
 }
@@ -214,7 +224,7 @@ static void backoff_wait(backoff *b)
 int dist_wait_all(MPI_Request *reqs, MPI_Status *sts, int n, double timeout)
 {
     double deadline = tm_now() + timeout;
-    backoff b = {0, 0};
+    backoff b = {tm_now(), 0};
     for (;;) {
         int open = -1;
         for (int i = 0; i < n; i++) {
@@ -235,7 +245,7 @@ int dist_wait_all(MPI_Request *reqs, MPI_Status *sts, int n, double timeout)
 int dist_probe(int src, MPI_Status *st, double timeout)
 {
     double deadline = tm_now() + timeout;
-    backoff b = {0, 0};
+    backoff b = {tm_now(), 0};
     for (;;) {
         int flag = 0, rc = MPI_Iprobe(src, MPI_ANY_TAG, g_comm, &flag, st);
         if (rc != MPI_SUCCESS) dist_die(1, "MPI_Iprobe from rank %d failed: %s", src, dist_mpi_error(rc));
