@@ -10,5 +10,7 @@ int cmd_inspect(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_detokenize(int argc, char **argv);
 int cmd_mkmodel(int argc, char **argv);
+int cmd_trust(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
 
 #endif

@@ -16,6 +16,8 @@ static const command commands[] = {
     {"inspect", cmd_inspect, "print what a model folder holds and what was loaded"},
     {"tokenize", cmd_tokenize, "print the token ids of a text (-p TEXT or -f FILE)"},
     {"detokenize", cmd_detokenize, "print the text of comma-separated token ids"},
+    {"trust", cmd_trust, "reputation: fit-contexts, train, show, check, dump"},
+    {"eval", cmd_eval, "perplexity and expert diversity over a corpus"},
     {"mkmodel", cmd_mkmodel, "write a seeded random Qwen3-MoE checkpoint (--preset omni30b, omni48-small, tiny)"},
 };
 
