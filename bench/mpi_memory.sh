@@ -3,14 +3,22 @@
 # experts it hosts, on a model with 128 experts per layer (BF16, mapped).
 # Passes when every worker stays within 1.2x, after load and at the end.
 #
-#   bench/mpi_memory.sh [MODEL_DIR]   (default: a synthetic 2 x 128-expert model in /tmp)
+#   bench/mpi_memory.sh [MODEL_DIR]
+# (default: `trustmoe mkmodel --preset omni48-small`, 48 layers x 128 experts,
+# in /tmp; bench/mpi_model.sh writes a smaller one where mkmodel is missing)
 set -u
 cd "$(dirname "$0")/.." || exit 2
 BUILD=${BUILD:-build}
 TRUSTMOE=${TRUSTMOE:-$BUILD/trustmoe}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
-M=${1:-/tmp/trustmoe-bench-m128}
-[ -f "$M/config.json" ] || bash bench/mpi_model.sh "$M" 2 128 8 1024 512 || exit 1
+M=${1:-/tmp/trustmoe-bench-omni48-small}
+if [ ! -f "$M/config.json" ]; then
+    if "$TRUSTMOE" mkmodel --help >/dev/null 2>&1; then
+        "$TRUSTMOE" mkmodel --preset omni48-small -o "$M" || exit 1
+    else
+        bash bench/mpi_model.sh "$M" 2 128 8 1024 512 || exit 1
+    fi
+fi
 out=$(mktemp -d /tmp/trustmoe-mem.XXXXXX)
 trap 'rm -rf "$out"' EXIT
 fail=0
