@@ -495,12 +495,110 @@ static inline void ids_push(tok_ids *o, int32_t id)
     o->v[o->n++] = id;
 }
 
-/* Scratch for BPE on one pre-token: symbol ids and each adjacent pair's merge. */
+size_t tok_bpe_heap_min = 128;
+
+/* A pending merge for the heap path: the pair starting at symbol pos. */
 typedef struct {
-    int32_t *sym;            /* [cap] */
-    const tok_merge **pair;  /* [cap] pair[i] merges sym[i] and sym[i + 1], or NULL */
+    uint32_t rank, pos;
+} tok_heap_ent;
+
+/* Scratch for BPE on one pre-token, grown as needed and reused across the
+ * pre-tokens of one tok_encode call. */
+typedef struct {
+    int32_t *sym;            /* [cap] symbol ids (-1: absorbed into its left neighbour) */
+    const tok_merge **pair;  /* [cap] scan path: pair[i] merges sym[i] and sym[i + 1], or NULL */
+    uint32_t *next, *prev;   /* [cap] heap path: linked list of live symbols */
+    tok_heap_ent *heap;      /* [3 * cap] heap path: min-heap by (rank, pos) */
     size_t cap;
 } tok_bpe_buf;
+
+static void bpe_buf_grow(tok_bpe_buf *b, size_t n)
+{
+    if (n <= b->cap) return;
+    b->cap = n * 2;
+    b->sym = tm_realloc(b->sym, b->cap * sizeof *b->sym);
+    b->pair = tm_realloc((void *)b->pair, b->cap * sizeof *b->pair);
+    b->next = tm_realloc(b->next, b->cap * sizeof *b->next);
+    b->prev = tm_realloc(b->prev, b->cap * sizeof *b->prev);
+    b->heap = tm_realloc(b->heap, 3 * b->cap * sizeof *b->heap);
+}
+
+static void bpe_buf_free(tok_bpe_buf *b)
+{
+    free(b->sym);
+    free((void *)b->pair);
+    free(b->next);
+    free(b->prev);
+    free(b->heap);
+}
+
+static inline int heap_less(tok_heap_ent a, tok_heap_ent b)
+{
+    return a.rank < b.rank || (a.rank == b.rank && a.pos < b.pos);
+}
+
+static void heap_push(tok_heap_ent *h, size_t *n, tok_heap_ent e)
+{
+    size_t i = (*n)++;
+    while (i > 0 && heap_less(e, h[(i - 1) / 2])) {
+        h[i] = h[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    h[i] = e;
+}
+
+static tok_heap_ent heap_pop(tok_heap_ent *h, size_t *n)
+{
+    tok_heap_ent top = h[0], last = h[--(*n)];
+    size_t i = 0;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= *n) break;
+        if (c + 1 < *n && heap_less(h[c + 1], h[c])) c++;
+        if (!heap_less(h[c], last)) break;
+        h[i] = h[c];
+        i = c;
+    }
+    h[i] = last;
+    return top;
+}
+
+/* BPE for long pre-tokens in O(n log n): the scan below is O(n^2) on, say, a
+ * long run of letters with no spaces.  Popping by (rank, position) applies
+ * the lowest-rank pair at every position left to right, as the scan does.
+ * An entry is stale when its position was absorbed or its pair has changed
+ * since (a changed pair has a different rank: ranks are unique per pair). */
+static void bpe_word_heap(const tok_tokenizer *t, tok_bpe_buf *b, const uint8_t *p, size_t n, tok_ids *o)
+{
+    int32_t *sym = b->sym;
+    uint32_t *next = b->next, *prev = b->prev;
+    size_t nh = 0;
+    for (size_t i = 0; i < n; i++) {
+        sym[i] = t->byte_id[p[i]];
+        next[i] = (uint32_t)i + 1;
+        prev[i] = (uint32_t)i - 1; /* UINT32_MAX before the first */
+    }
+    for (size_t i = 0; i + 1 < n; i++) {
+        const tok_merge *m = merge_find(t, sym[i], sym[i + 1]);
+        if (m) heap_push(b->heap, &nh, (tok_heap_ent){m->rank, (uint32_t)i});
+    }
+    while (nh) {
+        tok_heap_ent e = heap_pop(b->heap, &nh);
+        uint32_t i = e.pos, j = next[i];
+        if (sym[i] < 0 || j >= n) continue;
+        const tok_merge *m = merge_find(t, sym[i], sym[j]);
+        if (!m || m->rank != e.rank) continue;
+        sym[i] = m->id;
+        sym[j] = -1;
+        next[i] = next[j];
+        if (next[i] < n) prev[next[i]] = i;
+        if (prev[i] != UINT32_MAX && (m = merge_find(t, sym[prev[i]], sym[i])))
+            heap_push(b->heap, &nh, (tok_heap_ent){m->rank, prev[i]});
+        if (next[i] < n && (m = merge_find(t, sym[i], sym[next[i]])))
+            heap_push(b->heap, &nh, (tok_heap_ent){m->rank, i});
+    }
+    for (size_t i = 0; i < n; i = next[i]) ids_push(o, sym[i]);
+}
 
 /* BPE of one pre-token's raw bytes p[0, n), appended to o.  Lowest-rank pair
  * first, every occurrence of it left to right, until no pair has a merge. */
@@ -513,10 +611,10 @@ static void bpe_word(const tok_tokenizer *t, tok_bpe_buf *b, const uint8_t *p, s
             return;
         }
     }
-    if (n > b->cap) {
-        b->cap = n * 2;
-        b->sym = tm_realloc(b->sym, b->cap * sizeof *b->sym);
-        b->pair = tm_realloc((void *)b->pair, b->cap * sizeof *b->pair);
+    bpe_buf_grow(b, n);
+    if (n >= tok_bpe_heap_min) {
+        bpe_word_heap(t, b, p, n, o);
+        return;
     }
     int32_t *sym = b->sym;
     const tok_merge **pair = b->pair;
@@ -625,7 +723,7 @@ tm_status tok_encode(const tok_tokenizer *t, const char *text, size_t len, int32
     const uint8_t *s = (const uint8_t *)text;
     tm_status st = TM_OK;
     tok_ids o = {NULL, 0, 0};
-    tok_bpe_buf b = {NULL, NULL, 0};
+    tok_bpe_buf b = {0};
     tok_cache *c = NULL;
     *ids = NULL;
     *n = 0;
@@ -660,8 +758,7 @@ tm_status tok_encode(const tok_tokenizer *t, const char *text, size_t len, int32
 fail:
     if (c) pthread_mutex_unlock(&c->mu);
     free(o.v);
-    free(b.sym);
-    free((void *)b.pair);
+    bpe_buf_free(&b);
     return st;
 }
 

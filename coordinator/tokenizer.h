@@ -112,4 +112,8 @@ size_t tok_utf8_char(const uint8_t *s, size_t n, size_t *bad);
 tm_status tok_nfc(const uint8_t *s, size_t len, const uint8_t **out, size_t *out_len, uint8_t **owned,
                   tm_err *err);
 
+/* Pre-tokens of at least this many bytes take the O(n log n) heap BPE instead
+ * of the O(n^2) scan (same ids; tests lower it to compare the two). */
+extern size_t tok_bpe_heap_min;
+
 #endif

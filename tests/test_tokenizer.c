@@ -396,6 +396,75 @@ static void test_random_round_trip(void)
     CU_ASSERT_EQUAL(ok, trials);
 }
 
+/* Encode with every pre-token forced through one BPE path. */
+static int32_t *encode_with(size_t heap_min, const char *s, size_t len, size_t *n)
+{
+    int32_t *ids = NULL;
+    tm_err err = {{0}};
+    size_t saved = tok_bpe_heap_min;
+    tok_bpe_heap_min = heap_min;
+    if (tok_encode(T, s, len, &ids, n, &err) != TM_OK) ids = NULL;
+    tok_bpe_heap_min = saved;
+    return ids;
+}
+
+static void test_heap_vs_scan(void)
+{
+    /* The heap BPE (long pre-tokens) against the plain scan, on long letter
+     * runs of several scripts, words and mixed text. */
+    static const char *alphabet[] = {"a", "e", "i", "o", "n", "t", "s", "r", "th", "ing", "ation", "\xC3\xA9",
+                                     "\xD0\xB0", "\xD0\xB8", "\xE4\xB8\xAD", "\xE6\x96\x87", "\xE3\x81\xAE",
+                                     "q", "z", "x", " ", " the", "."};
+    uint64_t x = 7;
+    size_t ok = 0, trials = 200;
+    char *buf = malloc(8192);
+    for (size_t t = 0; t < trials; t++) {
+        size_t len = 0, parts = 1 + t * 7 % 700;
+        for (size_t i = 0; i < parts && len < 8000; i++) {
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            /* mostly letters, so pre-tokens get long; spaces only in some trials */
+            size_t k = (x >> 33) % (t % 3 ? TM_ARRAY_LEN(alphabet) - 3 : TM_ARRAY_LEN(alphabet));
+            size_t l = strlen(alphabet[k]);
+            memcpy(buf + len, alphabet[k], l);
+            len += l;
+        }
+        size_t n1 = 0, n2 = 0;
+        int32_t *a = encode_with(SIZE_MAX, buf, len, &n1), *b = encode_with(2, buf, len, &n2);
+        ok += a && b && n1 == n2 && !memcmp(a, b, n1 * sizeof *a);
+        free(a);
+        free(b);
+    }
+    CU_ASSERT_EQUAL(ok, trials);
+
+    /* A megabyte of letters without a space: one pre-token, must stay fast. */
+    size_t big = 1 << 20, n = 0, dl;
+    char *s = malloc(big);
+    for (size_t i = 0; i < big; i++) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        s[i] = (char)('a' + (x >> 33) % 26);
+    }
+    double t0 = tm_now();
+    int32_t *ids = encode_with(128, s, big, &n);
+    fprintf(stderr, "tokenizer: 1 MiB single pre-token: %zu ids in %.2f s\n", n, tm_now() - t0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ids);
+    char *d = tok_decode(T, ids, n, &dl);
+    CU_ASSERT(dl == big && !memcmp(d, s, big));
+    free(d);
+    free(ids);
+    free(s);
+    free(buf);
+}
+
+static void test_heap_path_vs_hf(void)
+{
+    /* Every pre-token through the heap path: still HF's ids. */
+    size_t saved = tok_bpe_heap_min;
+    tok_bpe_heap_min = 2;
+    check_ref_cases(FIX_DIR "/hard_cases.ref.json", "hard (heap BPE)", 100);
+    check_ref_cases(FIX_DIR "/fuzz_cases.ref.json", "fuzz (heap BPE)", 3000);
+    tok_bpe_heap_min = saved;
+}
+
 static void test_nfc_fast_path(void)
 {
     /* tok_nfc skips utf8proc when every code point is below U+0300: check that
@@ -617,6 +686,8 @@ int main(void)
     CU_add_test(s, "stream split characters", test_stream_split_chars);
     CU_add_test(s, "stream random ids", test_stream_random_ids);
     CU_add_test(s, "random round trip", test_random_round_trip);
+    CU_add_test(s, "heap BPE vs scan BPE", test_heap_vs_scan);
+    CU_add_test(s, "heap BPE vs HF", test_heap_path_vs_hf);
     CU_add_test(s, "NFC fast path", test_nfc_fast_path);
     CU_add_test(s, "invalid UTF-8", test_invalid_utf8);
     CU_add_test(s, "empty text and NUL", test_empty_and_nul);
