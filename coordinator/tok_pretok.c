@@ -174,8 +174,8 @@ size_t tok_pretok_next(const uint8_t *s, size_t len, size_t i)
     uint8_t b0 = s[i];
     int c0 = next_class(s, &i1);
 
-    /* A1: ASCII case folding only, like the HF JS port (Oniguruma would also
-     * take U+017F for s). */
+    /* A1 folds ASCII case only: "'\u017F" (long s) is no contraction in HF's
+     * Rust or JS tokenizers either. */
     if (b0 == '\'' && i1 < len) {
         uint8_t a = s[i1] | 0x20, b = i1 + 1 < len ? s[i1 + 1] | 0x20 : 0;
         if (a == 's' || a == 't' || a == 'm' || a == 'd') return i1 + 1;

