@@ -446,7 +446,9 @@ static int run_passes(const char *cmd, int argc, char **argv, int train)
         for (size_t w0 = 0; w0 + 1 < n_ids; w0 += (size_t)W) {
             if (to.max_windows && win_ep >= to.max_windows) break;
             int T = (int)TM_MIN((size_t)W, n_ids - w0);
-            if (T < 2) break;
+            /* every window has the full length, as the PyTorch reference
+             * measures; only a corpus shorter than one window is scored short */
+            if (T < 2 || (T < W && w0 > 0)) break;
             if ((st = trust_run_begin_request(&r, &m, ids + w0, T, &err))) goto out;
             state_reset(&s);
             trust_quality_reset(&obs.acc);
