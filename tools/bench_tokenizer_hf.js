@@ -4,6 +4,7 @@
 // JSON, then encodes every file, one call each, single-threaded; only the
 // encode calls are timed).
 //
+//   npm install --prefix tools --no-package-lock   (once)
 //   node tools/bench_tokenizer_hf.js TOKENIZER_DIR CORPUS_DIR [RUNS]
 //
 // Prints one line per run on stderr, then on stdout:

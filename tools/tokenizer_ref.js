@@ -1,6 +1,6 @@
 // tokenizer_ref.js: reference ids from @huggingface/tokenizers for the C tokenizer's parity test.
 //
-//   npm install --prefix tools            (once; installs into tools/node_modules)
+//   npm install --prefix tools --no-package-lock   (once; into tools/node_modules)
 //   node tools/tokenizer_ref.js hard  TOKENIZER_DIR CASES.json OUT.json
 //   node tools/tokenizer_ref.js corpus TOKENIZER_DIR CORPUS_DIR OUT.ids.gz
 //   node tools/tokenizer_ref.js fuzz  TOKENIZER_DIR COUNT OUT.json
