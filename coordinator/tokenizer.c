@@ -807,7 +807,9 @@ char *tok_decode(const tok_tokenizer *t, const int32_t *ids, size_t n, size_t *l
     for (size_t i = 0; i < n; i++) {
         size_t l;
         const char *p = tok_token_bytes(t, ids[i], &l);
-        if (p) memcpy(raw + off, p, l), off += l;
+        if (!p) continue;
+        memcpy(raw + off, p, l);
+        off += l;
     }
     raw[total] = 0;
     for (size_t i = 0; i < total;) {
