@@ -383,6 +383,9 @@ static void ctx_grow(dist_ctx *c, int T)
         /* room for an F32 reply and a little more, so a wrong dtype tag or an
          * oversized reply is reported by the header check, not as a truncation */
         c->recv_cap[r] = WIRE_HEADER_BYTES + (size_t)cap * c->H * sizeof(float) + 256;
+        /* MPI counts are int: one message per worker and layer must stay below 2 GiB */
+        TM_ASSERT_MSG(c->send_cap[r] < (size_t)INT32_MAX && c->recv_cap[r] < (size_t)INT32_MAX,
+                      "too many tokens in one forward call for one MPI message");
         c->send[r] = tm_malloc(c->send_cap[r]);
         c->recv[r] = tm_malloc(c->recv_cap[r]);
     }
