@@ -14,6 +14,22 @@
 #include <immintrin.h>
 #include <string.h>
 
+/* The next block of four rows, one cache line each, a block ahead: matrices
+ * in decode are small (128 KiB for omni48-small's experts) and each is read
+ * once, so the hardware prefetcher alone rarely gets up to speed before the
+ * matrix ends.  Prefetching past the last row is harmless. */
+#ifdef KERN_NO_PREFETCH
+#define PREFETCH4(p, stride) ((void)0)
+#else
+#define PREFETCH4(p, stride)                                                                           \
+    do {                                                                                               \
+        _mm_prefetch((const char *)(p), _MM_HINT_T0);                                                  \
+        _mm_prefetch((const char *)((p) + (stride)), _MM_HINT_T0);                                     \
+        _mm_prefetch((const char *)((p) + 2 * (stride)), _MM_HINT_T0);                                 \
+        _mm_prefetch((const char *)((p) + 3 * (stride)), _MM_HINT_T0);                                 \
+    } while (0)
+#endif
+
 /* ---- portable ------------------------------------------------------------ */
 
 void kern_bf16_rows_scalar(const uint16_t *w, int64_t cols, const float *x, float *y, int64_t r0, int64_t r1)
@@ -54,6 +70,7 @@ __attribute__((target("avx2,fma"))) void kern_bf16_rows_avx2(const uint16_t *w, 
         __m256 b0 = a0, b1 = a0, b2 = a0, b3 = a0;
         int64_t c = 0;
         for (; c + 16 <= cols; c += 16) {
+            if (!(c & 31)) PREFETCH4(w0 + 4 * cols + c, cols);
             __m256 x0 = _mm256_loadu_ps(x + c), x1 = _mm256_loadu_ps(x + c + 8);
             a0 = _mm256_fmadd_ps(CVT8(w0 + c), x0, a0);
             b0 = _mm256_fmadd_ps(CVT8(w0 + c + 8), x1, b0);
@@ -119,6 +136,7 @@ kern_bf16_rows_avx512(const uint16_t *w, int64_t cols, const float *x, float *y,
         __m512 b0 = a0, b1 = a0, b2 = a0, b3 = a0;
         int64_t c = 0;
         for (; c + 32 <= cmain; c += 32) {
+            PREFETCH4(w0 + 4 * cols + c, cols);
             __m512 x0 = _mm512_loadu_ps(x + c), x1 = _mm512_loadu_ps(x + c + 16);
             a0 = _mm512_fmadd_ps(CVT16(w0 + c), x0, a0);
             b0 = _mm512_fmadd_ps(CVT16(w0 + c + 16), x1, b0);
@@ -238,4 +256,90 @@ __attribute__((target("avx2,fma"))) void kern_bf16_widen_avx2(const uint16_t *in
         _mm256_storeu_ps(out + i + 8, CVT8(in + i + 8));
     }
     for (; i < n; i++) out[i] = tm_bf16_to_f32(in[i]);
+}
+
+/* ---- few-token products ---------------------------------------------------
+ * Y[n, ldy] (columns r0..r1) = X[n, cols] · Wᵀ with W bf16: batched decode and
+ * prefill give each expert a handful of tokens, where widening the weights to
+ * a buffer and calling sgemm costs more than the product.  Here each block of
+ * four weight rows is widened in registers once per 16 columns and
+ * multiplied with four tokens at a time (16 accumulators), so the weights
+ * stream from memory once and the block (4 rows, ≤ 32 KiB) stays in L1 while
+ * the token groups pass over it.  Missing rows or tokens in a partial block
+ * point at row or token 0 and their results are dropped, which keeps one
+ * code path.  Exact: f32 products and sums, like the matrix-vector kernels. */
+
+__attribute__((target("avx512f,avx512bw,avx512vl"))) void
+kern_bf16_gemm_rows_avx512(const uint16_t *w, int64_t cols, const float *x, int n, float *y, int64_t ldy, int64_t r0,
+                           int64_t r1)
+{
+    int64_t tail = cols & 15;
+    __mmask16 tm = (__mmask16)((1u << tail) - 1u);
+    int64_t cmain = cols - tail;
+    for (int64_t r = r0; r < r1; r += 4) {
+        int nr = (int)TM_MIN((int64_t)4, r1 - r);
+        const uint16_t *wr[4];
+        _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) wr[k] = w + (r + (k < nr ? k : 0)) * cols;
+        for (int t0 = 0; t0 < n; t0 += 4) {
+            int nt = TM_MIN(4, n - t0);
+            const float *xt[4];
+            _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) xt[j] = x + (size_t)(t0 + (j < nt ? j : 0)) * (size_t)cols;
+            __m512 acc[4][4];
+            _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++)
+                _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) acc[j][k] = _mm512_setzero_ps();
+            int64_t c = 0;
+            for (; c < cmain; c += 16) {
+                __m512 wv[4];
+                _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) wv[k] = CVT16(wr[k] + c);
+                _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
+                    __m512 xv = _mm512_loadu_ps(xt[j] + c);
+                    _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) acc[j][k] = _mm512_fmadd_ps(wv[k], xv, acc[j][k]);
+                }
+            }
+            if (tail) {
+                __m512 wv[4];
+                _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) wv[k] = CVT16M(wr[k] + c, tm);
+                _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
+                    __m512 xv = _mm512_maskz_loadu_ps(tm, xt[j] + c);
+                    _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) acc[j][k] = _mm512_fmadd_ps(wv[k], xv, acc[j][k]);
+                }
+            }
+            for (int j = 0; j < nt; j++)
+                for (int k = 0; k < nr; k++) y[(size_t)(t0 + j) * (size_t)ldy + (size_t)(r + k)] = _mm512_reduce_add_ps(acc[j][k]);
+        }
+    }
+}
+
+/* AVX2 has 16 vector registers: four rows by two tokens (8 accumulators). */
+__attribute__((target("avx2,fma"))) void kern_bf16_gemm_rows_avx2(const uint16_t *w, int64_t cols, const float *x,
+                                                                   int n, float *y, int64_t ldy, int64_t r0, int64_t r1)
+{
+    for (int64_t r = r0; r < r1; r += 4) {
+        int nr = (int)TM_MIN((int64_t)4, r1 - r);
+        const uint16_t *wr[4];
+        _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) wr[k] = w + (r + (k < nr ? k : 0)) * cols;
+        for (int t0 = 0; t0 < n; t0 += 2) {
+            int nt = TM_MIN(2, n - t0);
+            const float *xt[2];
+            _Pragma("GCC unroll 4") for (int j = 0; j < 2; j++) xt[j] = x + (size_t)(t0 + (j < nt ? j : 0)) * (size_t)cols;
+            __m256 acc[2][4];
+            _Pragma("GCC unroll 4") for (int j = 0; j < 2; j++)
+                _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) acc[j][k] = _mm256_setzero_ps();
+            int64_t c = 0;
+            for (; c + 8 <= cols; c += 8) {
+                __m256 wv[4];
+                _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) wv[k] = CVT8(wr[k] + c);
+                _Pragma("GCC unroll 4") for (int j = 0; j < 2; j++) {
+                    __m256 xv = _mm256_loadu_ps(xt[j] + c);
+                    _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) acc[j][k] = _mm256_fmadd_ps(wv[k], xv, acc[j][k]);
+                }
+            }
+            for (int j = 0; j < nt; j++)
+                for (int k = 0; k < nr; k++) {
+                    float s = hsum256(acc[j][k]);
+                    for (int64_t cc = c; cc < cols; cc++) s += tm_bf16_to_f32(wr[k][cc]) * xt[j][cc];
+                    y[(size_t)(t0 + j) * (size_t)ldy + (size_t)(r + k)] = s;
+                }
+        }
+    }
 }

@@ -48,6 +48,7 @@ static const char *const isa_names[KERN_ISA_COUNT] = {"scalar", "avx2", "avx512"
 static const kern_bf16_rows_fn isa_fns[KERN_ISA_COUNT] = {kern_bf16_rows_scalar, kern_bf16_rows_avx2,
                                                            kern_bf16_rows_avx512, kern_bf16_rows_avx512bf16};
 static kern_bf16_rows_fn bf16_rows;   /* the active variant, set on first use */
+static kern_bf16_gemm_fn bf16_gemm;   /* its few-token product */
 static kern_isa active_isa;
 
 const char *kern_isa_name(kern_isa isa) { return (unsigned)isa < KERN_ISA_COUNT ? isa_names[isa] : "?"; }
@@ -68,12 +69,28 @@ int kern_isa_supported(kern_isa isa)
 
 static void ensure_isa(void);
 
+static void gemm_rows_scalar(const uint16_t *w, int64_t cols, const float *x, int n, float *y, int64_t ldy,
+                             int64_t r0, int64_t r1)
+{
+    for (int t = 0; t < n; t++)
+        kern_bf16_rows_scalar(w, cols, x + (size_t)t * (size_t)cols, y + (size_t)t * (size_t)ldy, r0, r1);
+}
+
+/* The few-token product is always exact: AVX512BF16 uses the AVX-512 one. */
+static kern_bf16_gemm_fn gemm_for(kern_isa isa)
+{
+    return isa >= KERN_ISA_AVX512 ? kern_bf16_gemm_rows_avx512
+           : isa == KERN_ISA_AVX2 ? kern_bf16_gemm_rows_avx2
+                                  : gemm_rows_scalar;
+}
+
 int kern_set_isa(kern_isa isa)
 {
     ensure_isa(); /* so a later first use does not override this choice */
     if (!kern_isa_supported(isa)) return -1;
     active_isa = isa;
     bf16_rows = isa_fns[isa];
+    bf16_gemm = gemm_for(isa);
     return 0;
 }
 
@@ -94,6 +111,7 @@ static void pick_isa(void)
     }
     active_isa = best;
     bf16_rows = isa_fns[best];
+    bf16_gemm = gemm_for(best);
 }
 
 static pthread_once_t isa_once = PTHREAD_ONCE_INIT;
@@ -173,6 +191,10 @@ void kern_matvec_isa(kern_isa isa, const tm_mat *w, const float *x, float *y)
     isa_fns[isa](w->data, w->cols, x, y, 0, w->rows);
 }
 
+/* Up to this many tokens the register-blocked product beats widening plus
+ * sgemm (bench/bench_kernels, "BF16-weight GEMM"). */
+#define KERN_DIRECT_MAX_N 64
+
 /* BF16 weights are widened a block of rows at a time into a per-thread
  * scratch that grows once to MATMUL_BLOCK_ELEMS and is then reused; the block
  * (1 MiB of f32) stays in L2/L3 while sgemm reads it. */
@@ -185,11 +207,83 @@ static void widen(const uint16_t *in, float *out, int64_t n)
     else tm_convert_to_f32(TM_DT_BF16, in, out, (size_t)n);
 }
 
+typedef struct {
+    kern_bf16_gemm_fn fn;
+    const tm_mat *w;
+    const float *x;
+    int n;
+    float *y;
+} direct_task;
+
+static void direct_range(void *arg, int64_t i0, int64_t i1)
+{
+    const direct_task *t = arg;
+    t->fn(t->w->data, t->w->cols, t->x, t->n, t->y, t->w->rows, i0, i1);
+}
+
+void kern_matmul_direct(const tm_mat *w, const float *x, int n, float *y)
+{
+    check_mat(w);
+    TM_ASSERT_MSG(w->dtype == TM_DT_BF16, "kern_matmul_direct takes BF16 weights");
+    TM_ASSERT(n >= 1);
+    ensure_isa();
+    direct_task t = {bf16_gemm, w, x, n, y};
+    if (kern_threads() > 1 && w->rows * w->cols >= MATVEC_PAR_MIN) kern_parallel_for(w->rows, MATVEC_ROW_ALIGN, direct_range, &t);
+    else direct_range(&t, 0, w->rows);
+}
+
+typedef struct {
+    int n;
+    const tm_mat *w;         /* [n] */
+    const float *const *x;   /* [n] */
+    float *const *y;         /* [n] */
+    int64_t start[KERN_MANY_MAX + 1]; /* first global row of each matrix */
+} many_task;
+
+static void many_range(void *arg, int64_t i0, int64_t i1)
+{
+    const many_task *t = arg;
+    for (int k = 0; k < t->n; k++) {
+        int64_t a = TM_MAX(i0, t->start[k]), b = TM_MIN(i1, t->start[k + 1]);
+        if (a >= b) continue;
+        const tm_mat *w = &t->w[k];
+        a -= t->start[k];
+        b -= t->start[k];
+        if (w->dtype == TM_DT_BF16) {
+            bf16_rows(w->data, w->cols, t->x[k], t->y[k], a, b);
+        } else {
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)(b - a), (int)w->cols, 1.0f,
+                        (const float *)w->data + a * w->cols, (int)w->cols, t->x[k], 1, 0.0f, t->y[k] + a, 1);
+        }
+    }
+}
+
+void kern_matvec_many(int n, const tm_mat *w, const float *const *x, float *const *y)
+{
+    TM_ASSERT(n >= 0);
+    ensure_isa();
+    for (int k0 = 0; k0 < n; k0 += KERN_MANY_MAX) {
+        many_task t = {TM_MIN(KERN_MANY_MAX, n - k0), w + k0, x + k0, y + k0, {0}};
+        int64_t work = 0;
+        for (int k = 0; k < t.n; k++) {
+            check_mat(&t.w[k]);
+            t.start[k + 1] = t.start[k] + t.w[k].rows;
+            work += t.w[k].rows * t.w[k].cols;
+        }
+        if (kern_threads() > 1 && work >= MATVEC_PAR_MIN) kern_parallel_for(t.start[t.n], MATVEC_ROW_ALIGN, many_range, &t);
+        else many_range(&t, 0, t.start[t.n]);
+    }
+}
+
 void kern_matmul(const tm_mat *w, const float *x, int n, float *y)
 {
     check_mat(w);
     if (n == 1) {
         kern_matvec(w, x, y);
+        return;
+    }
+    if (w->dtype == TM_DT_BF16 && n <= KERN_DIRECT_MAX_N) {
+        kern_matmul_direct(w, x, n, y);
         return;
     }
     if (w->dtype == TM_DT_F32) {

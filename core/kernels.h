@@ -56,6 +56,17 @@ void kern_matvec_ref(const tm_mat *w, const float *x, float *y);
 void kern_matmul(const tm_mat *w, const float *x, int n, float *y);
 void kern_matmul_ref(const tm_mat *w, const float *x, int n, float *y);
 
+/* BF16 W only: the register-blocked product (weights widened in registers,
+ * four tokens per pass over a block of rows), threaded over rows.
+ * kern_matmul uses it for small n; exposed for benchmarks and tests. */
+void kern_matmul_direct(const tm_mat *w, const float *x, int n, float *y);
+
+/* n independent products y[k][w[k].rows] = w[k] · x[k] in one pass of the
+ * thread pool (e.g. the down projections of a layer's selected experts), so
+ * small matrices do not each pay for a wake-up of the pool. */
+#define KERN_MANY_MAX 64 /* larger n runs in several passes */
+void kern_matvec_many(int n, const tm_mat *w, const float *const *x, float *const *y);
+
 /* Two products of the same input (an expert's gate and up projections):
  * ya[n, a.rows] = X · Aᵀ, yb[n, b.rows] = X · Bᵀ, with a.cols == b.cols.  At
  * n == 1 both run in one pass of the thread pool. */

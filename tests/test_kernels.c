@@ -171,6 +171,62 @@ static void test_matmul(void)
     kern_set_threads(1);
 }
 
+/* The register-blocked BF16 product under every ISA, partial row and token
+ * blocks included, threaded and not. */
+static void test_matmul_direct(void)
+{
+    static const int NS[] = {1, 2, 3, 5, 8, 17};
+    kern_isa saved = kern_isa_active();
+    for (int th = 1; th <= 2; th++) {
+        kern_set_threads(th);
+        for (int isa = 0; isa < KERN_ISA_COUNT; isa++) {
+            if (kern_set_isa((kern_isa)isa) != 0) continue;
+            for (size_t k = 0; k < TM_ARRAY_LEN(NS); k++)
+                for (size_t i = 0; i < TM_ARRAY_LEN(ROWS); i++)
+                    for (size_t j = 0; j < TM_ARRAY_LEN(COLS); j++) {
+                        int n = NS[k];
+                        int64_t R = ROWS[i] * (th == 2 ? 9 : 1);
+                        void *buf;
+                        tm_mat w = rand_mat(TM_DT_BF16, R, COLS[j], &buf);
+                        float *x = rand_vec((size_t)(n * COLS[j]));
+                        float *y = tm_calloc((size_t)(n * R), 4), *yr = tm_calloc((size_t)(n * R), 4);
+                        kern_matmul_ref(&w, x, n, yr);
+                        kern_matmul_direct(&w, x, n, y);
+                        CU_ASSERT_EQUAL(check_out(&w, x, n, y, yr, TOL_EXACT, kern_isa_name((kern_isa)isa)), 0);
+                        free(buf), free(x), free(y), free(yr);
+                    }
+        }
+    }
+    kern_set_threads(1);
+    kern_set_isa(saved);
+}
+
+static void test_matvec_many(void)
+{
+    enum { N = 70 }; /* more than KERN_MANY_MAX: two passes */
+    for (int th = 1; th <= 3; th += 2) {
+        kern_set_threads(th);
+        tm_mat w[N];
+        void *buf[N];
+        float *x[N], *y[N], *yr[N];
+        for (int k = 0; k < N; k++) {
+            int64_t R = ROWS[k % 4] * (1 + k % 3), C = COLS[(k / 4) % 4];
+            w[k] = rand_mat(k % 5 ? TM_DT_BF16 : TM_DT_F32, R, C, &buf[k]);
+            x[k] = rand_vec((size_t)C);
+            y[k] = tm_calloc((size_t)R, 4);
+            yr[k] = tm_calloc((size_t)R, 4);
+            kern_matvec_ref(&w[k], x[k], yr[k]);
+        }
+        kern_matvec_many(N, w, (const float *const *)x, y);
+        for (int k = 0; k < N; k++) {
+            CU_ASSERT_EQUAL(check_out(&w[k], x[k], 1, y[k], yr[k],
+                                      kern_isa_active() == KERN_ISA_AVX512BF16 ? TOL_BF16DOT : TOL_EXACT, "many"), 0);
+            free(buf[k]), free(x[k]), free(y[k]), free(yr[k]);
+        }
+    }
+    kern_set_threads(1);
+}
+
 static void test_matmul2(void)
 {
     static const int NS[] = {1, 4};
@@ -294,6 +350,8 @@ int main(void)
     CU_add_test(s, "matvec per ISA vs ref", test_matvec_isa);
     CU_add_test(s, "matvec dispatch, threads", test_matvec_dispatch);
     CU_add_test(s, "matmul vs ref", test_matmul);
+    CU_add_test(s, "matmul_direct per ISA vs ref", test_matmul_direct);
+    CU_add_test(s, "matvec_many vs ref", test_matvec_many);
     CU_add_test(s, "matmul2 vs ref", test_matmul2);
     CU_add_test(s, "expert_forward vs ref", test_expert);
     CU_add_test(s, "parallel_for covers once", test_parallel_for);
