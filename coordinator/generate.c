@@ -5,6 +5,7 @@
 #include "commands.h"
 #include "kernels.h"
 #include "tokenizer.h"
+#include "trust_cli.h"
 
 #include <cJSON.h>
 #include <errno.h>
@@ -129,7 +130,12 @@ int cmd_generate(int argc, char **argv)
     }
     cli_opts o;
     tm_err err = {{0}};
-    tm_status st = cli_parse_opts(argc, argv, &o, &err);
+    trust_opts to;
+    trust_opts_default(&to);
+    int trust_flags = argc;
+    tm_status st = trust_opts_take(&argc, argv, &to, &err);
+    trust_flags -= argc; /* any trust flag switches the trust selector on */
+    if (st == TM_OK) st = cli_parse_opts(argc, argv, &o, &err);
     int sources = !!o.ids_arg + !!o.prompt + !!o.prompts_file;
     if (st == TM_OK && sources != 1) st = tm_errf(&err, TM_EINPUT, "give exactly one of -p TEXT, --ids or --prompts FILE");
     if (st != TM_OK) return cli_fail("generate", &err, st);
@@ -144,6 +150,9 @@ int cmd_generate(int argc, char **argv)
     tm_model m;
     tm_state s;
     sampler smp;
+    trust_run tr;
+    int have_trust = 0;
+    tm_selector sel = {NULL, NULL};
     char *stream_buf = NULL;
 
     char tok_path[4200];
@@ -190,6 +199,13 @@ int cmd_generate(int argc, char **argv)
     batch_of = tm_malloc(sizeof(int) * (size_t)n_seqs);
     for (int q = 0; q < n_seqs; q++) seqs[q].out = tm_malloc(sizeof(int32_t) * (size_t)(o.n_predict + 1));
     moe_backend be = model_local_backend(&m, &s);
+    if (trust_flags) {
+        if ((st = trust_run_open(&tr, &to, &m, &err)) != TM_OK) goto out;
+        have_trust = 1;
+        /* one context per run: the first prompt's */
+        if ((st = trust_run_begin_request(&tr, &m, seqs[0].prompt, seqs[0].n_prompt, &err)) != TM_OK) goto out;
+        sel = trust_run_selector(&tr);
+    }
 
     /* stream text only for a single sequence printed as it comes */
     int stream = n_seqs == 1 && !o.json;
@@ -210,9 +226,9 @@ int cmd_generate(int argc, char **argv)
         }
     float *all = n_seqs == 1 ? NULL : tm_malloc(sizeof(float) * (size_t)V * (size_t)T);
     if (n_seqs == 1) {
-        st = model_forward(&m, &s, batch_ids, T, &be, NULL, logits, 0, &err);
+        st = model_forward(&m, &s, batch_ids, T, &be, &sel, logits, 0, &err);
     } else {
-        st = model_forward_batch(&m, &s, batch_ids, batch_seq, T, &be, NULL, all, &err);
+        st = model_forward_batch(&m, &s, batch_ids, batch_seq, T, &be, &sel, all, &err);
         for (int q = 0, end = 0; st == TM_OK && q < n_seqs; q++) {
             end += seqs[q].n_prompt;
             memcpy(logits + (size_t)q * V, all + (size_t)(end - 1) * V, sizeof(float) * (size_t)V);
@@ -256,7 +272,7 @@ int cmd_generate(int argc, char **argv)
             }
         }
         if (!live) break;
-        st = model_forward_batch(&m, &s, batch_ids, batch_seq, live, &be, NULL, logits + 0, &err);
+        st = model_forward_batch(&m, &s, batch_ids, batch_seq, live, &be, &sel, logits, &err);
         if (st != TM_OK) goto out;
         n_tokens_decoded += live;
         /* rows come back in batch order; put them at their sequence's slot */
@@ -267,6 +283,7 @@ int cmd_generate(int argc, char **argv)
     if (stream) {
         if (tok) fwrite(stream_buf, 1, tok_stream_flush(&ts, stream_buf, stream_cap), stdout);
         printf("\n");
+        fflush(stdout);
     }
 
     double ms_per_tok = n_tokens_decoded ? 1e3 * t_decode / n_tokens_decoded : 0.0;
@@ -275,6 +292,10 @@ int cmd_generate(int argc, char **argv)
             1e3 * t_load, total_prompt, 1e3 * t_prefill, total_prompt / (t_prefill > 0 ? t_prefill : 1e-9));
     fprintf(stderr, "trustmoe generate: decode %d tokens over %d sequences, %.2f ms per token, %.2f tokens per second\n",
             n_tokens_decoded, n_seqs, ms_per_tok, tps);
+    if (have_trust) {
+        trust_run_print_summary(&tr, stderr);
+        if ((st = trust_run_finish(&tr, &err)) != TM_OK) goto out;
+    }
     if (o.json || n_seqs > 1) {
         json = cJSON_CreateObject();
         if (n_seqs == 1) {
@@ -312,6 +333,7 @@ out:
         free(seqs[q].out);
     }
     free(seqs);
+    if (have_trust) trust_run_close(&tr);
     if (have_smp) sampler_free(&smp);
     if (have_state) state_free(&s);
     if (have_model) model_free(&m);

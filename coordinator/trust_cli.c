@@ -395,6 +395,24 @@ static void print_diversity(const trust_run *r, FILE *f)
         fprintf(f, " mean  %8.1f  %7.3f  %5.3f  %5.3f  %7.3f\n", d / n, h / n, g / n, t4 / n, ch / n);
 }
 
+void trust_run_print_summary(const trust_run *r, FILE *f)
+{
+    const trust_table *t = &r->tables[r->cur];
+    fprintf(f, "trust: select %s, context %s; per-layer expert load:\n", trust_select_mode_name(r->o.mode), t->context);
+    print_diversity(r, f);
+    fprintf(f, "layer  mean-trust  min    max    experts-with-evidence\n");
+    for (int l = 0; l < r->n_layers; l++) {
+        double sum = 0, lo = 1, hi = 0;
+        int with = 0;
+        for (int e = 0; e < r->n_experts; e++) {
+            double v = t->trust[(size_t)l * r->n_experts + e];
+            sum += v, lo = v < lo ? v : lo, hi = v > hi ? v : hi;
+            with += t->evidence[(size_t)l * r->n_experts + e] > 0;
+        }
+        fprintf(f, "%5d  %10.4f  %5.3f  %5.3f  %d/%d\n", l, sum / r->n_experts, lo, hi, with, r->n_experts);
+    }
+}
+
 /* train != 0: fold each window's quality into the database. */
 static int run_passes(const char *cmd, int argc, char **argv, int train)
 {

@@ -89,6 +89,9 @@ const char *trust_run_context(const trust_run *r);
 tm_selector trust_run_selector(trust_run *r);
 tm_status trust_run_finish(trust_run *r, tm_err *err);
 void trust_run_close(trust_run *r);
+/* Per-layer expert load (distinct, entropy, Gini, top-4 share, changed by
+ * trust) and the current context's trust table, one line per layer. */
+void trust_run_print_summary(const trust_run *r, FILE *f);
 
 /* The identity string under which a model's reputation is stored. */
 void trust_model_id(const tm_model *m, char *buf, size_t size);
