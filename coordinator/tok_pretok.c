@@ -126,6 +126,84 @@ static const uint8_t ascii_class[128] = {
     ['x'] = TOK_C_L,   ['y'] = TOK_C_L,   ['z'] = TOK_C_L,
 };
 
+/* Letters and numbers assigned after utf8proc 2.6's Unicode 13.0, up to the
+ * Unicode 17.0 of the reference (node's ICU): consulted only for code points
+ * utf8proc calls unassigned, so a newer utf8proc takes over by itself.  Made by
+ * listing every code point node's /\p{L}/u or /\p{N}/u accepts that
+ * utf8proc_category() reports as Cn, merged into ranges; no code point that
+ * utf8proc does know changed between L, N and other. */
+static const struct {
+    uint32_t lo, hi;
+    uint8_t cls;
+} unicode_after_13[] = {
+    {0x088F, 0x088F, TOK_C_L},
+    {0x0C5C, 0x0C5C, TOK_C_L},
+    {0x0CDC, 0x0CDC, TOK_C_L},
+    {0x1C89, 0x1C8A, TOK_C_L},
+    {0xA7CB, 0xA7CF, TOK_C_L},
+    {0xA7D2, 0xA7D2, TOK_C_L},
+    {0xA7D4, 0xA7D4, TOK_C_L},
+    {0xA7DA, 0xA7DC, TOK_C_L},
+    {0xA7F1, 0xA7F1, TOK_C_L},
+    {0x105C0, 0x105F3, TOK_C_L},
+    {0x10940, 0x10959, TOK_C_L},
+    {0x10D40, 0x10D49, TOK_C_N},
+    {0x10D4A, 0x10D65, TOK_C_L},
+    {0x10D6F, 0x10D85, TOK_C_L},
+    {0x10EC2, 0x10EC7, TOK_C_L},
+    {0x11380, 0x11389, TOK_C_L},
+    {0x1138B, 0x1138B, TOK_C_L},
+    {0x1138E, 0x1138E, TOK_C_L},
+    {0x11390, 0x113B5, TOK_C_L},
+    {0x113B7, 0x113B7, TOK_C_L},
+    {0x113D1, 0x113D1, TOK_C_L},
+    {0x113D3, 0x113D3, TOK_C_L},
+    {0x116D0, 0x116E3, TOK_C_N},
+    {0x11BC0, 0x11BE0, TOK_C_L},
+    {0x11BF0, 0x11BF9, TOK_C_N},
+    {0x11DB0, 0x11DDB, TOK_C_L},
+    {0x11DE0, 0x11DE9, TOK_C_N},
+    {0x13460, 0x143FA, TOK_C_L},
+    {0x16100, 0x1611D, TOK_C_L},
+    {0x16130, 0x16139, TOK_C_N},
+    {0x16D40, 0x16D6C, TOK_C_L},
+    {0x16D70, 0x16D79, TOK_C_N},
+    {0x16EA0, 0x16EB8, TOK_C_L},
+    {0x16EBB, 0x16ED3, TOK_C_L},
+    {0x16FF2, 0x16FF3, TOK_C_L},
+    {0x16FF4, 0x16FF6, TOK_C_N},
+    {0x187F8, 0x187FF, TOK_C_L},
+    {0x18CFF, 0x18CFF, TOK_C_L},
+    {0x18D09, 0x18D1E, TOK_C_L},
+    {0x18D80, 0x18DF2, TOK_C_L},
+    {0x1CCF0, 0x1CCF9, TOK_C_N},
+    {0x1E5D0, 0x1E5ED, TOK_C_L},
+    {0x1E5F0, 0x1E5F0, TOK_C_L},
+    {0x1E5F1, 0x1E5FA, TOK_C_N},
+    {0x1E6C0, 0x1E6DE, TOK_C_L},
+    {0x1E6E0, 0x1E6E2, TOK_C_L},
+    {0x1E6E4, 0x1E6E5, TOK_C_L},
+    {0x1E6E7, 0x1E6ED, TOK_C_L},
+    {0x1E6F0, 0x1E6F4, TOK_C_L},
+    {0x1E6FE, 0x1E6FF, TOK_C_L},
+    {0x2B73A, 0x2B73F, TOK_C_L},
+    {0x2CEA2, 0x2CEAD, TOK_C_L},
+    {0x2EBF0, 0x2EE5D, TOK_C_L},
+    {0x323B0, 0x33479, TOK_C_L},
+};
+
+static int class_unassigned(uint32_t c)
+{
+    size_t lo = 0, hi = TM_ARRAY_LEN(unicode_after_13);
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (c < unicode_after_13[mid].lo) hi = mid;
+        else if (c > unicode_after_13[mid].hi) lo = mid + 1;
+        else return unicode_after_13[mid].cls;
+    }
+    return TOK_C_OTHER;
+}
+
 static int class_of(uint32_t c)
 {
     if (c < 0x80) return ascii_class[c];
@@ -144,6 +222,8 @@ static int class_of(uint32_t c)
         return TOK_C_L;
     case UTF8PROC_CATEGORY_ND: case UTF8PROC_CATEGORY_NL: case UTF8PROC_CATEGORY_NO:
         return TOK_C_N;
+    case UTF8PROC_CATEGORY_CN:
+        return class_unassigned(c);
     default:
         return TOK_C_OTHER;
     }

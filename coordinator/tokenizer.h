@@ -16,8 +16,10 @@
  *      tables are keyed by raw bytes and no per-call mapping is needed.
  * No BOS/EOS is added.
  *
- * Character tables are those of the installed utf8proc; code points assigned
- * after its Unicode version are neither letters nor numbers here.
+ * Character classes come from the installed utf8proc (Debian 12: Unicode 13),
+ * plus a table of the letters and numbers assigned since, up to Unicode 17
+ * (tok_pretok.c).  NFC is utf8proc's alone: the few canonical compositions and
+ * combining classes added after its Unicode version are not applied.
  *
  * tokenizer.json features outside Qwen's use (other pre-tokenizers or regexes,
  * byte_fallback, added tokens with lstrip/rstrip/single_word, normalizers other
