@@ -2,6 +2,9 @@
  * validation errors (naming layer and expert), CSR round trip, print. */
 #include "placement.h"
 
+#include "dist.h"
+#include "worker.h"
+
 #include <CUnit/Basic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -195,6 +198,63 @@ static void test_print(void)
     free(buf);
 }
 
+/* The dist flags the commands accept (parsed without MPI). */
+static void test_flags(void)
+{
+    dist_params p = dist_default_params();
+    CU_ASSERT_STRING_EQUAL(p.placement, "contiguous");
+    CU_ASSERT(p.replicas == 1 && p.wire_dtype == TM_DT_F32 && !p.checksum && p.comm_timeout == 60.0);
+    char *argv[] = {"logits", "--placement", "round-robin", "--replicas", "2", "--wire-dtype", "bf16",
+                    "--wire-checksum", "--comm-timeout", "2.5", "--idle-timeout", "30", "--stats-json", "s.json",
+                    "--workers", "7", "-m"};
+    int argc = (int)TM_ARRAY_LEN(argv), i = 1, taken = 0;
+    tm_err err;
+    while (i < argc) {
+        int r = dist_parse_flag(&p, argc, argv, &i, &err);
+        if (r <= 0) break;
+        taken++;
+        i++; /* the caller's loop steps past the last argument consumed */
+    }
+    CU_ASSERT_EQUAL(taken, 8);
+    CU_ASSERT_STRING_EQUAL(argv[i], "-m"); /* not ours: left to the caller */
+    CU_ASSERT_STRING_EQUAL(p.placement, "round-robin");
+    CU_ASSERT(p.replicas == 2 && p.wire_dtype == TM_DT_BF16 && p.checksum && p.comm_timeout == 2.5);
+    CU_ASSERT(p.idle_timeout == 30.0 && p.workers == 7 && !strcmp(p.stats_json, "s.json"));
+
+    struct {
+        char *flag, *value, *want;
+    } bad[] = {{"--wire-dtype", "f16", "not f32 or bf16"}, {"--replicas", "0", "--replicas"},
+               {"--comm-timeout", "-1", "seconds"},      {"--comm-timeout", "x", "seconds"},
+               {"--workers", "2x", "--workers"},         {"--placement", "", "empty"}};
+    for (size_t k = 0; k < TM_ARRAY_LEN(bad); k++) {
+        char *a[] = {"logits", bad[k].flag, bad[k].value};
+        i = 1;
+        CU_ASSERT_EQUAL(dist_parse_flag(&p, 3, a, &i, &err), -1);
+        CU_ASSERT(strstr(err.msg, bad[k].want) != NULL);
+    }
+    char *missing[] = {"logits", "--placement"};
+    i = 1;
+    CU_ASSERT_EQUAL(dist_parse_flag(&p, 2, missing, &i, &err), -1);
+    CU_ASSERT(strstr(err.msg, "needs a value") != NULL);
+}
+
+static void test_fault_env(void)
+{
+    setenv("TRUSTMOE_FAULT", "truncate", 1);
+    setenv("TRUSTMOE_FAULT_RANK", "3", 1);
+    setenv("TRUSTMOE_FAULT_STEP", "5", 1);
+    worker_fault f = worker_fault_from_env();
+    CU_ASSERT(f.kind == WORKER_FAULT_TRUNCATE && f.rank == 3 && f.step == 5 && !f.fired);
+    CU_ASSERT_STRING_EQUAL(worker_fault_name(f.kind), "truncate");
+    setenv("TRUSTMOE_FAULT", "bogus", 1);
+    CU_ASSERT_EQUAL(worker_fault_from_env().kind, WORKER_FAULT_NONE);
+    unsetenv("TRUSTMOE_FAULT");
+    unsetenv("TRUSTMOE_FAULT_RANK");
+    unsetenv("TRUSTMOE_FAULT_STEP");
+    f = worker_fault_from_env();
+    CU_ASSERT(f.kind == WORKER_FAULT_NONE && f.rank == 1 && f.step == 1);
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS) return 2;
@@ -205,6 +265,8 @@ int main(void)
     CU_add_test(s, "JSON file and its errors", test_file);
     CU_add_test(s, "CSR round trip and validation", test_csr_roundtrip);
     CU_add_test(s, "print", test_print);
+    CU_add_test(s, "dist flags", test_flags);
+    CU_add_test(s, "fault switch environment", test_fault_env);
     CU_basic_set_mode(CU_BRM_NORMAL);
     CU_basic_run_tests();
     unsigned failed = CU_get_number_of_tests_failed();
