@@ -67,7 +67,9 @@ void cli_usage_common(FILE *f)
             "  -c N                context length (default: prompt + -n, at most max_position_embeddings)\n"
             "  -t N                threads (default 1)\n"
             "  --weight-dtype D    bf16 (keep BF16 weights, default for BF16 checkpoints) or f32\n"
-            "  --no-check-finite   skip the NaN/Inf scan of the weights at load\n");
+            "  --no-check-finite   skip the NaN/Inf scan of the weights at load\n"
+            "  --synthetic PRESET  build a mkmodel preset's seeded weights in memory instead of -m\n"
+            "  --synthetic-seed S  its seed (default 0, as mkmodel)\n");
 }
 
 /* Parses the options shared by all commands; unknown flags are errors. */
@@ -134,6 +136,15 @@ tm_status cli_parse_opts(int argc, char **argv, cli_opts *o, tm_err *err)
             if (!strcmp(v, "bf16")) o->load.weight_dtype = TM_DT_BF16;
             else if (!strcmp(v, "f32")) o->load.weight_dtype = TM_DT_F32;
             else return tm_errf(err, TM_EINPUT, "--weight-dtype: '%s' is not bf16 or f32", v);
+        } else if (!strcmp(a, "--synthetic")) {
+            NEED();
+            o->load.synthetic = v;
+            o->model_dir = v;
+        } else if (!strcmp(a, "--synthetic-seed")) {
+            NEED();
+            int seed;
+            st = cli_parse_int(a, v, 0, 2147483647, &seed, err);
+            o->load.synthetic_seed = (uint64_t)seed;
         } else if (!strcmp(a, "--no-check-finite")) {
             takes = 0;
             o->load.check_finite = 0;
@@ -147,7 +158,7 @@ tm_status cli_parse_opts(int argc, char **argv, cli_opts *o, tm_err *err)
         if (st != TM_OK) return st;
         i += takes;
     }
-    if (!o->model_dir) return tm_errf(err, TM_EINPUT, "-m DIR is required");
+    if (!o->model_dir) return tm_errf(err, TM_EINPUT, "-m DIR (or --synthetic PRESET) is required");
     return TM_OK;
 }
 

@@ -2,6 +2,8 @@
  * The forward pass is in forward.c. */
 #include "model.h"
 
+#include "mkmodel.h"
+
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +47,13 @@ static tm_status find(loader *L, const char *name, const char *what, const st_te
 {
     const st_tensor *t = st_find(&L->m->st, name);
     if (!t) return tm_errf(L->err, TM_EINPUT, "%s: tensor '%s' is missing (%s)", L->m->dir, name, what);
+    if (!t->data && L->m->synthetic) {
+        /* built on first use, so a worker builds only its own experts */
+        st_tensor *w = &L->m->st.tensors[t - L->m->st.tensors];
+        uint16_t *buf = own(L->m, w->nbytes);
+        TM_ASSERT(mk_fill_tensor(L->m->synthetic, L->m->synthetic_seed, name, buf, 0, st_numel(w)) == 0);
+        w->data = buf;
+    }
     if (t->dtype < 0)
         return tm_errf(L->err, TM_EINPUT, "%s: tensor '%s': dtype '%s' is not supported (BF16, F16, F32, F64)",
                        st_path(&L->m->st, t), name, t->dtype_str);
@@ -248,15 +257,67 @@ static const char *ignore_reason(const tm_model *m, const char *name)
     return "not part of the text model";
 }
 
+/* The config mkmodel writes for a preset. */
+static void synthetic_config(tm_config *c, const mk_preset *p)
+{
+    memset(c, 0, sizeof *c);
+    snprintf(c->model_type, sizeof c->model_type, "qwen3_moe");
+    snprintf(c->architecture, sizeof c->architecture, "Qwen3MoeForCausalLM (synthetic %s)", p->name);
+    c->vocab_size = p->vocab;
+    c->hidden_size = p->hidden;
+    c->num_layers = p->n_layers;
+    c->num_heads = p->n_heads;
+    c->num_kv_heads = p->n_kv_heads;
+    c->head_dim = p->head_dim;
+    c->head_dim_from_config = 1;
+    c->moe_intermediate_size = p->moe_inter;
+    c->intermediate_size = p->dense_inter;
+    c->num_experts = p->n_experts;
+    c->top_k = p->top_k;
+    c->norm_topk_prob = p->norm_topk_prob;
+    c->decoder_sparse_step = 1;
+    c->rope_theta = (float)p->rope_theta;
+    c->rms_norm_eps = (float)p->rms_eps;
+    c->max_position_embeddings = p->max_pos;
+    c->bos_token_id = p->vocab > 151645 ? 151643 : p->vocab - 2;
+    c->eos_ids[c->n_eos++] = p->vocab > 151645 ? 151645 : p->vocab - 1;
+}
+
+static tm_status open_synthetic(tm_model *m, const model_load_params *p, tm_err *err)
+{
+    const mk_preset *pre = mk_preset_find(p->synthetic);
+    if (!pre) {
+        char names[256] = "";
+        for (int i = 0; i < mk_preset_count(); i++)
+            snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", i ? ", " : "", mk_preset_at(i)->name);
+        return tm_errf(err, TM_EINPUT, "--synthetic %s: unknown preset (%s)", p->synthetic, names);
+    }
+    m->synthetic = pre;
+    m->synthetic_seed = p->synthetic_seed;
+    snprintf(m->dir, sizeof m->dir, "synthetic:%s:seed=%llu", pre->name, (unsigned long long)p->synthetic_seed);
+    synthetic_config(&m->cfg, pre);
+    for (int64_t i = 0; i < mk_tensor_count(pre); i++) {
+        mk_tensor t;
+        mk_tensor_at(pre, i, &t);
+        st_add_virtual(&m->st, t.name, TM_DT_BF16, t.ndim, t.shape);
+    }
+    st_index(&m->st);
+    return TM_OK;
+}
+
 tm_status model_load(tm_model *m, const char *dir, const model_load_params *p, tm_err *err)
 {
     memset(m, 0, sizeof *m);
-    snprintf(m->dir, sizeof m->dir, "%s", dir);
     model_load_params defaults = model_default_load_params();
     if (!p) p = &defaults;
-    tm_status st = cfg_load(&m->cfg, dir, err);
-    if (st != TM_OK) return st;
-    if ((st = st_open_dir(&m->st, dir, err)) != TM_OK) return st;
+    tm_status st;
+    if (p->synthetic) {
+        if ((st = open_synthetic(m, p, err)) != TM_OK) return st;
+    } else {
+        snprintf(m->dir, sizeof m->dir, "%s", dir);
+        if ((st = cfg_load(&m->cfg, dir, err)) != TM_OK) return st;
+        if ((st = st_open_dir(&m->st, dir, err)) != TM_OK) return st;
+    }
     const tm_config *c = &m->cfg;
 
     /* weight dtype: BF16 when the checkpoint's matrices are BF16 */
@@ -295,6 +356,10 @@ tm_status model_load(tm_model *m, const char *dir, const model_load_params *p, t
     MIX(c->vocab_size); MIX(c->hidden_size); MIX(c->num_layers); MIX(c->num_heads); MIX(c->num_kv_heads);
     MIX(c->head_dim); MIX(c->moe_intermediate_size); MIX(c->intermediate_size); MIX(c->num_experts);
     MIX(c->top_k); MIX(c->norm_topk_prob); MIX(c->decoder_sparse_step); MIX(c->tie_word_embeddings);
+    /* synthetic weights are named by their seed: ranks that built different
+     * seeds must not pass the handshake */
+    MIX(m->synthetic != NULL);
+    MIX(m->synthetic_seed);
     uint32_t bits;
     memcpy(&bits, &c->rope_theta, 4); MIX(bits);
     memcpy(&bits, &c->rms_norm_eps, 4); MIX(bits);

@@ -53,6 +53,8 @@ typedef struct {
     int dtype_count[TM_DT_COUNT]; /* stored dtypes of the tensors used */
     uint64_t identity;     /* hash of config values and the tensor index */
 
+    const void *synthetic; /* the mk_preset of a synthetic model, else NULL */
+    uint64_t synthetic_seed;
     void **owned;          /* converted copies */
     int n_owned;
 } tm_model;
@@ -62,9 +64,14 @@ typedef struct {
     int check_finite;      /* scan loaded weights for NaN/Inf (default 1) */
     int load_dense;        /* attention, norms, router, embeddings, lm_head (default 1) */
     const unsigned char *expert_mask; /* [layers * experts]: 1 = load; NULL = all */
+    const char *synthetic;   /* a mkmodel preset: build its seeded weights in memory, no files */
+    uint64_t synthetic_seed; /* the seed mkmodel --seed would take (default 0) */
 } model_load_params;
 
 model_load_params model_default_load_params(void);
+/* dir is ignored when p->synthetic is set.  A synthetic model holds exactly
+ * the bytes `trustmoe mkmodel --preset NAME --seed S` writes, but builds only
+ * the tensors this process loads (a worker: its own experts). */
 tm_status model_load(tm_model *m, const char *dir, const model_load_params *p, tm_err *err);
 void model_free(tm_model *m);
 

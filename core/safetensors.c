@@ -53,11 +53,30 @@ size_t st_numel(const st_tensor *t)
     return n;
 }
 
-const char *st_path(const st_set *s, const st_tensor *t) { return s->files[t->file].path; }
+const char *st_path(const st_set *s, const st_tensor *t) { return t->file >= 0 ? s->files[t->file].path : "<synthetic>"; }
+
+void st_add_virtual(st_set *s, const char *name, tm_dtype dtype, int ndim, const int64_t *shape)
+{
+    TM_ASSERT(ndim >= 0 && ndim <= ST_MAX_DIMS);
+    st_tensor t = {0};
+    t.name = tm_strdup(name);
+    t.dtype = (int)dtype;
+    snprintf(t.dtype_str, sizeof t.dtype_str, "%s", tm_dtype_name(dtype));
+    t.ndim = ndim;
+    size_t n = 1;
+    for (int i = 0; i < ndim; i++) n *= (size_t)(t.shape[i] = shape[i]);
+    t.nbytes = n * tm_dtype_size(dtype);
+    t.file = -1;
+    s->tensors = tm_realloc(s->tensors, sizeof(st_tensor) * (size_t)(s->n_tensors + 1));
+    s->tensors[s->n_tensors++] = t;
+}
+
+void st_index(st_set *s) { index_build(s); }
 
 void st_release(const st_set *s, const st_tensor *t)
 {
     long page = sysconf(_SC_PAGESIZE);
+    if (t->file < 0) return;
     const st_file *f = &s->files[t->file];
     uintptr_t lo = (uintptr_t)t->data, hi = lo + t->nbytes;
     uintptr_t base = (uintptr_t)f->map;

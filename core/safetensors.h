@@ -56,6 +56,11 @@ tm_status st_open_dir(st_set *s, const char *dir, tm_err *err);
 tm_status st_open_file(st_set *s, const char *path, tm_err *err);
 void st_close(st_set *s);
 
+/* Tensors with no file behind them (synthetic weights): add them with
+ * data == NULL and file == -1, then st_index() once; the owner fills data. */
+void st_add_virtual(st_set *s, const char *name, tm_dtype dtype, int ndim, const int64_t *shape);
+void st_index(st_set *s);
+
 const st_tensor *st_find(const st_set *s, const char *name);
 size_t st_numel(const st_tensor *t);
 /* Path of the file holding t. */
