@@ -316,6 +316,11 @@ int cmd_generate(int argc, char **argv)
         cJSON_AddNumberToObject(tm, "tokens_per_second", tps);
         cJSON_AddNumberToObject(tm, "decode_tokens", n_tokens_decoded);
         cJSON_AddNumberToObject(tm, "sequences", n_seqs);
+        cJSON *split = cJSON_AddObjectToObject(tm, "split_ms");
+        cJSON_AddNumberToObject(split, "attention", 1e3 * s.t_attn);
+        cJSON_AddNumberToObject(split, "routing_selection", 1e3 * s.t_route);
+        cJSON_AddNumberToObject(split, "experts", 1e3 * s.t_moe);
+        cJSON_AddNumberToObject(split, "lm_head", 1e3 * s.t_head);
         char *text = cJSON_PrintUnformatted(json);
         printf("%s\n", text);
         free(text);
