@@ -3,6 +3,7 @@
 #define TM_DIST_INTERNAL
 #include "dist.h"
 
+#include "mkmodel.h"
 #include "placement.h"
 #include "trustmoe.pb-c.h"
 #include "wire.h"
@@ -255,11 +256,29 @@ int dist_probe(int src, MPI_Status *st, double timeout)
     }
 }
 
-unsigned char *dist_no_experts_mask(const char *model_dir, tm_err *err)
+tm_status dist_model_shape(const char *model_dir, const model_load_params *lp, int *layers, int *experts,
+                           tm_err *err)
 {
+    if (lp && lp->synthetic) {
+        const mk_preset *pre = mk_preset_find(lp->synthetic);
+        if (!pre) return tm_errf(err, TM_EINPUT, "--synthetic %s: unknown preset", lp->synthetic);
+        *layers = pre->n_layers;
+        *experts = pre->n_experts;
+        return TM_OK;
+    }
     tm_config c;
-    if (cfg_load(&c, model_dir, err) != TM_OK) return NULL;
-    return tm_calloc((size_t)c.num_layers * (size_t)TM_MAX(c.num_experts, 1), 1);
+    tm_status st = cfg_load(&c, model_dir, err);
+    if (st != TM_OK) return st;
+    *layers = c.num_layers;
+    *experts = c.num_experts;
+    return TM_OK;
+}
+
+unsigned char *dist_no_experts_mask(const char *model_dir, const model_load_params *lp, tm_err *err)
+{
+    int layers = 0, experts = 0;
+    if (dist_model_shape(model_dir, lp, &layers, &experts, err) != TM_OK) return NULL;
+    return tm_calloc((size_t)layers * (size_t)TM_MAX(experts, 1), 1);
 }
 
 /* ---- the coordinator's state ---------------------------------------------------- */

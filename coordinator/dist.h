@@ -88,8 +88,9 @@ int dist_mpi_active(void);
 int dist_worker_main(const char *model_dir, const dist_params *p, const model_load_params *lp);
 
 /* For rank 0 with size > 1: a zero expert mask [layers * experts] sized from
- * model_dir/config.json, so model_load maps no expert.  free() it after load. */
-unsigned char *dist_no_experts_mask(const char *model_dir, tm_err *err);
+ * model_dir/config.json (or lp->synthetic's preset), so model_load maps no
+ * expert.  free() it after model_free. */
+unsigned char *dist_no_experts_mask(const char *model_dir, const model_load_params *lp, tm_err *err);
 
 /* Rank 0 with size > 1: handshake + placement; fills *be with a backend that
  * dispatches to the workers.  On a handshake or placement error the message
@@ -123,6 +124,9 @@ int dist_probe(int src, MPI_Status *st, double timeout);
 /* Print "trustmoe: rank R (host): <msg>" and MPI_Abort the job. */
 _Noreturn void dist_die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 const char *dist_mpi_error(int code);
+/* Layers and experts per layer of model_dir (or lp->synthetic's preset). */
+tm_status dist_model_shape(const char *model_dir, const model_load_params *lp, int *layers, int *experts,
+                           tm_err *err);
 /* CRC32C of sampled bytes of the checkpoint files (the handshake's content_sample). */
 uint64_t dist_content_sample(const st_set *st);
 #endif

@@ -165,7 +165,7 @@ static void worker_start(worker *w, const char *model_dir, const dist_params *p,
     hs.rank = w->rank;
     hs.host = (char *)dist_hostname();
     hs.pid = (int)getpid();
-    hs.model_dir = (char *)model_dir;
+    hs.model_dir = (char *)(lp && lp->synthetic ? lp->synthetic : model_dir);
     hs.build_version = (char *)dist_build_version();
     char fake_version[300];
     if (w->fault.kind == WORKER_FAULT_VERSION && w->fault.rank == w->rank) {
@@ -175,16 +175,16 @@ static void worker_start(worker *w, const char *model_dir, const dist_params *p,
     }
 
     tm_err err;
-    tm_config cfg;
-    if (cfg_load(&cfg, model_dir, &err) != TM_OK) {
+    int my_layers = 0, my_experts = 0;
+    if (dist_model_shape(model_dir, lp, &my_layers, &my_experts, &err) != TM_OK) {
         snprintf(errbuf, sizeof errbuf, "%s", err.msg);
     } else {
-        hs.num_layers = cfg.num_layers;
-        hs.num_experts = cfg.num_experts;
+        hs.num_layers = my_layers;
+        hs.num_experts = my_experts;
         model_load_params wp = lp ? *lp : model_default_load_params();
         wp.load_dense = 0;
-        int same_shape = cfg.num_layers == pl->num_layers && cfg.num_experts == pl->num_experts;
-        unsigned char *mask = tm_calloc((size_t)cfg.num_layers * (size_t)TM_MAX(cfg.num_experts, 1), 1);
+        int same_shape = my_layers == pl->num_layers && my_experts == pl->num_experts;
+        unsigned char *mask = tm_calloc((size_t)my_layers * (size_t)TM_MAX(my_experts, 1), 1);
         if (same_shape) {
             if (place_from_csr(&w->pm, pl->num_layers, pl->num_experts, pl->world_size - 1, pl->offsets,
                                pl->n_offsets, pl->ranks, pl->n_ranks, 0, &err) != TM_OK)
@@ -203,11 +203,10 @@ static void worker_start(worker *w, const char *model_dir, const dist_params *p,
                 hs.content_sample = dist_content_sample(&w->m.st);
                 if (!same_shape)
                     snprintf(errbuf, sizeof errbuf,
-                             "model %s has %d layers x %d experts, the coordinator's %s has %d x %d (identity %016llx "
+                             "model %.512s has %d layers x %d experts, the coordinator's %.512s has %d x %d (identity %016llx "
                              "vs %016llx); every rank must load the same checkpoint",
-                             model_dir, cfg.num_layers, cfg.num_experts, pl->model_dir, pl->num_layers,
-                             pl->num_experts, (unsigned long long)w->m.identity,
-                             (unsigned long long)pl->model_identity);
+                             w->m.dir, my_layers, my_experts, pl->model_dir, pl->num_layers, pl->num_experts,
+                             (unsigned long long)w->m.identity, (unsigned long long)pl->model_identity);
             }
         }
         free(mask);
