@@ -52,15 +52,45 @@ static int cmp_desc(const void *a, const void *b)
     return *(const int *)a - *(const int *)b;
 }
 
+/* "a ranks below b": smaller logit, or equal logit and larger id. */
+static int below(const float *l, int a, int b) { return l[a] < l[b] || (l[a] == l[b] && a > b); }
+
+static void sift_down(int *h, int n, int i, const float *l)
+{
+    for (;;) {
+        int c = 2 * i + 1;
+        if (c >= n) return;
+        if (c + 1 < n && below(l, h[c + 1], h[c])) c++;
+        if (!below(l, h[c], h[i])) return;
+        int t = h[c];
+        h[c] = h[i];
+        h[i] = t;
+        i = c;
+    }
+}
+
+/* idx[0..n) = the n largest logits, sorted descending: a min-heap of size n
+ * over the vocabulary, O(V log n) instead of sorting all V. */
+static void top_n(const float *l, int V, int n, int *idx)
+{
+    for (int i = 0; i < n; i++) idx[i] = i;
+    for (int i = n / 2 - 1; i >= 0; i--) sift_down(idx, n, i, l);
+    for (int v = n; v < V; v++)
+        if (below(l, idx[0], v)) {
+            idx[0] = v;
+            sift_down(idx, n, 0, l);
+        }
+    cmp_base = l;
+    qsort(idx, (size_t)n, sizeof(int), cmp_desc);
+}
+
 int sampler_sample(sampler *s, const float *logits)
 {
     int V = s->vocab;
     if (s->p.temperature <= 0.f) return sampler_argmax(logits, V);
     /* candidates: top-k by logit (all when top_k is 0) */
     int n = s->p.top_k > 0 && s->p.top_k < V ? s->p.top_k : V;
-    for (int i = 0; i < V; i++) s->idx[i] = i;
-    cmp_base = logits;
-    qsort(s->idx, (size_t)V, sizeof(int), cmp_desc);
+    top_n(logits, V, n, s->idx);
     float mx = logits[s->idx[0]];
     double sum = 0.0;
     for (int i = 0; i < n; i++) {
