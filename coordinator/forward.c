@@ -5,9 +5,13 @@
 
 #include "kernels.h"
 
+#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* Queries per attention block: bounds the scores buffer to [ATT_BLOCK, max_ctx]. */
+#define ATT_BLOCK 64
 
 /* ---- RoPE ---------------------------------------------------------------- */
 
@@ -118,7 +122,7 @@ tm_status state_init_batch(tm_state *s, const tm_model *m, int n_seq, int max_ct
     s->k = tm_calloc(T * kvd, sizeof(float));
     s->v = tm_calloc(T * kvd, sizeof(float));
     s->att = tm_calloc(T * qd, sizeof(float));
-    s->scores = tm_calloc((size_t)max_ctx, sizeof(float));
+    s->scores = tm_calloc((size_t)ATT_BLOCK * (size_t)max_ctx, sizeof(float));
     s->probs = tm_calloc(T * (size_t)c->num_experts, sizeof(float));
     s->sel_ids = tm_calloc(T * (size_t)c->top_k, sizeof(int32_t));
     s->sel_w = tm_calloc(T * (size_t)c->top_k, sizeof(float));
@@ -224,23 +228,31 @@ static void attention(const tm_model *m, tm_state *s, int l, int T)
         memcpy(kc + (size_t)pos * kvd, k, sizeof(float) * (size_t)kvd);
         memcpy(vc + (size_t)pos * kvd, s->v + (size_t)t * kvd, sizeof(float) * (size_t)kvd);
     }
-    for (int t = 0; t < T; t++) {
-        int pos = s->tok_pos[t];
-        const float *kc = kl + (size_t)s->tok_seq[t] * seq_stride, *vc = vl + (size_t)s->tok_seq[t] * seq_stride;
+    /* Causal attention over runs of consecutive tokens of one sequence, in
+     * blocks of ATT_BLOCK queries: per head, scores = Q·Kᵀ and out = P·V are
+     * two matrix products against the cached K and V of that sequence. */
+    for (int t0 = 0; t0 < T;) {
+        int q_seq = s->tok_seq[t0], n = 1;
+        while (t0 + n < T && n < ATT_BLOCK && s->tok_seq[t0 + n] == q_seq && s->tok_pos[t0 + n] == s->tok_pos[t0] + n)
+            n++;
+        int p0 = s->tok_pos[t0], L = p0 + n; /* keys 0..L-1 */
+        const float *kc = kl + (size_t)q_seq * seq_stride, *vc = vl + (size_t)q_seq * seq_stride;
         for (int h = 0; h < nh; h++) {
-            const float *q = s->q + (size_t)t * qd + (size_t)h * D;
             int kh = h / group;
-            for (int j = 0; j <= pos; j++) {
-                const float *kj = kc + (size_t)j * kvd + (size_t)kh * D;
-                float d = 0.f;
-                for (int i = 0; i < D; i++) d += q[i] * kj[i];
-                s->scores[j] = d * scale;
+            const float *q = s->q + (size_t)t0 * qd + (size_t)h * D;
+            float *sc = s->scores; /* [n, L] */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, L, D, scale, q, qd, kc + (size_t)kh * D, kvd,
+                        0.0f, sc, L);
+            for (int i = 0; i < n; i++) {
+                float *row = sc + (size_t)i * L;
+                int visible = p0 + i + 1;
+                kern_softmax(row, visible);
+                for (int j = visible; j < L; j++) row[j] = 0.0f;
             }
-            kern_softmax(s->scores, pos + 1);
-            float *o = s->att + (size_t)t * qd + (size_t)h * D;
-            memset(o, 0, sizeof(float) * (size_t)D);
-            for (int j = 0; j <= pos; j++) kern_axpy(o, s->scores[j], vc + (size_t)j * kvd + (size_t)kh * D, D);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, D, L, 1.0f, sc, L, vc + (size_t)kh * D, kvd,
+                        0.0f, s->att + (size_t)t0 * qd + (size_t)h * D, qd);
         }
+        t0 += n;
     }
     kern_matmul(&ly->wo, s->att, T, s->xn); /* xn reused as the projection output */
     for (size_t i = 0; i < (size_t)T * H; i++) s->x[i] += s->xn[i];

@@ -107,7 +107,7 @@ typedef struct {
     float *k;           /* [T, kv_heads * head_dim] */
     float *v;           /* [T, kv_heads * head_dim] */
     float *att;         /* [T, heads * head_dim] */
-    float *scores;      /* [max_ctx] */
+    float *scores;      /* [64, max_ctx] attention probabilities of a query block */
     float *probs;       /* [T, experts] */
     int32_t *sel_ids;   /* [T, top_k] */
     float *sel_w;       /* [T, top_k] */
