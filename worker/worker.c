@@ -8,7 +8,6 @@
 #include "trustmoe.pb-c.h"
 #include "wire.h"
 
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
