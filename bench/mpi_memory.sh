@@ -3,7 +3,7 @@
 # experts it hosts, on a model with 128 experts per layer (BF16, mapped).
 # Passes when every worker stays within 1.2x, after load and at the end.
 #
-#   bench/mpi_memory.sh [MODEL_DIR]
+#   bench/mpi_memory.sh [MODEL_DIR | synthetic:PRESET]
 # (default: `trustmoe mkmodel --preset omni48-small`, 48 layers x 128 experts,
 # in /tmp; bench/mpi_model.sh writes a smaller one where mkmodel is missing)
 set -u
@@ -12,7 +12,11 @@ BUILD=${BUILD:-build}
 TRUSTMOE=${TRUSTMOE:-$BUILD/trustmoe}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
 M=${1:-/tmp/trustmoe-bench-omni48-small}
-if [ ! -f "$M/config.json" ]; then
+model_args=(-m "$M")
+if [[ $M == synthetic:* ]]; then
+    # weights built in memory by each rank (trustmoe --synthetic), no files
+    model_args=(--synthetic "${M#synthetic:}")
+elif [ ! -f "$M/config.json" ]; then
     if "$TRUSTMOE" mkmodel --help >/dev/null 2>&1; then
         "$TRUSTMOE" mkmodel --preset omni48-small -o "$M" || exit 1
     else
@@ -23,7 +27,7 @@ out=$(mktemp -d /tmp/trustmoe-mem.XXXXXX)
 trap 'rm -rf "$out"' EXIT
 fail=0
 for np in 3 5; do
-    if ! timeout -k 5 600 mpirun --oversubscribe -np $np "$TRUSTMOE" logits -m "$M" --ids 1,2,3,4,5,6,7,8 \
+    if ! timeout -k 5 600 mpirun --oversubscribe -np $np "$TRUSTMOE" logits "${model_args[@]}" --ids 1,2,3,4,5,6,7,8 \
         -o "$out/l.f32" --stats-json "$out/s$np.json" 2>"$out/err$np"; then
         echo "FAIL -np $np: $(grep -m1 trustmoe "$out/err$np")"
         fail=1
