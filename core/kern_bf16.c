@@ -60,17 +60,32 @@ __attribute__((target("avx2,fma"))) static float hsum256(__m256 v)
     return _mm_cvtss_f32(s);
 }
 
+/* The four sums of a0..a3 at once: two rounds of horizontal adds, then the
+ * two 128-bit halves; with short rows (omni48-small's down projection has
+ * 128 columns) four separate reductions cost as much as the products. */
+__attribute__((target("avx2,fma"))) static __m128 hsum4_256(__m256 a0, __m256 a1, __m256 a2, __m256 a3)
+{
+    __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+    return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
+/* Rows further ahead than the next block of four when rows are short, so
+ * the prefetch stays about 1 KiB or more ahead of the loads. */
+static inline int64_t pf_rows(int64_t cols) { return cols >= 512 ? 4 : 4 * ((512 + cols - 1) / cols); }
+
 __attribute__((target("avx2,fma"))) void kern_bf16_rows_avx2(const uint16_t *w, int64_t cols, const float *x,
                                                               float *y, int64_t r0, int64_t r1)
 {
+    int64_t pfr = pf_rows(cols);
     int64_t r = r0;
     for (; r + 4 <= r1; r += 4) {
         const uint16_t *w0 = w + r * cols, *w1 = w0 + cols, *w2 = w1 + cols, *w3 = w2 + cols;
+        const uint16_t *wp = w0 + pfr * cols;
         __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
         __m256 b0 = a0, b1 = a0, b2 = a0, b3 = a0;
         int64_t c = 0;
         for (; c + 16 <= cols; c += 16) {
-            if (!(c & 31)) PREFETCH4(w0 + 4 * cols + c, cols);
+            if (!(c & 31)) PREFETCH4(wp + c, cols);
             __m256 x0 = _mm256_loadu_ps(x + c), x1 = _mm256_loadu_ps(x + c + 8);
             a0 = _mm256_fmadd_ps(CVT8(w0 + c), x0, a0);
             b0 = _mm256_fmadd_ps(CVT8(w0 + c + 8), x1, b0);
@@ -88,8 +103,10 @@ __attribute__((target("avx2,fma"))) void kern_bf16_rows_avx2(const uint16_t *w, 
             a2 = _mm256_fmadd_ps(CVT8(w2 + c), x0, a2);
             a3 = _mm256_fmadd_ps(CVT8(w3 + c), x0, a3);
         }
-        float s0 = hsum256(_mm256_add_ps(a0, b0)), s1 = hsum256(_mm256_add_ps(a1, b1));
-        float s2 = hsum256(_mm256_add_ps(a2, b2)), s3 = hsum256(_mm256_add_ps(a3, b3));
+        float s4[4];
+        _mm_storeu_ps(s4, hsum4_256(_mm256_add_ps(a0, b0), _mm256_add_ps(a1, b1), _mm256_add_ps(a2, b2),
+                                    _mm256_add_ps(a3, b3)));
+        float s0 = s4[0], s1 = s4[1], s2 = s4[2], s3 = s4[3];
         for (; c < cols; c++) {
             s0 += tm_bf16_to_f32(w0[c]) * x[c];
             s1 += tm_bf16_to_f32(w1[c]) * x[c];
@@ -123,20 +140,35 @@ __attribute__((target("avx2,fma"))) void kern_bf16_rows_avx2(const uint16_t *w, 
     _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16((m), (p))), 16))
 #define CVT16(p) _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(p))), 16))
 
+/* As hsum4_256: per 128-bit lane [Σa0, Σa1, Σa2, Σa3] partial sums, then the
+ * four lanes added. */
+__attribute__((target("avx512f,avx512bw,avx512vl"))) static __m128 hsum4_512(__m512 a0, __m512 a1, __m512 a2,
+                                                                             __m512 a3)
+{
+    __m512 t0 = _mm512_add_ps(_mm512_unpacklo_ps(a0, a1), _mm512_unpackhi_ps(a0, a1));
+    __m512 t1 = _mm512_add_ps(_mm512_unpacklo_ps(a2, a3), _mm512_unpackhi_ps(a2, a3));
+    __m512d d0 = _mm512_castps_pd(t0), d1 = _mm512_castps_pd(t1);
+    __m512 u = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(d0, d1)), _mm512_castpd_ps(_mm512_unpackhi_pd(d0, d1)));
+    __m256 v = _mm256_add_ps(_mm512_castps512_ps256(u), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(u), 1)));
+    return _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+}
+
 __attribute__((target("avx512f,avx512bw,avx512vl"))) void
 kern_bf16_rows_avx512(const uint16_t *w, int64_t cols, const float *x, float *y, int64_t r0, int64_t r1)
 {
     int64_t tail = cols & 15;
     __mmask16 tm = (__mmask16)((1u << tail) - 1u);
     int64_t cmain = cols - tail;
+    int64_t pfr = pf_rows(cols);
     int64_t r = r0;
     for (; r + 4 <= r1; r += 4) {
         const uint16_t *w0 = w + r * cols, *w1 = w0 + cols, *w2 = w1 + cols, *w3 = w2 + cols;
+        const uint16_t *wp = w0 + pfr * cols;
         __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
         __m512 b0 = a0, b1 = a0, b2 = a0, b3 = a0;
         int64_t c = 0;
         for (; c + 32 <= cmain; c += 32) {
-            PREFETCH4(w0 + 4 * cols + c, cols);
+            PREFETCH4(wp + c, cols);
             __m512 x0 = _mm512_loadu_ps(x + c), x1 = _mm512_loadu_ps(x + c + 16);
             a0 = _mm512_fmadd_ps(CVT16(w0 + c), x0, a0);
             b0 = _mm512_fmadd_ps(CVT16(w0 + c + 16), x1, b0);
@@ -162,10 +194,8 @@ kern_bf16_rows_avx512(const uint16_t *w, int64_t cols, const float *x, float *y,
             b2 = _mm512_fmadd_ps(CVT16M(w2 + c, tm), x0, b2);
             b3 = _mm512_fmadd_ps(CVT16M(w3 + c, tm), x0, b3);
         }
-        y[r] = _mm512_reduce_add_ps(_mm512_add_ps(a0, b0));
-        y[r + 1] = _mm512_reduce_add_ps(_mm512_add_ps(a1, b1));
-        y[r + 2] = _mm512_reduce_add_ps(_mm512_add_ps(a2, b2));
-        y[r + 3] = _mm512_reduce_add_ps(_mm512_add_ps(a3, b3));
+        _mm_storeu_ps(y + r, hsum4_512(_mm512_add_ps(a0, b0), _mm512_add_ps(a1, b1), _mm512_add_ps(a2, b2),
+                                       _mm512_add_ps(a3, b3)));
     }
     for (; r < r1; r++) {
         const uint16_t *w0 = w + r * cols;

@@ -191,8 +191,10 @@ void kern_matvec_isa(kern_isa isa, const tm_mat *w, const float *x, float *y)
     isa_fns[isa](w->data, w->cols, x, y, 0, w->rows);
 }
 
-/* Up to this many tokens the register-blocked product beats widening plus
- * sgemm (bench/bench_kernels, "BF16-weight GEMM"). */
+/* The register-blocked product beats widening plus sgemm at every token
+ * count measured with several threads (the widening is serial), and up to
+ * about 64 tokens on one thread (bench/bench_kernels, "BF16-weight GEMM";
+ * bench/RESULTS.md). */
 #define KERN_DIRECT_MAX_N 64
 
 /* BF16 weights are widened a block of rows at a time into a per-thread
@@ -282,7 +284,7 @@ void kern_matmul(const tm_mat *w, const float *x, int n, float *y)
         kern_matvec(w, x, y);
         return;
     }
-    if (w->dtype == TM_DT_BF16 && n <= KERN_DIRECT_MAX_N) {
+    if (w->dtype == TM_DT_BF16 && (n <= KERN_DIRECT_MAX_N || kern_threads() > 1)) {
         kern_matmul_direct(w, x, n, y);
         return;
     }
