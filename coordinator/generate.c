@@ -207,6 +207,10 @@ int cmd_generate(int argc, char **argv)
         sel = trust_run_selector(&tr);
     }
 
+    /* the chat stop tokens, beyond the config's eos ids */
+    int32_t tok_im_end = tok ? tok_token_id(tok, "<|im_end|>") : -1;
+    int32_t tok_eot = tok ? tok_token_id(tok, "<|endoftext|>") : -1;
+
     /* stream text only for a single sequence printed as it comes */
     int stream = n_seqs == 1 && !o.json;
     tok_stream ts;
@@ -256,7 +260,7 @@ int cmd_generate(int argc, char **argv)
                 }
                 fflush(stdout);
             }
-            if (cfg_is_eos(&m.cfg, next)) {
+            if (cfg_is_eos(&m.cfg, next) || next == tok_im_end || next == tok_eot) {
                 g->done = 1;
                 g->stop = "eos";
             } else if (g->n_out >= o.n_predict) {
