@@ -45,6 +45,7 @@ dist_params dist_default_params(void)
 void dist_usage(FILE *f)
 {
     fprintf(f, "  --placement P       expert placement over worker ranks: contiguous (default), round-robin,\n"
+               "                      balanced:STATS (the expert loads of an earlier --stats-json),\n"
                "                      or a JSON file {\"experts\": [[layer, expert, rank], ...]}\n"
                "  --replicas R        host every expert on R distinct workers (default 1)\n"
                "  --wire-dtype D      activations on the wire: f32 (default) or bf16\n"

@@ -78,6 +78,86 @@ static void place_policy(place_map *pm, int round_robin, int replicas)
     pm->offsets[pm->n_layers * E] = n;
 }
 
+/* ---- balanced by measured load ----------------------------------------------- */
+
+/* Longest-processing-time placement per layer: experts in decreasing order of
+ * measured tokens (ties: lower id), each replica on the least-loaded worker
+ * not yet holding that expert (ties: lower rank).  An expert's load is split
+ * evenly over its replicas; +1 spreads never-seen experts like the rest. */
+static tm_status place_balanced(place_map *pm, const char *path, int replicas, tm_err *err)
+{
+    char *text = NULL;
+    tm_status st = tm_read_file(path, &text, NULL, err);
+    if (st != TM_OK) return st;
+    cJSON *root = cJSON_Parse(text);
+    free(text);
+    int L = pm->n_layers, E = pm->n_experts, W = pm->n_workers;
+    const cJSON *et = root ? cJSON_GetObjectItemCaseSensitive(root, "expert_tokens") : NULL;
+    if (!cJSON_IsArray(et) || cJSON_GetArraySize(et) != L) {
+        cJSON_Delete(root);
+        return tm_errf(err, TM_EINPUT,
+                       "%s: not the --stats-json of a run of this model (want \"expert_tokens\": %d layers of %d "
+                       "counts)", path, L, E);
+    }
+    double *count = tm_calloc((size_t)E, sizeof(double)), *load = tm_calloc((size_t)W, sizeof(double));
+    int *order = tm_malloc((size_t)E * sizeof(int)), n = 0;
+    pm->ranks = tm_malloc(((size_t)L * E * replicas + 1) * sizeof(int));
+    for (int l = 0; l < L && st == TM_OK; l++) {
+        const cJSON *row = cJSON_GetArrayItem(et, l);
+        for (int e = 0; e < E; e++) pm->offsets[l * E + e] = n;
+        if (!pm->is_moe[l]) continue;
+        if (!cJSON_IsArray(row) || cJSON_GetArraySize(row) != E) {
+            st = tm_errf(err, TM_EINPUT, "%s: layer %d has %d expert counts, the model has %d experts", path, l,
+                         cJSON_IsArray(row) ? cJSON_GetArraySize(row) : -1, E);
+            break;
+        }
+        for (int e = 0; e < E; e++) {
+            const cJSON *v = cJSON_GetArrayItem(row, e);
+            count[e] = cJSON_IsNumber(v) && v->valuedouble > 0 ? v->valuedouble : 0.0;
+            order[e] = e;
+        }
+        for (int i = 1; i < E; i++) /* insertion sort: stable, E is at most a few hundred */
+            for (int j = i; j > 0 && count[order[j]] > count[order[j - 1]]; j--) {
+                int t = order[j];
+                order[j] = order[j - 1];
+                order[j - 1] = t;
+            }
+        for (int w = 0; w < W; w++) load[w] = 0.0;
+        int *start = pm->ranks + n;
+        int *slot_of = tm_malloc((size_t)E * sizeof(int));
+        for (int i = 0; i < E; i++) {
+            int e = order[i];
+            slot_of[e] = (int)(pm->ranks + n - start);
+            double share = (count[e] + 1.0) / replicas;
+            for (int r = 0; r < replicas; r++) {
+                int best = -1;
+                for (int w = 0; w < W; w++) {
+                    int taken = 0;
+                    for (int q = 0; q < r; q++) taken |= pm->ranks[n - r + q] == w + 1;
+                    if (!taken && (best < 0 || load[w] < load[best])) best = w;
+                }
+                pm->ranks[n++] = best + 1;
+                load[best] += share;
+            }
+        }
+        /* ranks were written in load order; CSR wants expert order */
+        int *tmp = tm_malloc((size_t)E * replicas * sizeof(int));
+        memcpy(tmp, start, (size_t)E * replicas * sizeof(int));
+        for (int e = 0; e < E; e++) {
+            pm->offsets[l * E + e] = (int)(start - pm->ranks) + e * replicas;
+            memcpy(start + (size_t)e * replicas, tmp + slot_of[e], (size_t)replicas * sizeof(int));
+        }
+        free(tmp);
+        free(slot_of);
+    }
+    pm->offsets[L * E] = n;
+    free(count);
+    free(load);
+    free(order);
+    cJSON_Delete(root);
+    return st;
+}
+
 /* ---- file ----------------------------------------------------------------- */
 
 typedef struct {
@@ -179,6 +259,12 @@ tm_status place_build(place_map *pm, const tm_config *c, size_t expert_bytes, in
     tm_status st = TM_OK;
     if (n_workers < 1) {
         st = tm_errf(err, TM_EINPUT, "placement: %d worker ranks; expert placement needs at least one", n_workers);
+    } else if (!strncmp(policy, "balanced:", 9)) {
+        if (replicas > n_workers)
+            st = tm_errf(err, TM_EINPUT, "--replicas %d needs at least %d worker ranks, this run has %d", replicas,
+                         replicas, n_workers);
+        else
+            st = place_balanced(pm, policy + 9, replicas, err);
     } else if (is_policy(policy, "contiguous") || is_policy(policy, "round-robin")) {
         if (replicas > n_workers)
             st = tm_errf(err, TM_EINPUT, "--replicas %d needs at least %d worker ranks, this run has %d", replicas,
@@ -277,9 +363,10 @@ int placement_print(FILE *f, const tm_config *c, tm_dtype weight_dtype, const ch
     }
     int n_moe = 0;
     for (int l = 0; l < pm.n_layers; l++) n_moe += pm.is_moe[l];
+    int from_file = policy && strcmp(policy, "contiguous") && strcmp(policy, "round-robin") &&
+                    strncmp(policy, "balanced:", 9);
     fprintf(f, "placement: %s, %d workers (ranks 1..%d), replicas %d%s\n", pm.policy, n_workers, n_workers,
-            replicas > 0 ? replicas : 1, (policy && strcmp(policy, "contiguous") && strcmp(policy, "round-robin"))
-                                              ? " (from file)" : "");
+            replicas > 0 ? replicas : 1, from_file ? " (from file)" : "");
     fprintf(f, "experts: %d MoE layers of %d, %d experts each, %.3f MiB per expert (%s)\n", n_moe, pm.n_layers,
             pm.n_experts, mib(eb), tm_dtype_name(weight_dtype));
     for (int l = 0; l < pm.n_layers;) {

@@ -7,9 +7,13 @@
  * Policies (--placement), for E experts per MoE layer and W workers:
  *   contiguous   expert e on worker (e * W) / E: each worker a block of ids
  *   round-robin  expert e on worker e mod W
+ *   balanced:STATS  from the "expert_tokens" of an earlier run's --stats-json:
+ *                per layer, experts in decreasing order of measured tokens,
+ *                each replica on the least-loaded worker not yet holding it
  *   FILE         a JSON file (below)
  * --replicas R (contiguous, round-robin) puts replica j of an expert on the
- * worker j places after its first one (mod W), so R <= W distinct workers.
+ * worker j places after its first one (mod W), so R <= W distinct workers;
+ * with balanced, R replicas of every expert share its load.
  * The coordinator spreads tokens between the replicas of an expert by token
  * index (coordinator/dist.c), so the choice is deterministic.
  *
@@ -36,7 +40,7 @@
 typedef struct {
     int n_layers, n_experts;
     int n_workers;           /* worker ranks are 1..n_workers */
-    char policy[256];        /* "contiguous", "round-robin" or the file path */
+    char policy[256];        /* "contiguous", "round-robin", "balanced:STATS" or the file path */
     unsigned char *is_moe;   /* [n_layers] */
     int *offsets;            /* [n_layers * n_experts + 1]: CSR into ranks */
     int *ranks;              /* [offsets[n_layers * n_experts]] */

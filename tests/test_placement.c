@@ -153,6 +153,42 @@ static void test_file(void)
     CU_ASSERT_EQUAL(place_build(&pm, &c, 10, 2, "x.json", 2, &err), TM_EINPUT);
 }
 
+static void test_balanced(void)
+{
+    tm_config c = cfg(2, 4);
+    c.mlp_only[1] = 1;
+    place_map pm;
+    tm_err err;
+    const char *p = write_tmp("{\"expert_tokens\": [[10, 0, 5, 5], []]}");
+    char policy[96];
+    snprintf(policy, sizeof policy, "balanced:%s", p);
+    CU_ASSERT_EQUAL_FATAL(place_build(&pm, &c, 10, 2, policy, 1, &err), TM_OK);
+    /* LPT: e0 (10) -> 1, e2 (5) -> 2, e3 (5) -> 2, e1 (0) -> 1 */
+    CU_ASSERT_EQUAL(place_ranks(&pm, 0, 0)[0], 1);
+    CU_ASSERT_EQUAL(place_ranks(&pm, 0, 1)[0], 1);
+    CU_ASSERT_EQUAL(place_ranks(&pm, 0, 2)[0], 2);
+    CU_ASSERT_EQUAL(place_ranks(&pm, 0, 3)[0], 2);
+    CU_ASSERT_EQUAL(place_count(&pm, 1, 0), 0);
+    place_free(&pm);
+    /* replicas: every expert on both workers, the less loaded first */
+    CU_ASSERT_EQUAL_FATAL(place_build(&pm, &c, 10, 2, policy, 2, &err), TM_OK);
+    for (int e = 0; e < 4; e++) {
+        CU_ASSERT_EQUAL(place_count(&pm, 0, e), 2);
+        CU_ASSERT(place_ranks(&pm, 0, e)[0] != place_ranks(&pm, 0, e)[1]);
+    }
+    place_free(&pm);
+    /* a stats file of another model */
+    unlink(p);
+    p = write_tmp("{\"expert_tokens\": [[1, 2, 3]]}");
+    CU_ASSERT_EQUAL(place_build(&pm, &c, 10, 2, policy, 1, &err), TM_EINPUT);
+    CU_ASSERT(strstr(err.msg, "expert_tokens") != NULL);
+    unlink(p);
+    p = write_tmp("{\"expert_tokens\": [[1, 2, 3], []]}");
+    CU_ASSERT_EQUAL(place_build(&pm, &c, 10, 2, policy, 1, &err), TM_EINPUT);
+    CU_ASSERT(strstr(err.msg, "layer 0 has 3 expert counts") != NULL);
+    unlink(p);
+}
+
 static void test_csr_roundtrip(void)
 {
     tm_config c = cfg(3, 8);
@@ -263,6 +299,7 @@ int main(void)
     CU_add_test(s, "round-robin with replicas", test_round_robin_replicas);
     CU_add_test(s, "dense layers host nothing", test_dense_layers);
     CU_add_test(s, "JSON file and its errors", test_file);
+    CU_add_test(s, "balanced by measured load", test_balanced);
     CU_add_test(s, "CSR round trip and validation", test_csr_roundtrip);
     CU_add_test(s, "print", test_print);
     CU_add_test(s, "dist flags", test_flags);

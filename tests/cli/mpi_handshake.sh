@@ -111,6 +111,14 @@ PY
 then ok "--stats-json: sections present, bytes and expert-token counts add up"
 else bad "--stats-json content"; fi
 
+# a placement balanced by the load measured in that run
+if tm_mpirun 60 4 logits -m "$M" --ids "$ids" -o "$TMP/bal.f32" --placement "balanced:$TMP/stats.json" \
+    --replicas 2 2>"$TMP/err" && msg=$(compare_logits "$TMP/ref.f32" "$TMP/bal.f32" "$V" 1e-5); then
+    ok "placement balanced by measured load, 2 replicas on 3 workers: $msg"
+else
+    bad "balanced placement: $(grep -m1 trustmoe "$TMP/err") ${msg:-}"
+fi
+
 # inspect prints the map without MPI (plain process, no launcher variables)
 if env -u OMPI_COMM_WORLD_SIZE timeout 30 "$TRUSTMOE" inspect -m "$M" --workers 3 --placement round-robin --replicas 2 \
     >"$TMP/insp" 2>"$TMP/err" && grep -q "layers 0-3: rank 1: 0,2-3,5-6,8-9,11-12,14-15" "$TMP/insp" &&
