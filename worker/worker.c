@@ -154,6 +154,12 @@ static void worker_start(worker *w, const char *model_dir, const dist_params *p,
     Trustmoe__Placement *pl = trustmoe__placement__unpack(NULL, (size_t)n, w->in);
     if (!pl) dist_die(1, "the placement message (%d bytes) does not decode", n);
 
+    int size = 0;
+    MPI_Comm_size(dist_comm(), &size);
+    if (pl->world_size != size)
+        dist_die(1, "the placement is for %d ranks, this job has %d", pl->world_size, size);
+    if (pl->wire_dtype != TM_DT_F32 && pl->wire_dtype != TM_DT_BF16)
+        dist_die(1, "the placement asks for wire dtype %d, not F32 or BF16", pl->wire_dtype);
     w->dt = (tm_dtype)pl->wire_dtype;
     w->checksum = pl->checksum;
     w->comm_timeout = pl->comm_timeout;
