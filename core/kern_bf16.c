@@ -373,3 +373,53 @@ __attribute__((target("avx2,fma"))) void kern_bf16_gemm_rows_avx2(const uint16_t
         }
     }
 }
+
+/* ---- f32 rows -------------------------------------------------------------
+ * F32 matrices (weights loaded with --weight-dtype f32) inside the thread
+ * pool: calling OpenBLAS from the pool's threads would nest its own threads
+ * in ours, so F32 rows get the same four-row AVX2 loop here. */
+__attribute__((target("avx2,fma"))) void kern_f32_rows_avx2(const float *w, int64_t cols, const float *x, float *y,
+                                                             int64_t r0, int64_t r1)
+{
+    int64_t r = r0;
+    for (; r + 4 <= r1; r += 4) {
+        const float *w0 = w + r * cols, *w1 = w0 + cols, *w2 = w1 + cols, *w3 = w2 + cols;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        int64_t c = 0;
+        for (; c + 8 <= cols; c += 8) {
+            __m256 xv = _mm256_loadu_ps(x + c);
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w0 + c), xv, a0);
+            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w1 + c), xv, a1);
+            a2 = _mm256_fmadd_ps(_mm256_loadu_ps(w2 + c), xv, a2);
+            a3 = _mm256_fmadd_ps(_mm256_loadu_ps(w3 + c), xv, a3);
+        }
+        float s[4];
+        _mm_storeu_ps(s, hsum4_256(a0, a1, a2, a3));
+        for (; c < cols; c++) {
+            s[0] += w0[c] * x[c];
+            s[1] += w1[c] * x[c];
+            s[2] += w2[c] * x[c];
+            s[3] += w3[c] * x[c];
+        }
+        y[r] = s[0], y[r + 1] = s[1], y[r + 2] = s[2], y[r + 3] = s[3];
+    }
+    for (; r < r1; r++) {
+        const float *w0 = w + r * cols;
+        __m256 a0 = _mm256_setzero_ps();
+        int64_t c = 0;
+        for (; c + 8 <= cols; c += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w0 + c), _mm256_loadu_ps(x + c), a0);
+        float s = hsum256(a0);
+        for (; c < cols; c++) s += w0[c] * x[c];
+        y[r] = s;
+    }
+}
+
+void kern_f32_rows_scalar(const float *w, int64_t cols, const float *x, float *y, int64_t r0, int64_t r1)
+{
+    for (int64_t r = r0; r < r1; r++) {
+        const float *wr = w + r * cols;
+        float s = 0.f;
+        for (int64_t c = 0; c < cols; c++) s += wr[c] * x[c];
+        y[r] = s;
+    }
+}

@@ -40,8 +40,6 @@ void kern_matmul_ref(const tm_mat *w, const float *x, int n, float *y)
     for (int i = 0; i < n; i++) kern_matvec_ref(w, x + (size_t)i * w->cols, y + (size_t)i * w->rows);
 }
 
-/* ---- fast kernels -------------------------------------------------------- */
-
 /* ---- ISA dispatch -------------------------------------------------------- */
 
 static const char *const isa_names[KERN_ISA_COUNT] = {"scalar", "avx2", "avx512", "avx512bf16"};
@@ -49,6 +47,9 @@ static const kern_bf16_rows_fn isa_fns[KERN_ISA_COUNT] = {kern_bf16_rows_scalar,
                                                            kern_bf16_rows_avx512, kern_bf16_rows_avx512bf16};
 static kern_bf16_rows_fn bf16_rows;   /* the active variant, set on first use */
 static kern_bf16_gemm_fn bf16_gemm;   /* its few-token product */
+/* F32 rows: exact, AVX2 whenever the CPU has it (also under AVX-512). */
+typedef void (*f32_rows_fn)(const float *w, int64_t cols, const float *x, float *y, int64_t r0, int64_t r1);
+static f32_rows_fn f32_rows;
 static kern_isa active_isa;
 
 const char *kern_isa_name(kern_isa isa) { return (unsigned)isa < KERN_ISA_COUNT ? isa_names[isa] : "?"; }
@@ -91,6 +92,7 @@ int kern_set_isa(kern_isa isa)
     active_isa = isa;
     bf16_rows = isa_fns[isa];
     bf16_gemm = gemm_for(isa);
+    f32_rows = isa == KERN_ISA_SCALAR ? kern_f32_rows_scalar : kern_f32_rows_avx2;
     return 0;
 }
 
@@ -102,16 +104,22 @@ static void pick_isa(void)
                                                          : KERN_ISA_SCALAR;
     const char *env = getenv("TRUSTMOE_KERN_ISA");
     if (env && *env) {
+        int found = 0;
         for (int i = 0; i < KERN_ISA_COUNT; i++)
             if (!strcmp(env, isa_names[i])) {
+                found = 1;
                 if (kern_isa_supported((kern_isa)i)) best = (kern_isa)i;
                 else fprintf(stderr, "trustmoe: TRUSTMOE_KERN_ISA=%s not supported by this CPU, using %s\n", env,
                              isa_names[best]);
             }
+        if (!found)
+            fprintf(stderr, "trustmoe: TRUSTMOE_KERN_ISA=%s unknown (scalar, avx2, avx512, avx512bf16), using %s\n",
+                    env, isa_names[best]);
     }
     active_isa = best;
     bf16_rows = isa_fns[best];
     bf16_gemm = gemm_for(best);
+    f32_rows = best == KERN_ISA_SCALAR ? kern_f32_rows_scalar : kern_f32_rows_avx2;
 }
 
 static pthread_once_t isa_once = PTHREAD_ONCE_INIT;
@@ -147,12 +155,8 @@ static void matvec_range(void *arg, int64_t i0, int64_t i1)
         int64_t a = TM_MAX(i0, base) - base, b = TM_MIN(i1, end) - base;
         if (a >= b) continue;
         const tm_mat *w = t->w[k];
-        if (w->dtype == TM_DT_BF16) {
-            t->fn(w->data, w->cols, t->x, t->y[k], a, b);
-        } else {
-            cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)(b - a), (int)w->cols, 1.0f,
-                        (const float *)w->data + a * w->cols, (int)w->cols, t->x, 1, 0.0f, t->y[k] + a, 1);
-        }
+        if (w->dtype == TM_DT_BF16) t->fn(w->data, w->cols, t->x, t->y[k], a, b);
+        else f32_rows(w->data, w->cols, t->x, t->y[k], a, b);
     }
 }
 
@@ -164,7 +168,6 @@ static void matvec_run(const tm_mat *a, const tm_mat *b, const float *x, float *
     int64_t rows = a->rows + (b ? b->rows : 0);
     int64_t work = a->rows * a->cols + (b ? b->rows * b->cols : 0);
     if (kern_threads() > 1 && work >= MATVEC_PAR_MIN) {
-        /* F32 rows go through single-threaded sgemv inside our threads. */
         kern_parallel_for(rows, MATVEC_ROW_ALIGN, matvec_range, &t);
     } else {
         matvec_range(&t, 0, rows);
@@ -174,12 +177,6 @@ static void matvec_run(const tm_mat *a, const tm_mat *b, const float *x, float *
 void kern_matvec(const tm_mat *w, const float *x, float *y)
 {
     check_mat(w);
-    if (w->dtype == TM_DT_F32 && kern_threads() > 1) {
-        /* OpenBLAS threads its own sgemv. */
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)w->rows, (int)w->cols, 1.0f, w->data, (int)w->cols, x,
-                    1, 0.0f, y, 1);
-        return;
-    }
     matvec_run(w, NULL, x, y, NULL);
 }
 
@@ -251,12 +248,8 @@ static void many_range(void *arg, int64_t i0, int64_t i1)
         const tm_mat *w = &t->w[k];
         a -= t->start[k];
         b -= t->start[k];
-        if (w->dtype == TM_DT_BF16) {
-            bf16_rows(w->data, w->cols, t->x[k], t->y[k], a, b);
-        } else {
-            cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)(b - a), (int)w->cols, 1.0f,
-                        (const float *)w->data + a * w->cols, (int)w->cols, t->x[k], 1, 0.0f, t->y[k] + a, 1);
-        }
+        if (w->dtype == TM_DT_BF16) bf16_rows(w->data, w->cols, t->x[k], t->y[k], a, b);
+        else f32_rows(w->data, w->cols, t->x[k], t->y[k], a, b);
     }
 }
 
@@ -314,7 +307,7 @@ void kern_matmul2(const tm_mat *a, const tm_mat *b, const float *x, int n, float
     check_mat(a);
     check_mat(b);
     TM_ASSERT(a->cols == b->cols);
-    if (n == 1 && !(kern_threads() > 1 && (a->dtype == TM_DT_F32 || b->dtype == TM_DT_F32))) {
+    if (n == 1) {
         matvec_run(a, b, x, ya, yb);
         return;
     }
