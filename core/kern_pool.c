@@ -16,7 +16,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 
-#define POOL_SPIN 20000 /* polls before a worker sleeps (~20-50 µs) */
+#define POOL_SPIN 20000 /* polls before a worker sleeps: 0.5-1 ms of pause instructions */
 
 typedef struct {
     int n;             /* threads in all, the caller included */
