@@ -116,6 +116,7 @@ typedef struct {
     float *mlp_out;     /* [T, hidden] */
     int *order;         /* [T * top_k] grouping scratch */
     float *gather;      /* [T, hidden] */
+    float *dec_scratch; /* [top_k, 2 * moe_inter + hidden] one-token expert outputs */
     /* per-call observers (may be NULL) */
     void (*on_hidden)(void *ctx, int layer, const float *x, int T); /* residual after each layer */
     void (*on_route)(void *ctx, int layer, const int32_t *ids, const float *w, const float *probs, int T);
