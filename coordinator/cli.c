@@ -80,6 +80,7 @@ tm_status cli_parse_opts(int argc, char **argv, cli_opts *o, tm_err *err)
     o->threads = 1;
     o->load = model_default_load_params();
     o->samp = sampler_default_params();
+    o->dist = dist_default_params();
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -152,7 +153,11 @@ tm_status cli_parse_opts(int argc, char **argv, cli_opts *o, tm_err *err)
             takes = 0;
             o->json = 1;
         } else {
-            return tm_errf(err, TM_EINPUT, "unknown option '%s'", a);
+            int j = i, r = dist_parse_flag(&o->dist, argc, argv, &j, err);
+            if (r < 0) return TM_EINPUT;
+            if (r == 0) return tm_errf(err, TM_EINPUT, "unknown option '%s'", a);
+            i = j;
+            continue;
         }
 #undef NEED
         if (st != TM_OK) return st;
@@ -164,6 +169,9 @@ tm_status cli_parse_opts(int argc, char **argv, cli_opts *o, tm_err *err)
 
 int cli_fail(const char *cmd, const tm_err *err, tm_status st)
 {
+    int rank, size;
+    dist_init(NULL, NULL, &rank, &size);
+    if (rank != 0) return st == TM_EINPUT ? 2 : 1; /* rank 0 says it once */
     fprintf(stderr, "trustmoe %s: %s\n", cmd, err->msg);
     return st == TM_EINPUT ? 2 : 1;
 }
@@ -173,6 +181,47 @@ int cli_wants_help(int argc, char **argv)
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) return 1;
     return 0;
+}
+
+/* ---- engine runs ------------------------------------------------------------ */
+
+int cli_run_worker(const cli_opts *o, int *rc)
+{
+    int rank, size;
+    dist_init(NULL, NULL, &rank, &size);
+    if (rank == 0) return 0;
+    kern_set_threads(1); /* one BLAS thread per rank */
+    *rc = dist_worker_main(o->model_dir, &o->dist, &o->load);
+    return 1;
+}
+
+tm_status cli_load_model(cli_opts *o, tm_model *m, unsigned char **mask_out, tm_err *err)
+{
+    int rank, size;
+    dist_init(NULL, NULL, &rank, &size);
+    *mask_out = NULL;
+    if (size > 1) {
+        /* the workers hold the experts; rank 0 maps none of them */
+        if (!(*mask_out = dist_no_experts_mask(o->model_dir, &o->load, err))) return TM_EINPUT;
+        o->load.expert_mask = *mask_out;
+    }
+    return model_load(m, o->model_dir, &o->load, err);
+}
+
+tm_status cli_start_backend(const cli_opts *o, const tm_model *m, tm_state *s, moe_backend *be, int *started,
+                            tm_err *err)
+{
+    int rank, size;
+    dist_init(NULL, NULL, &rank, &size);
+    tm_status st = size > 1 ? dist_coordinator_start(m, &o->dist, size, be, err)
+                            : dist_local_start(m, &o->dist, model_local_backend(m, s), be, err);
+    *started = st == TM_OK;
+    return st;
+}
+
+void cli_finish(moe_backend *be, int started, int rc, const tm_state *s)
+{
+    dist_finish(started ? be : NULL, rc, s);
 }
 
 /* ---- logits -------------------------------------------------------------- */
@@ -194,15 +243,18 @@ int cmd_logits(int argc, char **argv)
     if (st != TM_OK) return cli_fail("logits", &err, st);
 
     int32_t *ids = NULL;
-    int n = 0, rc = 0;
+    int n = 0, rc = 0, started = 0;
     float *logits = NULL;
+    unsigned char *mask = NULL;
     tm_model m;
     tm_state s;
+    moe_backend be = {0};
     int have_model = 0, have_state = 0;
     FILE *f = NULL;
+    if (cli_run_worker(&o, &rc)) return rc;
     if ((st = cli_parse_ids(o.ids_arg, &ids, &n, &err)) != TM_OK) goto out;
     kern_set_threads(o.threads);
-    if ((st = model_load(&m, o.model_dir, &o.load, &err)) != TM_OK) goto out;
+    if ((st = cli_load_model(&o, &m, &mask, &err)) != TM_OK) goto out;
     have_model = 1;
     if (n > m.cfg.max_position_embeddings) {
         st = tm_errf(&err, TM_EINPUT, "prompt of %d tokens is longer than the context (max_position_embeddings %d)",
@@ -212,7 +264,7 @@ int cmd_logits(int argc, char **argv)
     if ((st = state_init(&s, &m, o.ctx ? o.ctx : n, n, &err)) != TM_OK) goto out;
     have_state = 1;
     logits = tm_malloc(sizeof(float) * (size_t)n * (size_t)m.cfg.vocab_size);
-    moe_backend be = model_local_backend(&m, &s);
+    if ((st = cli_start_backend(&o, &m, &s, &be, &started, &err)) != TM_OK) goto out;
     if ((st = model_forward(&m, &s, ids, n, &be, NULL, logits, 1, &err)) != TM_OK) goto out;
     f = fopen(o.out_path, "wb");
     if (!f) {
@@ -230,10 +282,12 @@ int cmd_logits(int argc, char **argv)
 out:
     if (f) fclose(f);
     if (st != TM_OK) rc = cli_fail("logits", &err, st);
+    cli_finish(&be, started, rc, have_state ? &s : NULL);
     free(logits);
     free(ids);
     if (have_state) state_free(&s);
     if (have_model) model_free(&m);
+    free(mask);
     return rc;
 }
 

@@ -3,6 +3,7 @@
 #define TM_CLI_H
 
 #include "common.h"
+#include "dist.h"
 #include "model.h"
 #include "sampler.h"
 
@@ -20,6 +21,7 @@ typedef struct {
     int json;                 /* --json */
     model_load_params load;
     sampler_params samp;
+    dist_params dist;         /* --placement, --replicas, --wire-dtype, ... */
 } cli_opts;
 
 tm_status cli_parse_opts(int argc, char **argv, cli_opts *o, tm_err *err);
@@ -28,7 +30,23 @@ int cli_parse_int(const char *flag, const char *v, long lo, long hi, int *out, t
 int cli_parse_float(const char *flag, const char *v, double lo, double hi, float *out, tm_err *err);
 void cli_usage_common(FILE *f);
 int cli_wants_help(int argc, char **argv);
-/* Prints "trustmoe CMD: message" and returns the exit code for st. */
+/* Prints "trustmoe CMD: message" (on rank 0 only) and returns the exit code for st. */
 int cli_fail(const char *cmd, const tm_err *err, tm_status st);
+
+/* ---- one run of the engine, alone or as rank 0 of an MPI job ---------------- */
+
+/* Ranks > 0 of an MPI job serve experts until rank 0 shuts them down:
+ * returns 1 with *rc set when this process was such a worker, else 0. */
+int cli_run_worker(const cli_opts *o, int *rc);
+/* Loads the model: every expert alone; none on rank 0 of an MPI job.
+ * *mask_out (free after model_free) holds the empty expert mask. */
+tm_status cli_load_model(cli_opts *o, tm_model *m, unsigned char **mask_out, tm_err *err);
+/* The expert backend: the workers' (after the handshake) in an MPI job of
+ * several ranks, else the local one wrapped for statistics. */
+tm_status cli_start_backend(const cli_opts *o, const tm_model *m, tm_state *s, moe_backend *be, int *started,
+                            tm_err *err);
+/* Writes statistics, shuts workers down and finalizes MPI (aborting the job
+ * when rc != 0 before the workers were started). */
+void cli_finish(moe_backend *be, int started, int rc, const tm_state *s);
 
 #endif

@@ -113,6 +113,35 @@ static void add_seq_json(cJSON *obj, const gen_seq *q, const tok_tokenizer *tok)
     cJSON_AddStringToObject(obj, "stop", q->stop ? q->stop : "length");
 }
 
+/* The run's --stats-json gets a "selection" object: per-layer expert-load
+ * diversity under the trust selector and the context used. */
+static tm_status add_selection_stats(const char *path, const trust_run *tr, tm_err *err)
+{
+    char *text = NULL;
+    tm_status st = tm_read_file(path, &text, NULL, err);
+    if (st != TM_OK) return st;
+    cJSON *doc = cJSON_Parse(text);
+    free(text);
+    char *metrics = trust_metrics_json(&tr->metrics);
+    cJSON *sel = metrics ? cJSON_Parse(metrics) : NULL;
+    free(metrics);
+    if (!doc || !sel) {
+        cJSON_Delete(doc);
+        cJSON_Delete(sel);
+        return tm_errf(err, TM_EFAIL, "%s: cannot add the selection statistics", path);
+    }
+    cJSON_AddStringToObject(sel, "mode", trust_select_mode_name(tr->o.mode));
+    cJSON_AddStringToObject(sel, "context", trust_run_context(tr));
+    cJSON_AddItemToObject(doc, "selection", sel);
+    char *out = cJSON_Print(doc);
+    cJSON_Delete(doc);
+    FILE *f = fopen(path, "w");
+    int bad = !f || fputs(out, f) < 0;
+    if (f && fclose(f) != 0) bad = 1;
+    free(out);
+    return bad ? tm_errf(err, TM_EFAIL, "%s: write failed", path) : TM_OK;
+}
+
 /* ---- the command ------------------------------------------------------------- */
 
 int cmd_generate(int argc, char **argv)
@@ -134,15 +163,24 @@ int cmd_generate(int argc, char **argv)
     trust_opts_default(&to);
     int trust_flags = argc;
     tm_status st = trust_opts_take(&argc, argv, &to, &err);
-    trust_flags -= argc; /* any trust flag switches the trust selector on */
+    trust_flags -= argc;
+    /* --stats-json is the run's statistics file; any other trust flag
+     * switches the trust selector on */
+    if (to.stats_json) trust_flags -= 2;
     if (st == TM_OK) st = cli_parse_opts(argc, argv, &o, &err);
+    if (st == TM_OK && to.stats_json) o.dist.stats_json = to.stats_json;
+    to.stats_json = NULL;
     int sources = !!o.ids_arg + !!o.prompt + !!o.prompts_file;
     if (st == TM_OK && sources != 1) st = tm_errf(&err, TM_EINPUT, "give exactly one of -p TEXT, --ids or --prompts FILE");
     if (st != TM_OK) return cli_fail("generate", &err, st);
 
+    int rc = 0;
+    if (cli_run_worker(&o, &rc)) return rc;
     tok_tokenizer *tok = NULL;
     gen_seq *seqs = NULL;
-    int n_seqs = 0, rc = 0, have_model = 0, have_state = 0, have_smp = 0;
+    int n_seqs = 0, have_model = 0, have_state = 0, have_smp = 0, started = 0;
+    unsigned char *mask = NULL;
+    moe_backend be = {0};
     float *logits = NULL;
     int32_t *batch_ids = NULL;
     int *batch_seq = NULL, *batch_of = NULL;
@@ -170,9 +208,8 @@ int cmd_generate(int argc, char **argv)
 
     kern_set_threads(o.threads);
     double t_load = tm_now();
-    if ((st = model_load(&m, o.model_dir, &o.load, &err)) != TM_OK) goto out;
+    if ((st = cli_load_model(&o, &m, &mask, &err)) != TM_OK) goto out;
     have_model = 1;
-    t_load = tm_now() - t_load;
     int V = m.cfg.vocab_size, total_prompt = 0, longest = 0;
     for (int q = 0; q < n_seqs; q++) {
         total_prompt += seqs[q].n_prompt;
@@ -198,8 +235,9 @@ int cmd_generate(int argc, char **argv)
     batch_seq = tm_malloc(sizeof(int) * (size_t)total_prompt);
     batch_of = tm_malloc(sizeof(int) * (size_t)n_seqs);
     for (int q = 0; q < n_seqs; q++) seqs[q].out = tm_malloc(sizeof(int32_t) * (size_t)(o.n_predict + 1));
-    moe_backend be = model_local_backend(&m, &s);
-    if (trust_flags) {
+    if ((st = cli_start_backend(&o, &m, &s, &be, &started, &err)) != TM_OK) goto out;
+    t_load = tm_now() - t_load; /* with the workers' loading and handshake */
+    if (trust_flags > 0) {
         if ((st = trust_run_open(&tr, &to, &m, &err)) != TM_OK) goto out;
         have_trust = 1;
         /* one context per run: the first prompt's */
@@ -222,7 +260,8 @@ int cmd_generate(int argc, char **argv)
 
     /* prefill: every prompt in one pass; logits of each prompt's last token */
     double t0 = tm_now();
-    int T = 0;
+    int T = 0, step = 0;
+    dist_set_step(&be, step++);
     for (int q = 0; q < n_seqs; q++)
         for (int i = 0; i < seqs[q].n_prompt; i++) {
             batch_ids[T] = seqs[q].prompt[i];
@@ -276,6 +315,7 @@ int cmd_generate(int argc, char **argv)
             }
         }
         if (!live) break;
+        dist_set_step(&be, step++);
         st = model_forward_batch(&m, &s, batch_ids, batch_seq, live, &be, &sel, logits, &err);
         if (st != TM_OK) goto out;
         n_tokens_decoded += live;
@@ -296,10 +336,7 @@ int cmd_generate(int argc, char **argv)
             1e3 * t_load, total_prompt, 1e3 * t_prefill, total_prompt / (t_prefill > 0 ? t_prefill : 1e-9));
     fprintf(stderr, "trustmoe generate: decode %d tokens over %d sequences, %.2f ms per token, %.2f tokens per second\n",
             n_tokens_decoded, n_seqs, ms_per_tok, tps);
-    if (have_trust) {
-        trust_run_print_summary(&tr, stderr);
-        if ((st = trust_run_finish(&tr, &err)) != TM_OK) goto out;
-    }
+    if (have_trust) trust_run_print_summary(&tr, stderr);
     if (o.json || n_seqs > 1) {
         json = cJSON_CreateObject();
         if (n_seqs == 1) {
@@ -331,6 +368,9 @@ int cmd_generate(int argc, char **argv)
     }
 out:
     if (st != TM_OK) rc = cli_fail("generate", &err, st);
+    cli_finish(&be, started, rc, have_state ? &s : NULL);
+    if (rc == 0 && have_trust && o.dist.stats_json && add_selection_stats(o.dist.stats_json, &tr, &err) != TM_OK)
+        rc = cli_fail("generate", &err, TM_EFAIL);
     cJSON_Delete(json);
     free(stream_buf);
     free(logits);
@@ -346,6 +386,7 @@ out:
     if (have_smp) sampler_free(&smp);
     if (have_state) state_free(&s);
     if (have_model) model_free(&m);
+    free(mask);
     if (tok) tok_free(tok);
     return rc;
 }
