@@ -4,6 +4,7 @@
 
 #include "commands.h"
 #include "kernels.h"
+#include "placement.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -70,6 +71,8 @@ void cli_usage_common(FILE *f)
             "  --no-check-finite   skip the NaN/Inf scan of the weights at load\n"
             "  --synthetic PRESET  build a mkmodel preset's seeded weights in memory instead of -m\n"
             "  --synthetic-seed S  its seed (default 0, as mkmodel)\n");
+    fprintf(f, "under mpirun -np 1+N (rank 0 coordinates, ranks 1..N host the experts):\n");
+    dist_usage(f);
 }
 
 /* Parses the options shared by all commands; unknown flags are errors. */
@@ -296,8 +299,10 @@ out:
 int cmd_inspect(int argc, char **argv)
 {
     if (cli_wants_help(argc, argv)) {
-        printf("usage: trustmoe inspect -m DIR\n"
-               "Prints the configuration used, tensors, dtypes, bytes, resident memory and ignored tensors.\n");
+        printf("usage: trustmoe inspect -m DIR [--workers N [--placement P] [--replicas R]]\n"
+               "Prints the configuration used, tensors, dtypes, bytes, resident memory and ignored tensors;\n"
+               "with --workers, the placement of every (layer, expert) on N worker ranks and the weight\n"
+               "bytes per rank, without loading weights or starting MPI.\n");
         cli_usage_common(stdout);
         return 0;
     }
@@ -305,6 +310,20 @@ int cmd_inspect(int argc, char **argv)
     tm_err err = {{0}};
     tm_status st = cli_parse_opts(argc, argv, &o, &err);
     if (st != TM_OK) return cli_fail("inspect", &err, st);
+    if (o.dist.workers > 0) {
+        /* the placement only: config and tensor index, no weights mapped in */
+        unsigned char *mask = dist_no_experts_mask(o.model_dir, &o.load, &err);
+        if (!mask) return cli_fail("inspect", &err, TM_EINPUT);
+        o.load.expert_mask = mask;
+        o.load.load_dense = 0;
+        tm_model m;
+        st = model_load(&m, o.model_dir, &o.load, &err);
+        free(mask);
+        if (st != TM_OK) return cli_fail("inspect", &err, st);
+        int rc = placement_print(stdout, &m.cfg, m.weight_dtype, o.dist.placement, o.dist.replicas, o.dist.workers);
+        model_free(&m);
+        return rc;
+    }
     size_t rss0 = tm_rss_bytes();
     tm_model m;
     if ((st = model_load(&m, o.model_dir, &o.load, &err)) != TM_OK) return cli_fail("inspect", &err, st);
