@@ -129,7 +129,8 @@ int dist_parse_flag(dist_params *p, int argc, char **argv, int *i, tm_err *err)
 static int g_mpi, g_finalized, g_rank, g_size = 1;
 static MPI_Comm g_comm = MPI_COMM_NULL;
 static char g_host[256];
-static double g_spin_s = 500e-6; /* poll spin window; TRUSTMOE_POLL_SPIN_US overrides */
+static double g_spin_s = 500e-6;  /* poll spin window; TRUSTMOE_POLL_SPIN_US overrides */
+static long g_sleep_max_ns = 500000L; /* longest poll sleep; TRUSTMOE_POLL_SLEEP_US overrides */
 
 static void dist_abort_hook(int code)
 {
@@ -170,6 +171,8 @@ void dist_init(int *argc, char ***argv, int *rank, int *size)
     prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
     const char *spin = getenv("TRUSTMOE_POLL_SPIN_US");
     if (spin) g_spin_s = atof(spin) * 1e-6;
+    const char *sl = getenv("TRUSTMOE_POLL_SLEEP_US");
+    if (sl && atol(sl) > 0) g_sleep_max_ns = atol(sl) * 1000L;
     *rank = g_rank;
     *size = g_size;
 }
@@ -203,9 +206,8 @@ _Noreturn void dist_die(int code, const char *fmt, ...)
 /* Polling against a deadline.  For the first g_spin_s of a wait the
  * poll only yields the CPU: the gaps between layers are that short in decode,
  * and on an oversubscribed box the yield hands the core to the rank we wait
- * for.  After that it sleeps, doubling from 20 us up to POLL_SLEEP_MAX_NS, so
+ * for.  After that it sleeps, doubling from 20 us up to g_sleep_max_ns, so
  * an idle rank costs almost nothing and oversleeps by at most that much. */
-#define POLL_SLEEP_MAX_NS 500000L
 
 typedef struct {
     double t0;
@@ -218,7 +220,7 @@ static void backoff_wait(backoff *b)
         sched_yield();
         return;
     }
-    b->ns = b->ns ? TM_MIN(b->ns * 2, POLL_SLEEP_MAX_NS) : 20000L;
+    b->ns = b->ns ? TM_MIN(b->ns * 2, g_sleep_max_ns) : TM_MIN(20000L, g_sleep_max_ns);
     struct timespec ts = {0, b->ns};
     nanosleep(&ts, NULL);
 }

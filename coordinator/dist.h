@@ -27,7 +27,8 @@
  *   finish    rank 0 sends CONTROL SHUTDOWN; each worker answers WorkerStats,
  *             and both sides finalize.
  * Every wait polls (MPI_Test / MPI_Iprobe: yields for the first 500 us, or
- * TRUSTMOE_POLL_SPIN_US, then sleeps of up to 500 us) against a deadline:
+ * TRUSTMOE_POLL_SPIN_US, then sleeps of up to 500 us, or TRUSTMOE_POLL_SLEEP_US)
+ * against a deadline:
  * --comm-timeout for replies, --idle-timeout for loading and for a worker's
  * wait for its next request.  On expiry or on a bad message the rank
  * prints who (rank, host), where (step, layer) and what, then MPI_Abort
