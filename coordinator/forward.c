@@ -66,16 +66,21 @@ void mrope_apply(float *x, int n_heads, int head_dim, const float *inv_freq, con
 
 void model_route_topk(const float *probs, int n_experts, int k, int norm_topk, int32_t *ids, float *w)
 {
-    /* k passes over E: cheap for k = 8, E = 128, and ties go to the lower id */
-    for (int j = 0; j < k; j++) {
-        int best = -1;
-        for (int e = 0; e < n_experts; e++) {
-            int taken = 0;
-            for (int i = 0; i < j && !taken; i++) taken = ids[i] == e;
-            if (!taken && (best < 0 || probs[e] > probs[best])) best = e;
+    /* one pass keeping the best k sorted by descending probability; an
+     * expert enters only above the current k-th, so ties keep the lower id
+     * first, as a stable descending sort would */
+    int n = 0;
+    for (int e = 0; e < n_experts; e++) {
+        float p = probs[e];
+        if (n == k && !(p > w[k - 1])) continue;
+        int j = n < k ? n++ : k - 1;
+        while (j > 0 && w[j - 1] < p) {
+            w[j] = w[j - 1];
+            ids[j] = ids[j - 1];
+            j--;
         }
-        ids[j] = best;
-        w[j] = probs[best];
+        w[j] = p;
+        ids[j] = e;
     }
     if (norm_topk) {
         float s = 0.f;

@@ -37,7 +37,7 @@ void trust_opts_usage(FILE *f)
     fprintf(f, "trust selection options:\n"
                "  --trust-db PATH      reputation database (SQLite, created if missing)\n"
                "  --select MODE        router (default) | blend | trust-first\n"
-               "  --alpha A            blend: router share in [0,1] (default 0.5)\n"
+               "  --alpha A            blend: router share in [0,1] (default 0.95)\n"
                "  --min-evidence N     trust-first: windows of evidence to lead (default 2)\n"
                "  --epsilon E          trust-first: exploration probability (default 0)\n"
                "  --trust-seed S       exploration seed (default 42)\n"

@@ -35,7 +35,7 @@ trust_select_params trust_select_default_params(void)
         .n_layers = 48,
         .n_experts = 128,
         .top_k = 8,
-        .alpha = 0.5f,
+        .alpha = 0.95f, /* bench/RESULTS.md "Trust selection": within 1% of router perplexity */
         .min_evidence = 2,
         .min_trusted = 2,
         .trust_floor = 0.3f,

@@ -17,7 +17,7 @@ T=build/trustmoe
 root=()
 [ "$(id -u)" -eq 0 ] && root=(--allow-run-as-root)
 MPIRUN=(mpirun "${root[@]}" --oversubscribe -np 3 -x OPENBLAS_NUM_THREADS=1)
-SELECT=(--select blend --alpha 0.9)
+SELECT=(--select blend --alpha 0.95)
 
 if [ "${1:-}" = "--omni48-small" ]; then
     set -x
