@@ -310,6 +310,7 @@ int cmd_inspect(int argc, char **argv)
     tm_err err = {{0}};
     tm_status st = cli_parse_opts(argc, argv, &o, &err);
     if (st != TM_OK) return cli_fail("inspect", &err, st);
+    kern_set_threads(o.threads);
     if (o.dist.workers > 0) {
         /* the placement only: config and tensor index, no weights mapped in */
         unsigned char *mask = dist_no_experts_mask(o.model_dir, &o.load, &err);

@@ -2,6 +2,7 @@
  * The forward pass is in forward.c. */
 #include "model.h"
 
+#include "kernels.h"
 #include "mkmodel.h"
 
 #include <stdarg.h>
@@ -43,6 +44,19 @@ static void tname(char *buf, size_t cap, const tm_model *m, const char *fmt, ...
     va_end(ap);
 }
 
+typedef struct {
+    const mk_preset *preset;
+    uint64_t seed;
+    const char *name;
+    uint16_t *out; /* [numel] bf16 */
+} fill_job;
+
+static void fill_range(void *arg, int64_t i0, int64_t i1)
+{
+    const fill_job *j = arg;
+    TM_ASSERT(mk_fill_tensor(j->preset, j->seed, j->name, j->out + i0, (size_t)i0, (size_t)(i1 - i0)) == 0);
+}
+
 static tm_status find(loader *L, const char *name, const char *what, const st_tensor **out)
 {
     const st_tensor *t = st_find(&L->m->st, name);
@@ -50,9 +64,9 @@ static tm_status find(loader *L, const char *name, const char *what, const st_te
     if (!t->data && L->m->synthetic) {
         /* built on first use, so a worker builds only its own experts */
         st_tensor *w = &L->m->st.tensors[t - L->m->st.tensors];
-        uint16_t *buf = own(L->m, w->nbytes);
-        TM_ASSERT(mk_fill_tensor(L->m->synthetic, L->m->synthetic_seed, name, buf, 0, st_numel(w)) == 0);
-        w->data = buf;
+        fill_job job = {L->m->synthetic, L->m->synthetic_seed, name, own(L->m, w->nbytes)};
+        kern_parallel_for((int64_t)st_numel(w), 1 << 16, fill_range, &job);
+        w->data = job.out;
     }
     if (t->dtype < 0)
         return tm_errf(L->err, TM_EINPUT, "%s: tensor '%s': dtype '%s' is not supported (BF16, F16, F32, F64)",
