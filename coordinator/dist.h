@@ -26,11 +26,11 @@
  *             (DISPATCH or CONTROL) and needs no end-of-layer marker.
  *   finish    rank 0 sends CONTROL SHUTDOWN; each worker answers WorkerStats,
  *             and both sides finalize.
- * Every wait polls (MPI_Test / MPI_Iprobe: yields for the first 500 us, or
- * TRUSTMOE_POLL_SPIN_US, then sleeps of up to 500 us, or TRUSTMOE_POLL_SLEEP_US)
- * against a deadline:
- * --comm-timeout for replies, --idle-timeout for loading and for a worker's
- * wait for its next request.  On expiry or on a bad message the rank
+ * Every wait polls against a deadline (MPI_Test / MPI_Iprobe: it yields for
+ * the first 500 us or TRUSTMOE_POLL_SPIN_US, then sleeps up to 500 us or
+ * TRUSTMOE_POLL_SLEEP_US at a time): --comm-timeout for replies,
+ * --idle-timeout for loading and for a worker's wait for its next request.
+ * On expiry or on a bad message the rank
  * prints who (rank, host), where (step, layer) and what, then MPI_Abort
  * ends the whole job with a non-zero status.
  *
