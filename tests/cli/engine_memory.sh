@@ -13,6 +13,12 @@ cat >"$W/config.json" <<'JSON'
 JSON
 $T mkmodel --config "$W/config.json" -o "$W/m" >/dev/null 2>&1 || { echo "FAIL mkmodel"; exit 1; }
 fail=0
+# AddressSanitizer's shadow memory counts as resident, so the bound cannot be
+# measured on a sanitized binary (make asan); make test, unsanitized, enforces it.
+if nm -an "$T" 2>/dev/null | grep -q __asan_init; then
+    echo "n/a  resident memory is not measurable under AddressSanitizer (make test measures it)"
+    exit 0
+fi
 for wd in bf16 f32; do
     line=$($T inspect -m "$W/m" --weight-dtype $wd | grep "resident after load")
     ratio=$(echo "$line" | sed -n 's/.*MiB, \([0-9.]*\)x weight bytes.*/\1/p')
