@@ -7,6 +7,8 @@
 #include "sampler.h"
 
 #include <CUnit/Basic.h>
+
+#include "cunit_run.h"
 #include <cJSON.h>
 #include <math.h>
 #include <stdlib.h>
@@ -386,10 +388,5 @@ int main(void)
     CU_add_test(s, "config errors", test_config_errors);
     CU_add_test(s, "dtype conversions", test_dtype_conversions);
     CU_add_test(s, "router top-k", test_route_topk);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failed = CU_get_number_of_tests_failed(), run = CU_get_number_of_tests_run();
-    CU_cleanup_registry();
-    printf("%u passed, %u failed\n", run - failed, failed);
-    return failed ? 1 : 0;
+    return cunit_run();
 }

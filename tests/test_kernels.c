@@ -13,6 +13,8 @@
 #include "kernels.h"
 
 #include <CUnit/Basic.h>
+
+#include "cunit_run.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -356,11 +358,5 @@ int main(void)
     CU_add_test(s, "expert_forward vs ref", test_expert);
     CU_add_test(s, "parallel_for covers once", test_parallel_for);
     CU_add_test(s, "elementwise vs double", test_elementwise);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failed = CU_get_number_of_tests_failed(), run = CU_get_number_of_tests_run();
-    unsigned afailed = CU_get_number_of_failures();
-    CU_cleanup_registry();
-    printf("%u passed, %u failed\n", run - failed, failed);
-    return (failed || afailed) ? 1 : 0;
+    return cunit_run();
 }

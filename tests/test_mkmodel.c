@@ -7,6 +7,8 @@
 #include "dtype.h"
 
 #include <CUnit/Basic.h>
+
+#include "cunit_run.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,11 +105,5 @@ int main(void)
     CU_add_test(s, "presets and parameter counts", test_presets);
     CU_add_test(s, "tensor names and shapes", test_names);
     CU_add_test(s, "fill: slices, seeds, statistics, errors", test_fill);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failed = CU_get_number_of_tests_failed(), run = CU_get_number_of_tests_run();
-    unsigned afailed = CU_get_number_of_failures();
-    CU_cleanup_registry();
-    printf("%u passed, %u failed\n", run - failed, failed);
-    return (failed || afailed) ? 1 : 0;
+    return cunit_run();
 }

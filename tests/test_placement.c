@@ -6,6 +6,8 @@
 #include "worker.h"
 
 #include <CUnit/Basic.h>
+
+#include "cunit_run.h"
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -304,12 +306,5 @@ int main(void)
     CU_add_test(s, "print", test_print);
     CU_add_test(s, "dist flags", test_flags);
     CU_add_test(s, "fault switch environment", test_fault_env);
-    CU_basic_set_mode(CU_BRM_NORMAL);
-    CU_basic_run_tests();
-    unsigned failed = CU_get_number_of_tests_failed();
-    unsigned run = CU_get_number_of_tests_run();
-    unsigned asserts_failed = CU_get_number_of_failures();
-    CU_cleanup_registry();
-    printf("%u passed, %u failed\n", run - failed, failed);
-    return (failed || asserts_failed) ? 1 : 0;
+    return cunit_run();
 }

@@ -2,6 +2,8 @@
 #include "sampler.h"
 
 #include <CUnit/Basic.h>
+
+#include "cunit_run.h"
 #include <math.h>
 #include <stdlib.h>
 
@@ -94,10 +96,5 @@ int main(void)
     CU_add_test(s, "top-k", test_top_k);
     CU_add_test(s, "top-p", test_top_p);
     CU_add_test(s, "seeded", test_seeded);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failed = CU_get_number_of_tests_failed(), run = CU_get_number_of_tests_run();
-    CU_cleanup_registry();
-    printf("%u passed, %u failed\n", run - failed, failed);
-    return failed ? 1 : 0;
+    return cunit_run();
 }

@@ -14,6 +14,8 @@
 #include "tokenizer.h"
 
 #include <CUnit/Basic.h>
+
+#include "cunit_run.h"
 #include <cJSON.h>
 #include <stdlib.h>
 #include <string.h>
@@ -673,7 +675,6 @@ static void test_bad_files(void)
 
 int main(void)
 {
-    unsigned fails = 0, runs = 0;
     const char *b = getenv("BUILD");
     if (b && b[0]) build_dir = b;
     if (!fetch_all()) {
@@ -699,12 +700,7 @@ int main(void)
     CU_add_test(s, "chat prompt", test_chat_prompt);
     CU_add_test(s, "mini tokenizer", test_mini_tokenizer);
     CU_add_test(s, "bad tokenizer files", test_bad_files);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    fails = CU_get_number_of_tests_failed();
-    runs = CU_get_number_of_tests_run();
-    CU_cleanup_registry();
+    int rc = cunit_run();
     tok_free(T);
-    printf("%u passed, %u failed\n", runs - fails, fails);
-    return fails ? 1 : 0;
+    return rc;
 }

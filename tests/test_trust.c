@@ -2,6 +2,8 @@
  * research system's numbers (reference/sage.md section 8), ROUTER against a
  * naive top-k, masking, policy, ATP budget, trust-first, contexts, metrics. */
 #include <CUnit/Basic.h>
+
+#include "cunit_run.h"
 #include <cJSON.h>
 #include <math.h>
 #include <stdlib.h>
@@ -790,11 +792,5 @@ int main(void)
     CU_add_test(s, "k-means contexts", test_kmeans);
     CU_add_test(s, "diversity metrics", test_metrics);
     CU_add_test(s, "router selection cost", test_router_cost);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failed = CU_get_number_of_tests_failed(), run = CU_get_number_of_tests_run();
-    unsigned afailed = CU_get_number_of_failures();
-    CU_cleanup_registry();
-    printf("%u passed, %u failed\n", run - failed, failed);
-    return failed || afailed ? 1 : 0;
+    return cunit_run();
 }

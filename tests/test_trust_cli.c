@@ -2,6 +2,8 @@
  * model: ROUTER logits bit-identical to the engine's own routing, and the
  * commands trust fit-contexts / train / show and eval end to end. */
 #include <CUnit/Basic.h>
+
+#include "cunit_run.h"
 #include <cJSON.h>
 #include <math.h>
 #include <signal.h>
@@ -272,14 +274,9 @@ int main(void)
     CU_add_test(s, "router selection: logits bit-identical to the engine", test_router_logits_identical);
     CU_add_test(s, "fit-contexts, train, eval, show", test_commands);
     CU_add_test(s, "SIGKILL during trust train keeps the committed windows", test_train_sigkill);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failed = CU_get_number_of_tests_failed(), run_n = CU_get_number_of_tests_run();
-    unsigned afailed = CU_get_number_of_failures();
-    CU_cleanup_registry();
+    int rc = cunit_run();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
-    printf("%u passed, %u failed\n", run_n - failed, failed);
-    return failed || afailed ? 1 : 0;
+    return rc;
 }

@@ -9,6 +9,8 @@
  * every transaction the child reported as committed.  The next child
  * resumes from n on the same file. */
 #include <CUnit/Basic.h>
+
+#include "cunit_run.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -215,14 +217,9 @@ int main(void)
     if (CU_initialize_registry() != CUE_SUCCESS) return 2;
     CU_pSuite s = CU_add_suite("trust_crash", NULL, NULL);
     CU_add_test(s, "SIGKILL mid-update leaves a committed prefix", test_sigkill);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failed = CU_get_number_of_tests_failed(), run = CU_get_number_of_tests_run();
-    unsigned afailed = CU_get_number_of_failures();
-    CU_cleanup_registry();
+    int rc = cunit_run();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
-    printf("%u passed, %u failed\n", run - failed, failed);
-    return failed || afailed ? 1 : 0;
+    return rc;
 }

@@ -2,6 +2,8 @@
  * schema version, the research system's numbers through the database,
  * round trips, transactions, sharing, contexts, weight-proportional credit. */
 #include <CUnit/Basic.h>
+
+#include "cunit_run.h"
 #include <math.h>
 #include <sqlite3.h>
 #include <stdlib.h>
@@ -369,11 +371,5 @@ int main(void)
     CU_add_test(s, "two connections share one DB", test_shared);
     CU_add_test(s, "contexts stored and reloaded", test_contexts_db);
     CU_add_test(s, "quality windows and credit", test_quality);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failed = CU_get_number_of_tests_failed(), run = CU_get_number_of_tests_run();
-    unsigned afailed = CU_get_number_of_failures();
-    CU_cleanup_registry();
-    printf("%u passed, %u failed\n", run - failed, failed);
-    return failed || afailed ? 1 : 0;
+    return cunit_run();
 }

@@ -3,6 +3,8 @@
 #include "wire.h"
 
 #include <CUnit/Basic.h>
+
+#include "cunit_run.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -227,12 +229,5 @@ int main(void)
     CU_add_test(s, "truncated, corrupt, flags, dtype tag", test_check_truncated_and_corrupt);
     CU_add_test(s, "crc32c against reference", test_crc32c);
     CU_add_test(s, "f32/bf16 pack, unpack, add", test_convert);
-    CU_basic_set_mode(CU_BRM_NORMAL);
-    CU_basic_run_tests();
-    unsigned failed = CU_get_number_of_tests_failed();
-    unsigned run = CU_get_number_of_tests_run();
-    unsigned asserts_failed = CU_get_number_of_failures();
-    CU_cleanup_registry();
-    printf("%u passed, %u failed\n", run - failed, failed);
-    return (failed || asserts_failed) ? 1 : 0;
+    return cunit_run();
 }
