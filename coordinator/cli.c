@@ -5,6 +5,7 @@
 #include "commands.h"
 #include "kernels.h"
 #include "placement.h"
+#include "trust_cli.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -232,15 +233,22 @@ void cli_finish(moe_backend *be, int started, int rc, const tm_state *s)
 int cmd_logits(int argc, char **argv)
 {
     if (cli_wants_help(argc, argv)) {
-        printf("usage: trustmoe logits -m DIR --ids 1,2,3 -o FILE\n"
+        printf("usage: trustmoe logits -m DIR --ids 1,2,3 -o FILE [trust selection options]\n"
                "Runs the prompt in one pass; writes every position's logits as raw little-endian\n"
                "float32, shape [number of ids, vocab].\n");
         cli_usage_common(stdout);
+        trust_opts_usage(stdout);
         return 0;
     }
     cli_opts o;
     tm_err err = {{0}};
-    tm_status st = cli_parse_opts(argc, argv, &o, &err);
+    trust_opts to;
+    trust_opts_default(&to);
+    int trust_flags = argc;
+    tm_status st = trust_opts_take(&argc, argv, &to, &err);
+    trust_flags -= argc;
+    if (st == TM_OK && to.stats_json) st = tm_errf(&err, TM_EINPUT, "--stats-json: use it with generate");
+    if (st == TM_OK) st = cli_parse_opts(argc, argv, &o, &err);
     if (st == TM_OK && !o.ids_arg) st = tm_errf(&err, TM_EINPUT, "--ids is required");
     if (st == TM_OK && !o.out_path) st = tm_errf(&err, TM_EINPUT, "-o FILE is required");
     if (st != TM_OK) return cli_fail("logits", &err, st);
@@ -252,7 +260,9 @@ int cmd_logits(int argc, char **argv)
     tm_model m;
     tm_state s;
     moe_backend be = {0};
-    int have_model = 0, have_state = 0;
+    int have_model = 0, have_state = 0, have_trust = 0;
+    trust_run tr;
+    tm_selector sel = {NULL, NULL};
     FILE *f = NULL;
     if (cli_run_worker(&o, &rc)) return rc;
     if ((st = cli_parse_ids(o.ids_arg, &ids, &n, &err)) != TM_OK) goto out;
@@ -268,7 +278,13 @@ int cmd_logits(int argc, char **argv)
     have_state = 1;
     logits = tm_malloc(sizeof(float) * (size_t)n * (size_t)m.cfg.vocab_size);
     if ((st = cli_start_backend(&o, &m, &s, &be, &started, &err)) != TM_OK) goto out;
-    if ((st = model_forward(&m, &s, ids, n, &be, NULL, logits, 1, &err)) != TM_OK) goto out;
+    if (trust_flags > 0) {
+        if ((st = trust_run_open(&tr, &to, &m, &err)) != TM_OK) goto out;
+        have_trust = 1;
+        if ((st = trust_run_begin_request(&tr, &m, ids, n, &err)) != TM_OK) goto out;
+        sel = trust_run_selector(&tr);
+    }
+    if ((st = model_forward(&m, &s, ids, n, &be, &sel, logits, 1, &err)) != TM_OK) goto out;
     f = fopen(o.out_path, "wb");
     if (!f) {
         st = tm_errf(&err, TM_EINPUT, "%s: cannot open for writing: %s", o.out_path, strerror(errno));
@@ -286,6 +302,7 @@ out:
     if (f) fclose(f);
     if (st != TM_OK) rc = cli_fail("logits", &err, st);
     cli_finish(&be, started, rc, have_state ? &s : NULL);
+    if (have_trust) trust_run_close(&tr);
     free(logits);
     free(ids);
     if (have_state) state_free(&s);
