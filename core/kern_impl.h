@@ -12,6 +12,8 @@ typedef void (*kern_bf16_rows_fn)(const uint16_t *w, int64_t cols, const float *
 void kern_bf16_rows_scalar(const uint16_t *w, int64_t cols, const float *x, float *y, int64_t r0, int64_t r1);
 void kern_bf16_rows_avx2(const uint16_t *w, int64_t cols, const float *x, float *y, int64_t r0, int64_t r1);
 void kern_bf16_rows_avx512(const uint16_t *w, int64_t cols, const float *x, float *y, int64_t r0, int64_t r1);
+void kern_bf16_rows4s_avx2(const uint16_t *w, int64_t cols, const float *x, float *y, int64_t r0, int64_t r1);
+void kern_bf16_rows4s_avx512(const uint16_t *w, int64_t cols, const float *x, float *y, int64_t r0, int64_t r1);
 void kern_bf16_rows_avx512bf16(const uint16_t *w, int64_t cols, const float *x, float *y, int64_t r0, int64_t r1);
 
 /* Y[n, ldy] columns [r0, r1) = X[n, cols] · Wᵀ (W bf16 [rows, cols]). */

@@ -43,8 +43,8 @@ void kern_matmul_ref(const tm_mat *w, const float *x, int n, float *y)
 /* ---- ISA dispatch -------------------------------------------------------- */
 
 static const char *const isa_names[KERN_ISA_COUNT] = {"scalar", "avx2", "avx512", "avx512bf16"};
-static const kern_bf16_rows_fn isa_fns[KERN_ISA_COUNT] = {kern_bf16_rows_scalar, kern_bf16_rows_avx2,
-                                                           kern_bf16_rows_avx512, kern_bf16_rows_avx512bf16};
+static const kern_bf16_rows_fn isa_fns[KERN_ISA_COUNT] = {kern_bf16_rows_scalar, kern_bf16_rows4s_avx2,
+                                                           kern_bf16_rows4s_avx512, kern_bf16_rows_avx512bf16};
 static kern_bf16_rows_fn bf16_rows;   /* the active variant, set on first use */
 static kern_bf16_gemm_fn bf16_gemm;   /* its few-token product */
 /* F32 rows: exact, AVX2 whenever the CPU has it (also under AVX-512). */
