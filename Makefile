@@ -30,6 +30,8 @@ BENCH_SRC := $(wildcard bench/bench_*.c)
 BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
 .PHONY: all deps test asan bench clean
+# generated sources and objects are kept, not deleted as intermediates
+.SECONDARY:
 all: $(BUILD)/trustmoe
 
 deps: $(DEPS_OK)
