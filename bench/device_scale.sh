@@ -2,6 +2,7 @@
 # Scale runs for a many-core host (recorded in bench/RESULTS.md, "Scale").
 #   bench/device_scale.sh OUTDIR a   bandwidth, sgemm, roofline, prefill, batching, -np 3 overhead
 #   bench/device_scale.sh OUTDIR b   worker scaling on omni48-small, omni30b with 1 + 14 ranks
+#   bench/device_scale.sh OUTDIR r   bandwidth, sgemm, roofline, prefill and -np 3 overhead only
 # Every model is built in memory (--synthetic), so no checkpoint is needed.
 # TRUSTMOE / BENCH_KERNELS name the binaries (default build/...); each step
 # appends one JSON line to OUTDIR/results.jsonl and keeps going on failure.
@@ -35,7 +36,7 @@ run() {
     fi
 }
 
-if [ "$PART" = a ]; then
+if [ "$PART" = a ] || [ "$PART" = r ]; then
     log "host: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), $(free -g | awk '/Mem:/ {print $2}') GiB"
     log "mpirun: $(mpirun --version 2>&1 | head -1)"
     ldd "$T" | grep "not found" | tee -a "$OUT/log.txt"
@@ -53,6 +54,7 @@ if [ "$PART" = a ]; then
         run "prefill128-t$th" "$T" generate --synthetic omni48-small --ids "$p128" -n 1 --temp 0 --json -t $th
     done
     for bs in 1 4 16 64; do
+        [ "$PART" = r ] && break
         prompts $bs 8 "$OUT/pb$bs"
         run "batch$bs-np1" "$T" generate --synthetic omni48-small --prompts "$OUT/pb$bs" -n 24 --temp 0 --json -t 1
         run "batch$bs-np3" "${MPI[@]}" -np 3 "$T" generate --synthetic omni48-small --prompts "$OUT/pb$bs" -n 24 \
