@@ -179,6 +179,45 @@ __attribute__((target("avx2,fma"))) void kern_bf16_rows4s_avx2(const uint16_t *w
     if (r0 + 4 * q < r1) kern_bf16_rows_avx2(w, cols, x, y, r0 + 4 * q, r1);
 }
 
+/* Row i of four matrices of one shape per step (a layer's experts at one
+ * token): four long streams where each matrix alone is too short for the
+ * prefetchers to reach speed.  Each row is summed exactly as
+ * kern_bf16_rows4s_avx2 sums it, so results do not depend on the grouping. */
+__attribute__((target("avx2,fma"))) void kern_bf16_4mat_avx2(const uint16_t *const *w, int64_t cols,
+                                                              const float *const *x, float *const *y, int64_t rows)
+{
+    int64_t pfr = pf_rows(cols);
+    for (int64_t i = 0; i < rows; i++) {
+        const uint16_t *w0 = w[0] + i * cols, *w1 = w[1] + i * cols, *w2 = w[2] + i * cols, *w3 = w[3] + i * cols;
+        int64_t ahead = (i + pfr < rows ? pfr : 0) * cols;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        __m256 b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+        for (int64_t c = 0; c < cols; c += 16) {
+            if (!(c & 31)) {
+                _mm_prefetch((const char *)(w0 + ahead + c), _MM_HINT_T0);
+                _mm_prefetch((const char *)(w1 + ahead + c), _MM_HINT_T0);
+                _mm_prefetch((const char *)(w2 + ahead + c), _MM_HINT_T0);
+                _mm_prefetch((const char *)(w3 + ahead + c), _MM_HINT_T0);
+            }
+            a0 = _mm256_fmadd_ps(CVT8(w0 + c), _mm256_loadu_ps(x[0] + c), a0);
+            b0 = _mm256_fmadd_ps(CVT8(w0 + c + 8), _mm256_loadu_ps(x[0] + c + 8), b0);
+            a1 = _mm256_fmadd_ps(CVT8(w1 + c), _mm256_loadu_ps(x[1] + c), a1);
+            b1 = _mm256_fmadd_ps(CVT8(w1 + c + 8), _mm256_loadu_ps(x[1] + c + 8), b1);
+            a2 = _mm256_fmadd_ps(CVT8(w2 + c), _mm256_loadu_ps(x[2] + c), a2);
+            b2 = _mm256_fmadd_ps(CVT8(w2 + c + 8), _mm256_loadu_ps(x[2] + c + 8), b2);
+            a3 = _mm256_fmadd_ps(CVT8(w3 + c), _mm256_loadu_ps(x[3] + c), a3);
+            b3 = _mm256_fmadd_ps(CVT8(w3 + c + 8), _mm256_loadu_ps(x[3] + c + 8), b3);
+        }
+        float s4[4];
+        _mm_storeu_ps(s4, hsum4_256(_mm256_add_ps(a0, b0), _mm256_add_ps(a1, b1), _mm256_add_ps(a2, b2),
+                                    _mm256_add_ps(a3, b3)));
+        y[0][i] = s4[0];
+        y[1][i] = s4[1];
+        y[2][i] = s4[2];
+        y[3][i] = s4[3];
+    }
+}
+
 /* ---- AVX-512 (F, BW, VL) ------------------------------------------------- */
 
 /* 16 bf16 at p (the lanes in mask m; others read as 0) → 16 f32. */
@@ -294,6 +333,38 @@ kern_bf16_rows4s_avx512(const uint16_t *w, int64_t cols, const float *x, float *
         y[rd] = _mm512_reduce_add_ps(_mm512_add_ps(a3, b3));
     }
     if (r0 + 4 * q < r1) kern_bf16_rows_avx512(w, cols, x, y, r0 + 4 * q, r1);
+}
+
+/* Four matrices at once, as kern_bf16_4mat_avx2; rows summed as in
+ * kern_bf16_rows4s_avx512. */
+__attribute__((target("avx512f,avx512bw,avx512vl"))) void
+kern_bf16_4mat_avx512(const uint16_t *const *w, int64_t cols, const float *const *x, float *const *y, int64_t rows)
+{
+    int64_t pfr = pf_rows(cols);
+    for (int64_t i = 0; i < rows; i++) {
+        const uint16_t *w0 = w[0] + i * cols, *w1 = w[1] + i * cols, *w2 = w[2] + i * cols, *w3 = w[3] + i * cols;
+        int64_t ahead = (i + pfr < rows ? pfr : 0) * cols;
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        __m512 b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+        for (int64_t c = 0; c < cols; c += 32) {
+            _mm_prefetch((const char *)(w0 + ahead + c), _MM_HINT_T0);
+            _mm_prefetch((const char *)(w1 + ahead + c), _MM_HINT_T0);
+            _mm_prefetch((const char *)(w2 + ahead + c), _MM_HINT_T0);
+            _mm_prefetch((const char *)(w3 + ahead + c), _MM_HINT_T0);
+            a0 = _mm512_fmadd_ps(CVT16(w0 + c), _mm512_loadu_ps(x[0] + c), a0);
+            b0 = _mm512_fmadd_ps(CVT16(w0 + c + 16), _mm512_loadu_ps(x[0] + c + 16), b0);
+            a1 = _mm512_fmadd_ps(CVT16(w1 + c), _mm512_loadu_ps(x[1] + c), a1);
+            b1 = _mm512_fmadd_ps(CVT16(w1 + c + 16), _mm512_loadu_ps(x[1] + c + 16), b1);
+            a2 = _mm512_fmadd_ps(CVT16(w2 + c), _mm512_loadu_ps(x[2] + c), a2);
+            b2 = _mm512_fmadd_ps(CVT16(w2 + c + 16), _mm512_loadu_ps(x[2] + c + 16), b2);
+            a3 = _mm512_fmadd_ps(CVT16(w3 + c), _mm512_loadu_ps(x[3] + c), a3);
+            b3 = _mm512_fmadd_ps(CVT16(w3 + c + 16), _mm512_loadu_ps(x[3] + c + 16), b3);
+        }
+        y[0][i] = _mm512_reduce_add_ps(_mm512_add_ps(a0, b0));
+        y[1][i] = _mm512_reduce_add_ps(_mm512_add_ps(a1, b1));
+        y[2][i] = _mm512_reduce_add_ps(_mm512_add_ps(a2, b2));
+        y[3][i] = _mm512_reduce_add_ps(_mm512_add_ps(a3, b3));
+    }
 }
 
 /* ---- AVX512-BF16 --------------------------------------------------------- */

@@ -12,6 +12,14 @@ typedef void (*kern_bf16_rows_fn)(const uint16_t *w, int64_t cols, const float *
 void kern_bf16_rows_scalar(const uint16_t *w, int64_t cols, const float *x, float *y, int64_t r0, int64_t r1);
 void kern_bf16_rows_avx2(const uint16_t *w, int64_t cols, const float *x, float *y, int64_t r0, int64_t r1);
 void kern_bf16_rows_avx512(const uint16_t *w, int64_t cols, const float *x, float *y, int64_t r0, int64_t r1);
+/* Row i of four BF16 matrices of one shape [rows, cols] per step, each with
+ * its own x and y. */
+typedef void (*kern_bf16_4mat_fn)(const uint16_t *const *w, int64_t cols, const float *const *x, float *const *y,
+                                  int64_t rows);
+void kern_bf16_4mat_avx2(const uint16_t *const *w, int64_t cols, const float *const *x, float *const *y,
+                         int64_t rows);
+void kern_bf16_4mat_avx512(const uint16_t *const *w, int64_t cols, const float *const *x, float *const *y,
+                           int64_t rows);
 void kern_bf16_rows4s_avx2(const uint16_t *w, int64_t cols, const float *x, float *y, int64_t r0, int64_t r1);
 void kern_bf16_rows4s_avx512(const uint16_t *w, int64_t cols, const float *x, float *y, int64_t r0, int64_t r1);
 void kern_bf16_rows_avx512bf16(const uint16_t *w, int64_t cols, const float *x, float *y, int64_t r0, int64_t r1);

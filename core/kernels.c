@@ -46,6 +46,10 @@ static const char *const isa_names[KERN_ISA_COUNT] = {"scalar", "avx2", "avx512"
 static const kern_bf16_rows_fn isa_fns[KERN_ISA_COUNT] = {kern_bf16_rows_scalar, kern_bf16_rows4s_avx2,
                                                            kern_bf16_rows4s_avx512, kern_bf16_rows_avx512bf16};
 static kern_bf16_rows_fn bf16_rows;   /* the active variant, set on first use */
+/* Four same-shape matrices at once, for the variants that have it. */
+static const kern_bf16_4mat_fn isa_4mat[KERN_ISA_COUNT] = {NULL, kern_bf16_4mat_avx2, kern_bf16_4mat_avx512, NULL};
+static const int64_t isa_4mat_cols[KERN_ISA_COUNT] = {0, 16, 32, 0}; /* cols must be a multiple */
+static kern_bf16_4mat_fn bf16_4mat;
 static kern_bf16_gemm_fn bf16_gemm;   /* its few-token product */
 /* F32 rows: exact, AVX2 whenever the CPU has it (also under AVX-512). */
 typedef void (*f32_rows_fn)(const float *w, int64_t cols, const float *x, float *y, int64_t r0, int64_t r1);
@@ -91,6 +95,7 @@ int kern_set_isa(kern_isa isa)
     if (!kern_isa_supported(isa)) return -1;
     active_isa = isa;
     bf16_rows = isa_fns[isa];
+    bf16_4mat = isa_4mat[isa];
     bf16_gemm = gemm_for(isa);
     f32_rows = isa == KERN_ISA_SCALAR ? kern_f32_rows_scalar : kern_f32_rows_avx2;
     return 0;
@@ -118,6 +123,7 @@ static void pick_isa(void)
     }
     active_isa = best;
     bf16_rows = isa_fns[best];
+    bf16_4mat = isa_4mat[best];
     bf16_gemm = gemm_for(best);
     f32_rows = best == KERN_ISA_SCALAR ? kern_f32_rows_scalar : kern_f32_rows_avx2;
 }
@@ -253,6 +259,33 @@ static void many_range(void *arg, int64_t i0, int64_t i1)
     }
 }
 
+/* Whether w[0..3] can go through bf16_4mat: one BF16 shape whose rows the
+ * four-stream kernel would take too (so the sums are the same either way). */
+static int four_alike(const tm_mat *w)
+{
+    if (!bf16_4mat) return 0;
+    int64_t mult = isa_4mat_cols[active_isa];
+    for (int j = 0; j < 4; j++)
+        if (w[j].dtype != TM_DT_BF16 || w[j].rows != w[0].rows || w[j].cols != w[0].cols) return 0;
+    return w[0].cols % mult == 0 && w[0].rows / 4 >= 4;
+}
+
+/* One thread: matrices of one shape four at a time, the rest one by one. */
+static void many_serial(const many_task *t)
+{
+    int k = 0;
+    while (k < t->n) {
+        if (k + 4 <= t->n && four_alike(t->w + k)) {
+            const uint16_t *w4[4] = {t->w[k].data, t->w[k + 1].data, t->w[k + 2].data, t->w[k + 3].data};
+            bf16_4mat(w4, t->w[k].cols, t->x + k, t->y + k, t->w[k].rows);
+            k += 4;
+        } else {
+            many_range((void *)t, t->start[k], t->start[k + 1]);
+            k++;
+        }
+    }
+}
+
 void kern_matvec_many(int n, const tm_mat *w, const float *const *x, float *const *y)
 {
     TM_ASSERT(n >= 0);
@@ -266,7 +299,7 @@ void kern_matvec_many(int n, const tm_mat *w, const float *const *x, float *cons
             work += t.w[k].rows * t.w[k].cols;
         }
         if (kern_threads() > 1 && work >= MATVEC_PAR_MIN) kern_parallel_for(t.start[t.n], MATVEC_ROW_ALIGN, many_range, &t);
-        else many_range(&t, 0, t.start[t.n]);
+        else many_serial(&t);
     }
 }
 

@@ -229,6 +229,37 @@ static void test_matvec_many(void)
     kern_set_threads(1);
 }
 
+/* Same-shape BF16 matrices go four at a time on one thread (a layer's
+ * experts at one token); every row must equal kern_matvec's bit for bit. */
+static void test_matvec_many_same_shape(void)
+{
+    enum { N = 11 };
+    static const int64_t shapes[2][2] = {{128, 512}, {512, 128}};
+    kern_set_threads(1);
+    for (int s = 0; s < 2; s++) {
+        tm_mat w[N];
+        void *buf[N];
+        float *x[N], *y[N], *y1[N], *yr[N];
+        int64_t R = shapes[s][0], C = shapes[s][1];
+        for (int k = 0; k < N; k++) {
+            w[k] = rand_mat(TM_DT_BF16, R, C, &buf[k]);
+            x[k] = rand_vec((size_t)C);
+            y[k] = tm_calloc((size_t)R, 4);
+            y1[k] = tm_calloc((size_t)R, 4);
+            yr[k] = tm_calloc((size_t)R, 4);
+            kern_matvec_ref(&w[k], x[k], yr[k]);
+            kern_matvec(&w[k], x[k], y1[k]);
+        }
+        kern_matvec_many(N, w, (const float *const *)x, y);
+        for (int k = 0; k < N; k++) {
+            CU_ASSERT_EQUAL(check_out(&w[k], x[k], 1, y[k], yr[k],
+                                      kern_isa_active() == KERN_ISA_AVX512BF16 ? TOL_BF16DOT : TOL_EXACT, "many4"), 0);
+            CU_ASSERT(memcmp(y[k], y1[k], sizeof(float) * (size_t)R) == 0);
+            free(buf[k]), free(x[k]), free(y[k]), free(y1[k]), free(yr[k]);
+        }
+    }
+}
+
 static void test_matmul2(void)
 {
     static const int NS[] = {1, 4};
@@ -354,6 +385,7 @@ int main(void)
     CU_add_test(s, "matmul vs ref", test_matmul);
     CU_add_test(s, "matmul_direct per ISA vs ref", test_matmul_direct);
     CU_add_test(s, "matvec_many vs ref", test_matvec_many);
+    CU_add_test(s, "matvec_many, same shapes, vs matvec", test_matvec_many_same_shape);
     CU_add_test(s, "matmul2 vs ref", test_matmul2);
     CU_add_test(s, "expert_forward vs ref", test_expert);
     CU_add_test(s, "parallel_for covers once", test_parallel_for);
