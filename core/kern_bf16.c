@@ -145,45 +145,17 @@ __attribute__((target("avx2,fma"))) void kern_bf16_rows4s_avx2(const uint16_t *w
         kern_bf16_rows_avx2(w, cols, x, y, r0, r1);
         return;
     }
-    int64_t pfr = pf_rows(cols);
-    for (int64_t i = 0; i < q; i++) {
-        int64_t ra = r0 + i, rb = ra + q, rc = rb + q, rd = rc + q;
-        const uint16_t *w0 = w + ra * cols, *w1 = w + rb * cols, *w2 = w + rc * cols, *w3 = w + rd * cols;
-        int64_t ahead = (i + pfr < q ? pfr : 0) * cols;
-        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        __m256 b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-        for (int64_t c = 0; c < cols; c += 16) {
-            if (!(c & 31)) {
-                _mm_prefetch((const char *)(w0 + ahead + c), _MM_HINT_T0);
-                _mm_prefetch((const char *)(w1 + ahead + c), _MM_HINT_T0);
-                _mm_prefetch((const char *)(w2 + ahead + c), _MM_HINT_T0);
-                _mm_prefetch((const char *)(w3 + ahead + c), _MM_HINT_T0);
-            }
-            __m256 x0 = _mm256_loadu_ps(x + c), x1 = _mm256_loadu_ps(x + c + 8);
-            a0 = _mm256_fmadd_ps(CVT8(w0 + c), x0, a0);
-            b0 = _mm256_fmadd_ps(CVT8(w0 + c + 8), x1, b0);
-            a1 = _mm256_fmadd_ps(CVT8(w1 + c), x0, a1);
-            b1 = _mm256_fmadd_ps(CVT8(w1 + c + 8), x1, b1);
-            a2 = _mm256_fmadd_ps(CVT8(w2 + c), x0, a2);
-            b2 = _mm256_fmadd_ps(CVT8(w2 + c + 8), x1, b2);
-            a3 = _mm256_fmadd_ps(CVT8(w3 + c), x0, a3);
-            b3 = _mm256_fmadd_ps(CVT8(w3 + c + 8), x1, b3);
-        }
-        float s4[4];
-        _mm_storeu_ps(s4, hsum4_256(_mm256_add_ps(a0, b0), _mm256_add_ps(a1, b1), _mm256_add_ps(a2, b2),
-                                    _mm256_add_ps(a3, b3)));
-        y[ra] = s4[0];
-        y[rb] = s4[1];
-        y[rc] = s4[2];
-        y[rd] = s4[3];
-    }
+    /* the four quarters as four matrices sharing x */
+    const uint16_t *w4[4] = {w + r0 * cols, w + (r0 + q) * cols, w + (r0 + 2 * q) * cols, w + (r0 + 3 * q) * cols};
+    const float *x4[4] = {x, x, x, x};
+    float *y4[4] = {y + r0, y + r0 + q, y + r0 + 2 * q, y + r0 + 3 * q};
+    kern_bf16_4mat_avx2(w4, cols, x4, y4, q);
     if (r0 + 4 * q < r1) kern_bf16_rows_avx2(w, cols, x, y, r0 + 4 * q, r1);
 }
 
-/* Row i of four matrices of one shape per step (a layer's experts at one
- * token): four long streams where each matrix alone is too short for the
- * prefetchers to reach speed.  Each row is summed exactly as
- * kern_bf16_rows4s_avx2 sums it, so results do not depend on the grouping. */
+/* Row i of four matrices of one shape per step: four memory streams, where
+ * one matrix read row after row is a single stream (a layer's experts at one
+ * token, or the four quarters of one matrix: kern_bf16_rows4s_avx2). */
 __attribute__((target("avx2,fma"))) void kern_bf16_4mat_avx2(const uint16_t *const *w, int64_t cols,
                                                               const float *const *x, float *const *y, int64_t rows)
 {
@@ -306,38 +278,14 @@ kern_bf16_rows4s_avx512(const uint16_t *w, int64_t cols, const float *x, float *
         kern_bf16_rows_avx512(w, cols, x, y, r0, r1);
         return;
     }
-    int64_t pfr = pf_rows(cols);
-    for (int64_t i = 0; i < q; i++) {
-        int64_t ra = r0 + i, rb = ra + q, rc = rb + q, rd = rc + q;
-        const uint16_t *w0 = w + ra * cols, *w1 = w + rb * cols, *w2 = w + rc * cols, *w3 = w + rd * cols;
-        int64_t ahead = (i + pfr < q ? pfr : 0) * cols;
-        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        __m512 b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-        for (int64_t c = 0; c < cols; c += 32) {
-            _mm_prefetch((const char *)(w0 + ahead + c), _MM_HINT_T0);
-            _mm_prefetch((const char *)(w1 + ahead + c), _MM_HINT_T0);
-            _mm_prefetch((const char *)(w2 + ahead + c), _MM_HINT_T0);
-            _mm_prefetch((const char *)(w3 + ahead + c), _MM_HINT_T0);
-            __m512 x0 = _mm512_loadu_ps(x + c), x1 = _mm512_loadu_ps(x + c + 16);
-            a0 = _mm512_fmadd_ps(CVT16(w0 + c), x0, a0);
-            b0 = _mm512_fmadd_ps(CVT16(w0 + c + 16), x1, b0);
-            a1 = _mm512_fmadd_ps(CVT16(w1 + c), x0, a1);
-            b1 = _mm512_fmadd_ps(CVT16(w1 + c + 16), x1, b1);
-            a2 = _mm512_fmadd_ps(CVT16(w2 + c), x0, a2);
-            b2 = _mm512_fmadd_ps(CVT16(w2 + c + 16), x1, b2);
-            a3 = _mm512_fmadd_ps(CVT16(w3 + c), x0, a3);
-            b3 = _mm512_fmadd_ps(CVT16(w3 + c + 16), x1, b3);
-        }
-        y[ra] = _mm512_reduce_add_ps(_mm512_add_ps(a0, b0));
-        y[rb] = _mm512_reduce_add_ps(_mm512_add_ps(a1, b1));
-        y[rc] = _mm512_reduce_add_ps(_mm512_add_ps(a2, b2));
-        y[rd] = _mm512_reduce_add_ps(_mm512_add_ps(a3, b3));
-    }
+    const uint16_t *w4[4] = {w + r0 * cols, w + (r0 + q) * cols, w + (r0 + 2 * q) * cols, w + (r0 + 3 * q) * cols};
+    const float *x4[4] = {x, x, x, x};
+    float *y4[4] = {y + r0, y + r0 + q, y + r0 + 2 * q, y + r0 + 3 * q};
+    kern_bf16_4mat_avx512(w4, cols, x4, y4, q);
     if (r0 + 4 * q < r1) kern_bf16_rows_avx512(w, cols, x, y, r0 + 4 * q, r1);
 }
 
-/* Four matrices at once, as kern_bf16_4mat_avx2; rows summed as in
- * kern_bf16_rows4s_avx512. */
+/* Four matrices at once, as kern_bf16_4mat_avx2. */
 __attribute__((target("avx512f,avx512bw,avx512vl"))) void
 kern_bf16_4mat_avx512(const uint16_t *const *w, int64_t cols, const float *const *x, float *const *y, int64_t rows)
 {
