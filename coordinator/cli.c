@@ -5,7 +5,6 @@
 #include "commands.h"
 #include "kernels.h"
 #include "placement.h"
-#include "trust_cli.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -187,6 +186,29 @@ int cli_wants_help(int argc, char **argv)
     return 0;
 }
 
+tm_status cli_parse_with_trust(int *argc, char **argv, cli_opts *o, trust_opts *to, int *selecting, tm_err *err)
+{
+    trust_opts_default(to);
+    int before = *argc;
+    tm_status st = trust_opts_take(argc, argv, to, err);
+    /* --stats-json FILE is the run's statistics, not a selection flag */
+    *selecting = before - *argc - (to->stats_json ? 2 : 0) > 0;
+    return st == TM_OK ? cli_parse_opts(*argc, argv, o, err) : st;
+}
+
+tm_status cli_trust_begin(trust_run *tr, const trust_opts *to, const tm_model *m, const int32_t *ids, int n,
+                          tm_selector *sel, tm_err *err)
+{
+    tm_status st = trust_run_open(tr, to, m, err);
+    if (st != TM_OK) return st;
+    if ((st = trust_run_begin_request(tr, m, ids, n, err)) != TM_OK) {
+        trust_run_close(tr);
+        return st;
+    }
+    *sel = trust_run_selector(tr);
+    return TM_OK;
+}
+
 /* ---- engine runs ------------------------------------------------------------ */
 
 int cli_run_worker(const cli_opts *o, int *rc)
@@ -243,12 +265,9 @@ int cmd_logits(int argc, char **argv)
     cli_opts o;
     tm_err err = {{0}};
     trust_opts to;
-    trust_opts_default(&to);
-    int trust_flags = argc;
-    tm_status st = trust_opts_take(&argc, argv, &to, &err);
-    trust_flags -= argc;
+    int selecting = 0;
+    tm_status st = cli_parse_with_trust(&argc, argv, &o, &to, &selecting, &err);
     if (st == TM_OK && to.stats_json) st = tm_errf(&err, TM_EINPUT, "--stats-json: use it with generate");
-    if (st == TM_OK) st = cli_parse_opts(argc, argv, &o, &err);
     if (st == TM_OK && !o.ids_arg) st = tm_errf(&err, TM_EINPUT, "--ids is required");
     if (st == TM_OK && !o.out_path) st = tm_errf(&err, TM_EINPUT, "-o FILE is required");
     if (st != TM_OK) return cli_fail("logits", &err, st);
@@ -278,11 +297,9 @@ int cmd_logits(int argc, char **argv)
     have_state = 1;
     logits = tm_malloc(sizeof(float) * (size_t)n * (size_t)m.cfg.vocab_size);
     if ((st = cli_start_backend(&o, &m, &s, &be, &started, &err)) != TM_OK) goto out;
-    if (trust_flags > 0) {
-        if ((st = trust_run_open(&tr, &to, &m, &err)) != TM_OK) goto out;
+    if (selecting) {
+        if ((st = cli_trust_begin(&tr, &to, &m, ids, n, &sel, &err)) != TM_OK) goto out;
         have_trust = 1;
-        if ((st = trust_run_begin_request(&tr, &m, ids, n, &err)) != TM_OK) goto out;
-        sel = trust_run_selector(&tr);
     }
     if ((st = model_forward(&m, &s, ids, n, &be, &sel, logits, 1, &err)) != TM_OK) goto out;
     f = fopen(o.out_path, "wb");

@@ -6,6 +6,7 @@
 #include "dist.h"
 #include "model.h"
 #include "sampler.h"
+#include "trust_cli.h"
 
 typedef struct {
     const char *model_dir;
@@ -30,6 +31,15 @@ int cli_parse_int(const char *flag, const char *v, long lo, long hi, int *out, t
 int cli_parse_float(const char *flag, const char *v, double lo, double hi, float *out, tm_err *err);
 void cli_usage_common(FILE *f);
 int cli_wants_help(int argc, char **argv);
+/* Takes the trust selection flags (coordinator/trust_cli.h) out of argv,
+ * then parses the rest into o.  *selecting is 1 when a trust flag other than
+ * --stats-json was given: the command then selects experts with trust. */
+tm_status cli_parse_with_trust(int *argc, char **argv, cli_opts *o, trust_opts *to, int *selecting, tm_err *err);
+/* For a command that selects with trust: opens the run (database, contexts,
+ * policy), classifies the prompt ids[n] and returns the selector. */
+tm_status cli_trust_begin(trust_run *tr, const trust_opts *to, const tm_model *m, const int32_t *ids, int n,
+                          tm_selector *sel, tm_err *err);
+
 /* Prints "trustmoe CMD: message" (on rank 0 only) and returns the exit code for st. */
 int cli_fail(const char *cmd, const tm_err *err, tm_status st);
 

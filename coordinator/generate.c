@@ -5,7 +5,6 @@
 #include "commands.h"
 #include "kernels.h"
 #include "tokenizer.h"
-#include "trust_cli.h"
 
 #include <cJSON.h>
 #include <errno.h>
@@ -155,19 +154,14 @@ int cmd_generate(int argc, char **argv)
                "--chat wraps the prompt in the Qwen3 chat template (with --system as a system turn).\n"
                "Generation stops at an eos id (config.json, generation_config.json) or after -n tokens.\n");
         cli_usage_common(stdout);
+        trust_opts_usage(stdout);
         return 0;
     }
     cli_opts o;
     tm_err err = {{0}};
     trust_opts to;
-    trust_opts_default(&to);
-    int trust_flags = argc;
-    tm_status st = trust_opts_take(&argc, argv, &to, &err);
-    trust_flags -= argc;
-    /* --stats-json is the run's statistics file; any other trust flag
-     * switches the trust selector on */
-    if (to.stats_json) trust_flags -= 2;
-    if (st == TM_OK) st = cli_parse_opts(argc, argv, &o, &err);
+    int selecting = 0;
+    tm_status st = cli_parse_with_trust(&argc, argv, &o, &to, &selecting, &err);
     if (st == TM_OK && to.stats_json) o.dist.stats_json = to.stats_json;
     to.stats_json = NULL;
     int sources = !!o.ids_arg + !!o.prompt + !!o.prompts_file;
@@ -237,12 +231,10 @@ int cmd_generate(int argc, char **argv)
     for (int q = 0; q < n_seqs; q++) seqs[q].out = tm_malloc(sizeof(int32_t) * (size_t)(o.n_predict + 1));
     if ((st = cli_start_backend(&o, &m, &s, &be, &started, &err)) != TM_OK) goto out;
     t_load = tm_now() - t_load; /* with the workers' loading and handshake */
-    if (trust_flags > 0) {
-        if ((st = trust_run_open(&tr, &to, &m, &err)) != TM_OK) goto out;
-        have_trust = 1;
+    if (selecting) {
         /* one context per run: the first prompt's */
-        if ((st = trust_run_begin_request(&tr, &m, seqs[0].prompt, seqs[0].n_prompt, &err)) != TM_OK) goto out;
-        sel = trust_run_selector(&tr);
+        if ((st = cli_trust_begin(&tr, &to, &m, seqs[0].prompt, seqs[0].n_prompt, &sel, &err)) != TM_OK) goto out;
+        have_trust = 1;
     }
 
     /* the chat stop tokens, beyond the config's eos ids */
