@@ -193,7 +193,10 @@ tm_status cli_parse_with_trust(int *argc, char **argv, cli_opts *o, trust_opts *
     tm_status st = trust_opts_take(argc, argv, to, err);
     /* --stats-json FILE is the run's statistics, not a selection flag */
     *selecting = before - *argc - (to->stats_json ? 2 : 0) > 0;
-    return st == TM_OK ? cli_parse_opts(*argc, argv, o, err) : st;
+    if (st == TM_OK) st = cli_parse_opts(*argc, argv, o, err);
+    if (st == TM_OK && to->stats_json) o->dist.stats_json = to->stats_json;
+    to->stats_json = NULL; /* written once, by the run (dist_finish) */
+    return st;
 }
 
 tm_status cli_trust_begin(trust_run *tr, const trust_opts *to, const tm_model *m, const int32_t *ids, int n,
@@ -267,7 +270,6 @@ int cmd_logits(int argc, char **argv)
     trust_opts to;
     int selecting = 0;
     tm_status st = cli_parse_with_trust(&argc, argv, &o, &to, &selecting, &err);
-    if (st == TM_OK && to.stats_json) st = tm_errf(&err, TM_EINPUT, "--stats-json: use it with generate");
     if (st == TM_OK && !o.ids_arg) st = tm_errf(&err, TM_EINPUT, "--ids is required");
     if (st == TM_OK && !o.out_path) st = tm_errf(&err, TM_EINPUT, "-o FILE is required");
     if (st != TM_OK) return cli_fail("logits", &err, st);

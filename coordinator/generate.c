@@ -162,8 +162,6 @@ int cmd_generate(int argc, char **argv)
     trust_opts to;
     int selecting = 0;
     tm_status st = cli_parse_with_trust(&argc, argv, &o, &to, &selecting, &err);
-    if (st == TM_OK && to.stats_json) o.dist.stats_json = to.stats_json;
-    to.stats_json = NULL;
     int sources = !!o.ids_arg + !!o.prompt + !!o.prompts_file;
     if (st == TM_OK && sources != 1) st = tm_errf(&err, TM_EINPUT, "give exactly one of -p TEXT, --ids or --prompts FILE");
     if (st != TM_OK) return cli_fail("generate", &err, st);
