@@ -219,7 +219,7 @@ int cli_run_worker(const cli_opts *o, int *rc)
     int rank, size;
     dist_init(NULL, NULL, &rank, &size);
     if (rank == 0) return 0;
-    kern_set_threads(1); /* one BLAS thread per rank */
+    kern_set_threads(o->threads); /* -t: the cores bound to this rank (default 1) */
     *rc = dist_worker_main(o->model_dir, &o->dist, &o->load);
     return 1;
 }
