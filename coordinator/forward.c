@@ -152,11 +152,6 @@ void state_reset(tm_state *s) { memset(s->seq_len, 0, sizeof(int) * (size_t)s->n
 
 /* ---- local experts --------------------------------------------------------- */
 
-typedef struct {
-    const tm_model *m;
-    tm_state *s;
-} local_ctx;
-
 /* Tokens are grouped per expert so each expert runs one matrix product over
  * all of its tokens; experts run in ascending id order, so the sum order per
  * token is fixed. */
@@ -203,9 +198,8 @@ static void local_one_token(const tm_model *m, tm_state *s, int layer, const flo
 static int local_run_layer(moe_backend *b, int layer, const float *x, int T, const int32_t *ids, const float *w,
                            int k, float *out)
 {
-    local_ctx *lc = b->ctx;
-    const tm_model *m = lc->m;
-    tm_state *s = lc->s;
+    tm_state *s = b->ctx;
+    const tm_model *m = s->local_model;
     if (T == 1 && k <= KERN_MANY_MAX) {
         local_one_token(m, s, layer, x, ids, w, k, out);
         return 0;
@@ -235,13 +229,10 @@ static int local_run_layer(moe_backend *b, int layer, const float *x, int T, con
     return 0;
 }
 
-static local_ctx local_ctx_store; /* one local backend per process is all we need */
-
 moe_backend model_local_backend(const tm_model *m, tm_state *s)
 {
-    local_ctx_store.m = m;
-    local_ctx_store.s = s;
-    moe_backend b = {local_run_layer, &local_ctx_store};
+    s->local_model = m;
+    moe_backend b = {local_run_layer, s};
     return b;
 }
 

@@ -121,6 +121,7 @@ typedef struct {
     void (*on_hidden)(void *ctx, int layer, const float *x, int T); /* residual after each layer */
     void (*on_route)(void *ctx, int layer, const int32_t *ids, const float *w, const float *probs, int T);
     void *observer_ctx;
+    const tm_model *local_model; /* the model model_local_backend computes experts of */
     /* timings, seconds, accumulated */
     double t_attn, t_route, t_moe, t_head;
 } tm_state;
