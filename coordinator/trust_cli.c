@@ -3,6 +3,8 @@
  * (see trust_cli.h). */
 #include "trust_cli.h"
 
+#include "dist.h"
+
 #include <cJSON.h>
 #include <math.h>
 #include <stdlib.h>
@@ -726,8 +728,21 @@ static void trust_usage(FILE *f)
     cli_usage_common(f);
 }
 
+/* The reputation commands run in one process: under mpirun with several
+ * ranks, rank 0 says so and every rank exits 2. */
+static int refuse_mpi(const char *cmd)
+{
+    int rank, size;
+    dist_init(NULL, NULL, &rank, &size);
+    if (size == 1) return 0;
+    if (rank == 0) fprintf(stderr, "trustmoe %s: runs in one process; start it without mpirun -np %d\n", cmd, size);
+    dist_finish(NULL, 0, NULL);
+    return 1;
+}
+
 int cmd_trust(int argc, char **argv)
 {
+    if (refuse_mpi("trust")) return 2;
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
         trust_usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
@@ -748,6 +763,7 @@ int cmd_trust(int argc, char **argv)
 
 int cmd_eval(int argc, char **argv)
 {
+    if (refuse_mpi("eval")) return 2;
     if (cli_wants_help(argc, argv)) {
         printf("usage: trustmoe eval -m DIR --corpus FILE [--trust-db PATH] [selection options] [--stats-json PATH]\n"
                "Teacher-forced perplexity over the corpus in windows, and per-layer expert diversity;\n"
