@@ -327,9 +327,10 @@ static tm_status run(const tm_model *m, tm_state *s, const int32_t *ids, int T, 
                 int32_t *id = s->sel_ids + (size_t)t * K;
                 float *w = s->sel_w + (size_t)t * K;
                 kern_softmax(p, E);
-                if (sel && sel->select)
-                    sel->select(sel->ctx, l, t, p, K, c->norm_topk_prob, id, w);
-                else
+                if (sel && sel->select) {
+                    if (sel->select(sel->ctx, l, t, p, K, c->norm_topk_prob, id, w) != 0)
+                        return tm_errf(err, TM_EFAIL, "layer %d, token %d: expert selection failed", l, t);
+                } else
                     model_route_topk(p, E, K, c->norm_topk_prob, id, w);
             }
             if (s->on_route) s->on_route(s->observer_ctx, l, s->sel_ids, s->sel_w, s->probs, T);
