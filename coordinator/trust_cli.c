@@ -652,18 +652,25 @@ static int show(int argc, char **argv)
 /* ---- check, dump -------------------------------------------------------------------- */
 
 /* PRAGMA integrity_check; prints its verdict, exit 1 unless "ok". */
-static int check(int argc, char **argv)
+/* The database of `--trust-db PATH`, the only option of check and dump.
+ * Returns 0, or the exit code after reporting the error. */
+static int open_db_only(const char *cmd, int argc, char **argv, trust_db *db)
 {
-    const char *cmd = "trust check";
     trust_opts to;
     tm_err err = {{0}};
     trust_opts_default(&to);
     tm_status st = trust_opts_take(&argc, argv, &to, &err);
     if (!st && argc > 1) st = tm_errf(&err, TM_EINPUT, "unknown option '%s'", argv[1]);
     if (!st && !to.db_path) st = tm_errf(&err, TM_EINPUT, "--trust-db PATH is required");
-    if (st) return cli_fail(cmd, &err, st);
+    if (!st) st = trust_db_open(db, to.db_path, NULL, &err);
+    return st ? cli_fail(cmd, &err, st) : 0;
+}
+
+static int check(int argc, char **argv)
+{
     trust_db db;
-    if ((st = trust_db_open(&db, to.db_path, NULL, &err))) return cli_fail(cmd, &err, st);
+    int rc = open_db_only("trust check", argc, argv, &db);
+    if (rc) return rc;
     sqlite3_stmt *q = NULL;
     int ok = 0;
     if (sqlite3_prepare_v2(db.db, "PRAGMA integrity_check", -1, &q, NULL) == SQLITE_OK) {
@@ -688,16 +695,9 @@ static int check(int argc, char **argv)
  * trained on the same windows dump the same text. */
 static int dump(int argc, char **argv)
 {
-    const char *cmd = "trust dump";
-    trust_opts to;
-    tm_err err = {{0}};
-    trust_opts_default(&to);
-    tm_status st = trust_opts_take(&argc, argv, &to, &err);
-    if (!st && argc > 1) st = tm_errf(&err, TM_EINPUT, "unknown option '%s'", argv[1]);
-    if (!st && !to.db_path) st = tm_errf(&err, TM_EINPUT, "--trust-db PATH is required");
-    if (st) return cli_fail(cmd, &err, st);
     trust_db db;
-    if ((st = trust_db_open(&db, to.db_path, NULL, &err))) return cli_fail(cmd, &err, st);
+    int rc = open_db_only("trust dump", argc, argv, &db);
+    if (rc) return rc;
     sqlite3_stmt *q = NULL;
     if (sqlite3_prepare_v2(db.db,
                            "SELECT model, context, layer, expert, trust, evidence, last_quality, last_credit, "
