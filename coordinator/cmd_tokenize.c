@@ -8,6 +8,7 @@
  * with no newline added.  Bad flags, files or ids exit 2 with one line on
  * stderr.
  */
+#include "cli.h"
 #include "commands.h"
 
 #include "common.h"
@@ -116,12 +117,6 @@ fail:
     return st;
 }
 
-static int tok_report(const char *cmd, tm_status st, const tm_err *err)
-{
-    fprintf(stderr, "trustmoe %s: %s\n", cmd, err->msg);
-    return st == TM_EFAIL ? 1 : 2;
-}
-
 int cmd_tokenize(int argc, char **argv)
 {
     tok_cli_opts o;
@@ -132,7 +127,7 @@ int cmd_tokenize(int argc, char **argv)
     size_t len = 0, n = 0;
     int rc = 0;
     tm_status st = tok_parse_args(argc, argv, 0, &o, &err);
-    if (st != TM_OK) return tok_report("tokenize", st, &err);
+    if (st != TM_OK) return cli_fail("tokenize", &err, st);
     if (o.help) {
         tok_usage(stdout, "tokenize");
         return 0;
@@ -157,7 +152,7 @@ int cmd_tokenize(int argc, char **argv)
     fputs(o.json ? "]\n" : "\n", stdout);
     if (fflush(stdout) != 0) st = tm_errf(&err, TM_EFAIL, "writing stdout failed");
 fail:
-    if (st != TM_OK) rc = tok_report("tokenize", st, &err);
+    if (st != TM_OK) rc = cli_fail("tokenize", &err, st);
     free(ids);
     free(text);
     tok_free(t);
@@ -174,7 +169,7 @@ int cmd_detokenize(int argc, char **argv)
     size_t n = 0, len = 0;
     int rc = 0;
     tm_status st = tok_parse_args(argc, argv, 1, &o, &err);
-    if (st != TM_OK) return tok_report("detokenize", st, &err);
+    if (st != TM_OK) return cli_fail("detokenize", &err, st);
     if (o.help) {
         tok_usage(stdout, "detokenize");
         return 0;
@@ -187,7 +182,7 @@ int cmd_detokenize(int argc, char **argv)
     if (fwrite(text, 1, len, stdout) != len || fflush(stdout) != 0)
         st = tm_errf(&err, TM_EFAIL, "writing stdout failed");
 fail:
-    if (st != TM_OK) rc = tok_report("detokenize", st, &err);
+    if (st != TM_OK) rc = cli_fail("detokenize", &err, st);
     free(text);
     free(ids);
     tok_free(t);
