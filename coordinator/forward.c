@@ -127,7 +127,8 @@ tm_status state_init_batch(tm_state *s, const tm_model *m, int n_seq, int max_ct
     s->k = tm_calloc(T * kvd, sizeof(float));
     s->v = tm_calloc(T * kvd, sizeof(float));
     s->att = tm_calloc(T * qd, sizeof(float));
-    s->scores = tm_calloc((size_t)ATT_BLOCK * (size_t)max_ctx, sizeof(float));
+    /* [ATT_BLOCK queries, max_ctx] for a block, [group heads, max_ctx] for a decode step */
+    s->scores = tm_calloc((size_t)TM_MAX(ATT_BLOCK, c->num_heads / c->num_kv_heads) * (size_t)max_ctx, sizeof(float));
     s->probs = tm_calloc(T * (size_t)c->num_experts, sizeof(float));
     s->sel_ids = tm_calloc(T * (size_t)c->top_k, sizeof(int32_t));
     s->sel_w = tm_calloc(T * (size_t)c->top_k, sizeof(float));
@@ -282,6 +283,12 @@ static void attention(const tm_model *m, tm_state *s, int l, int T)
             int kh = h / group;
             const float *q = s->q + (size_t)t0 * qd + (size_t)h * D;
             float *sc = s->scores; /* [n, L] */
+            if (n == 1) { /* a decode step: the group's heads at once */
+                kern_attend_one(q, group, kc + (size_t)kh * D, vc + (size_t)kh * D, kvd, L, D, scale, sc,
+                                s->att + (size_t)t0 * qd + (size_t)h * D);
+                h += group - 1;
+                continue;
+            }
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, L, D, scale, q, qd, kc + (size_t)kh * D, kvd,
                         0.0f, sc, L);
             for (int i = 0; i < n; i++) {

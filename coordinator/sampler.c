@@ -38,9 +38,12 @@ static double next_uniform(sampler *s)
 
 int sampler_argmax(const float *logits, int n)
 {
+    /* the best value in a register: comparing against logits[best] makes
+     * each step wait for a load (0.3 ms over a 152k vocabulary) */
     int best = 0;
+    float bv = logits[0];
     for (int i = 1; i < n; i++)
-        if (logits[i] > logits[best]) best = i;
+        if (logits[i] > bv) bv = logits[i], best = i;
     return best;
 }
 

@@ -37,6 +37,9 @@ static void detect(void)
         __cpuid_count(7, 1, a, b, c, d);
         info.avx512bf16 = (a >> 5) & 1;
     }
+    unsigned vendor[4] = {0};
+    __get_cpuid(0, &a, &vendor[0], &vendor[2], &vendor[1]); /* EBX, EDX, ECX spell the vendor */
+    info.amd = !memcmp(vendor, "AuthenticAMD", 12) || !memcmp(vendor, "HygonGenuine", 12);
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     info.n_cpus = n > 0 ? (int)n : 1;
 

@@ -11,6 +11,7 @@ typedef struct {
     int avx2, fma;             /* the x86-64-v3 baseline                   */
     int avx512f, avx512bw, avx512vl;
     int avx512bf16;            /* vdpbf16ps / vcvtne2ps2bf16               */
+    int amd;                   /* vendor AuthenticAMD (or HygonGenuine)    */
     int n_cpus;                /* online logical CPUs                      */
     char model[128];           /* brand string, e.g. "AMD EPYC 9654"       */
 } cpu_info;

@@ -14,21 +14,29 @@
 #include <immintrin.h>
 #include <string.h>
 
-/* The next block of four rows, one cache line each, a block ahead: matrices
- * in decode are small (128 KiB for omni48-small's experts) and each is read
- * once, so the hardware prefetcher alone rarely gets up to speed before the
- * matrix ends.  Prefetching past the last row is harmless. */
-#ifdef KERN_NO_PREFETCH
-#define PREFETCH4(p, stride) ((void)0)
-#else
-#define PREFETCH4(p, stride)                                                                           \
+/* Software prefetch of the rows a block ahead: matrices in decode are small
+ * (128 KiB for omni48-small's experts) and each is read once, so the
+ * hardware prefetcher alone rarely gets up to speed before the matrix ends.
+ * Prefetching past the last row is harmless.
+ *
+ * Where the line goes is the caller's choice (kern_bf16_prefetch_l2): into
+ * L1 (prefetcht0) or only into L2 (prefetcht1), which leaves L1's few miss
+ * buffers to the loads and lets more lines be in flight.  Measured on
+ * omni48-small decode at one thread, L2 is 12% faster on an AMD EPYC (Zen 4)
+ * and slower on an Intel Xeon (bench/RESULTS.md); kernels.c picks by vendor.
+ * Each kernel body below is inlined twice, once per target, so the choice
+ * costs nothing inside the loops. */
+int kern_bf16_prefetch_l2;
+
+#define PF(p, l2) ((l2) ? _mm_prefetch((const char *)(p), _MM_HINT_T1) : _mm_prefetch((const char *)(p), _MM_HINT_T0))
+#define PREFETCH4(p, stride, l2)                                                                       \
     do {                                                                                               \
-        _mm_prefetch((const char *)(p), _MM_HINT_T0);                                                  \
-        _mm_prefetch((const char *)((p) + (stride)), _MM_HINT_T0);                                     \
-        _mm_prefetch((const char *)((p) + 2 * (stride)), _MM_HINT_T0);                                 \
-        _mm_prefetch((const char *)((p) + 3 * (stride)), _MM_HINT_T0);                                 \
+        PF((p), l2);                                                                                   \
+        PF((p) + (stride), l2);                                                                        \
+        PF((p) + 2 * (stride), l2);                                                                    \
+        PF((p) + 3 * (stride), l2);                                                                    \
     } while (0)
-#endif
+#define INLINE static inline __attribute__((always_inline))
 
 /* ---- portable ------------------------------------------------------------ */
 
@@ -74,8 +82,8 @@ __attribute__((target("avx2,fma"))) static __m128 hsum4_256(__m256 a0, __m256 a1
  * (two beat four and eight on the 16-core host, decode of omni48-small). */
 static inline int64_t pf_rows(int64_t cols) { return cols >= 512 ? 2 : 2 * ((512 + cols - 1) / cols); }
 
-__attribute__((target("avx2,fma"))) void kern_bf16_rows_avx2(const uint16_t *w, int64_t cols, const float *x,
-                                                              float *y, int64_t r0, int64_t r1)
+__attribute__((target("avx2,fma"))) INLINE void rows_avx2(const uint16_t *w, int64_t cols, const float *x, float *y,
+                                                             int64_t r0, int64_t r1, const int l2)
 {
     int64_t pfr = pf_rows(cols);
     int64_t r = r0;
@@ -86,7 +94,7 @@ __attribute__((target("avx2,fma"))) void kern_bf16_rows_avx2(const uint16_t *w, 
         __m256 b0 = a0, b1 = a0, b2 = a0, b3 = a0;
         int64_t c = 0;
         for (; c + 16 <= cols; c += 16) {
-            if (!(c & 31)) PREFETCH4(wp + c, cols);
+            if (!(c & 31)) PREFETCH4(wp + c, cols, l2);
             __m256 x0 = _mm256_loadu_ps(x + c), x1 = _mm256_loadu_ps(x + c + 8);
             a0 = _mm256_fmadd_ps(CVT8(w0 + c), x0, a0);
             b0 = _mm256_fmadd_ps(CVT8(w0 + c + 8), x1, b0);
@@ -156,8 +164,9 @@ __attribute__((target("avx2,fma"))) void kern_bf16_rows4s_avx2(const uint16_t *w
 /* Row i of four matrices of one shape per step: four memory streams, where
  * one matrix read row after row is a single stream (a layer's experts at one
  * token, or the four quarters of one matrix: kern_bf16_rows4s_avx2). */
-__attribute__((target("avx2,fma"))) void kern_bf16_4mat_avx2(const uint16_t *const *w, int64_t cols,
-                                                              const float *const *x, float *const *y, int64_t rows)
+__attribute__((target("avx2,fma"))) INLINE void mat4_avx2(const uint16_t *const *w, int64_t cols,
+                                                             const float *const *x, float *const *y, int64_t rows,
+                                                             const int l2)
 {
     int64_t pfr = pf_rows(cols);
     for (int64_t i = 0; i < rows; i++) {
@@ -167,10 +176,10 @@ __attribute__((target("avx2,fma"))) void kern_bf16_4mat_avx2(const uint16_t *con
         __m256 b0 = a0, b1 = a0, b2 = a0, b3 = a0;
         for (int64_t c = 0; c < cols; c += 16) {
             if (!(c & 31)) {
-                _mm_prefetch((const char *)(w0 + ahead + c), _MM_HINT_T0);
-                _mm_prefetch((const char *)(w1 + ahead + c), _MM_HINT_T0);
-                _mm_prefetch((const char *)(w2 + ahead + c), _MM_HINT_T0);
-                _mm_prefetch((const char *)(w3 + ahead + c), _MM_HINT_T0);
+                PF(w0 + ahead + c, l2);
+                PF(w1 + ahead + c, l2);
+                PF(w2 + ahead + c, l2);
+                PF(w3 + ahead + c, l2);
             }
             a0 = _mm256_fmadd_ps(CVT8(w0 + c), _mm256_loadu_ps(x[0] + c), a0);
             b0 = _mm256_fmadd_ps(CVT8(w0 + c + 8), _mm256_loadu_ps(x[0] + c + 8), b0);
@@ -189,6 +198,21 @@ __attribute__((target("avx2,fma"))) void kern_bf16_4mat_avx2(const uint16_t *con
         y[2][i] = s4[2];
         y[3][i] = s4[3];
     }
+}
+
+/* The entry points: each body above inlined once per prefetch target. */
+__attribute__((target("avx2,fma"))) void kern_bf16_rows_avx2(const uint16_t *w, int64_t cols, const float *x,
+                                                              float *y, int64_t r0, int64_t r1)
+{
+    if (kern_bf16_prefetch_l2) rows_avx2(w, cols, x, y, r0, r1, 1);
+    else rows_avx2(w, cols, x, y, r0, r1, 0);
+}
+
+__attribute__((target("avx2,fma"))) void kern_bf16_4mat_avx2(const uint16_t *const *w, int64_t cols,
+                                                              const float *const *x, float *const *y, int64_t rows)
+{
+    if (kern_bf16_prefetch_l2) mat4_avx2(w, cols, x, y, rows, 1);
+    else mat4_avx2(w, cols, x, y, rows, 0);
 }
 
 /* ---- AVX-512 (F, BW, VL) ------------------------------------------------- */
@@ -211,8 +235,8 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) static __m128 hsum4_512(__m
     return _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
 }
 
-__attribute__((target("avx512f,avx512bw,avx512vl"))) void
-kern_bf16_rows_avx512(const uint16_t *w, int64_t cols, const float *x, float *y, int64_t r0, int64_t r1)
+__attribute__((target("avx512f,avx512bw,avx512vl"))) INLINE void
+rows_avx512(const uint16_t *w, int64_t cols, const float *x, float *y, int64_t r0, int64_t r1, const int l2)
 {
     int64_t tail = cols & 15;
     __mmask16 tm = (__mmask16)((1u << tail) - 1u);
@@ -226,7 +250,7 @@ kern_bf16_rows_avx512(const uint16_t *w, int64_t cols, const float *x, float *y,
         __m512 b0 = a0, b1 = a0, b2 = a0, b3 = a0;
         int64_t c = 0;
         for (; c + 32 <= cmain; c += 32) {
-            PREFETCH4(wp + c, cols);
+            PREFETCH4(wp + c, cols, l2);
             __m512 x0 = _mm512_loadu_ps(x + c), x1 = _mm512_loadu_ps(x + c + 16);
             a0 = _mm512_fmadd_ps(CVT16(w0 + c), x0, a0);
             b0 = _mm512_fmadd_ps(CVT16(w0 + c + 16), x1, b0);
@@ -286,8 +310,9 @@ kern_bf16_rows4s_avx512(const uint16_t *w, int64_t cols, const float *x, float *
 }
 
 /* Four matrices at once, as kern_bf16_4mat_avx2. */
-__attribute__((target("avx512f,avx512bw,avx512vl"))) void
-kern_bf16_4mat_avx512(const uint16_t *const *w, int64_t cols, const float *const *x, float *const *y, int64_t rows)
+__attribute__((target("avx512f,avx512bw,avx512vl"))) INLINE void
+mat4_avx512(const uint16_t *const *w, int64_t cols, const float *const *x, float *const *y, int64_t rows,
+            const int l2)
 {
     int64_t pfr = pf_rows(cols);
     for (int64_t i = 0; i < rows; i++) {
@@ -296,10 +321,10 @@ kern_bf16_4mat_avx512(const uint16_t *const *w, int64_t cols, const float *const
         __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
         __m512 b0 = a0, b1 = a0, b2 = a0, b3 = a0;
         for (int64_t c = 0; c < cols; c += 32) {
-            _mm_prefetch((const char *)(w0 + ahead + c), _MM_HINT_T0);
-            _mm_prefetch((const char *)(w1 + ahead + c), _MM_HINT_T0);
-            _mm_prefetch((const char *)(w2 + ahead + c), _MM_HINT_T0);
-            _mm_prefetch((const char *)(w3 + ahead + c), _MM_HINT_T0);
+            PF(w0 + ahead + c, l2);
+            PF(w1 + ahead + c, l2);
+            PF(w2 + ahead + c, l2);
+            PF(w3 + ahead + c, l2);
             a0 = _mm512_fmadd_ps(CVT16(w0 + c), _mm512_loadu_ps(x[0] + c), a0);
             b0 = _mm512_fmadd_ps(CVT16(w0 + c + 16), _mm512_loadu_ps(x[0] + c + 16), b0);
             a1 = _mm512_fmadd_ps(CVT16(w1 + c), _mm512_loadu_ps(x[1] + c), a1);
@@ -314,6 +339,21 @@ kern_bf16_4mat_avx512(const uint16_t *const *w, int64_t cols, const float *const
         y[2][i] = _mm512_reduce_add_ps(_mm512_add_ps(a2, b2));
         y[3][i] = _mm512_reduce_add_ps(_mm512_add_ps(a3, b3));
     }
+}
+
+/* The entry points, as for AVX2. */
+__attribute__((target("avx512f,avx512bw,avx512vl"))) void
+kern_bf16_rows_avx512(const uint16_t *w, int64_t cols, const float *x, float *y, int64_t r0, int64_t r1)
+{
+    if (kern_bf16_prefetch_l2) rows_avx512(w, cols, x, y, r0, r1, 1);
+    else rows_avx512(w, cols, x, y, r0, r1, 0);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl"))) void
+kern_bf16_4mat_avx512(const uint16_t *const *w, int64_t cols, const float *const *x, float *const *y, int64_t rows)
+{
+    if (kern_bf16_prefetch_l2) mat4_avx512(w, cols, x, y, rows, 1);
+    else mat4_avx512(w, cols, x, y, rows, 0);
 }
 
 /* ---- AVX512-BF16 --------------------------------------------------------- */

@@ -7,6 +7,10 @@
 #include "common.h"
 #include "dtype.h"
 
+/* Nonzero: the AVX2/AVX-512 kernels prefetch into L2 instead of L1 (set by
+ * kernels.c before first use; kern_bf16.c says why). */
+extern int kern_bf16_prefetch_l2;
+
 typedef void (*kern_bf16_rows_fn)(const uint16_t *w, int64_t cols, const float *x, float *y, int64_t r0, int64_t r1);
 
 void kern_bf16_rows_scalar(const uint16_t *w, int64_t cols, const float *x, float *y, int64_t r0, int64_t r1);

@@ -7,6 +7,7 @@
 #include "kern_impl.h"
 
 #include <cblas.h>
+#include <immintrin.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -121,6 +122,14 @@ static void pick_isa(void)
             fprintf(stderr, "trustmoe: TRUSTMOE_KERN_ISA=%s unknown (scalar, avx2, avx512, avx512bf16), using %s\n",
                     env, isa_names[best]);
     }
+    /* prefetch target: L2 on AMD, L1 elsewhere, unless TRUSTMOE_PREFETCH says */
+    kern_bf16_prefetch_l2 = cpu_get()->amd;
+    const char *pf = getenv("TRUSTMOE_PREFETCH");
+    if (pf && *pf) {
+        if (!strcmp(pf, "l1") || !strcmp(pf, "l2")) kern_bf16_prefetch_l2 = pf[1] == '2';
+        else fprintf(stderr, "trustmoe: TRUSTMOE_PREFETCH=%s unknown (l1, l2), using %s\n", pf,
+                     kern_bf16_prefetch_l2 ? "l2" : "l1");
+    }
     active_isa = best;
     bf16_rows = isa_fns[best];
     bf16_4mat = isa_4mat[best];
@@ -131,6 +140,12 @@ static void pick_isa(void)
 static pthread_once_t isa_once = PTHREAD_ONCE_INIT;
 static void ensure_isa(void) { pthread_once(&isa_once, pick_isa); }
 
+const char *kern_prefetch_target(void)
+{
+    ensure_isa();
+    return kern_bf16_prefetch_l2 ? "l2" : "l1";
+}
+
 kern_isa kern_isa_active(void)
 {
     ensure_isa();
@@ -138,6 +153,14 @@ kern_isa kern_isa_active(void)
 }
 
 /* ---- fast kernels -------------------------------------------------------- */
+
+/* The four sums of a0..a3 (horizontal adds, then the two halves). */
+static inline __m128 hsum4(__m256 a0, __m256 a1, __m256 a2, __m256 a3)
+{
+    __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+    return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
 
 /* Below this many weights per call a matrix-vector product is a few
  * microseconds and waking the pool costs more than it saves. */
@@ -352,10 +375,19 @@ void kern_matmul2(const tm_mat *a, const tm_mat *b, const float *x, int n, float
 
 void kern_rmsnorm(float *out, const float *x, const float *w, int n, float eps)
 {
-    float ss = 0.f;
-    for (int i = 0; i < n; i++) ss += x[i] * x[i];
+    __m256 acc = _mm256_setzero_ps(), z = acc;
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i);
+        acc = _mm256_fmadd_ps(v, v, acc);
+    }
+    float ss = _mm_cvtss_f32(hsum4(acc, z, z, z));
+    for (; i < n; i++) ss += x[i] * x[i];
     float inv = 1.0f / sqrtf(ss / (float)n + eps);
-    for (int i = 0; i < n; i++) out[i] = w[i] * (x[i] * inv);
+    __m256 iv = _mm256_set1_ps(inv);
+    for (i = 0; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_loadu_ps(w + i), _mm256_mul_ps(_mm256_loadu_ps(x + i), iv)));
+    for (; i < n; i++) out[i] = w[i] * (x[i] * inv);
 }
 
 void kern_softmax(float *x, int n)
@@ -371,9 +403,139 @@ void kern_softmax(float *x, int n)
     for (int i = 0; i < n; i++) x[i] *= inv;
 }
 
+/* e^x for 8 lanes: x = k·ln2 + r with |r| <= ln2/2, e^r by its Taylor
+ * polynomial to degree 7 (relative error under 2e-7), 2^k through the
+ * exponent bits; x is clamped to [-87, 88] so 2^k stays a normal float. */
+static inline __m256 exp8(__m256 x)
+{
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+    __m256 k = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    /* r = x - k·ln2 in two steps (ln2 split into a short head and a tail) */
+    __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(k, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.0f / 5040);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
 void kern_silu_mul(float *g, const float *u, int n)
 {
-    for (int i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 x = _mm256_loadu_ps(g + i);
+        __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), x));
+        __m256 sx = _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+        _mm256_storeu_ps(g + i, _mm256_mul_ps(sx, _mm256_loadu_ps(u + i)));
+    }
+    for (; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+
+/* sc[j] = scale · q·k_j for j in [0, L), four keys per step (D % 8 == 0). */
+static void attend_scores(const float *q, const float *k, int64_t ld, int L, int D, float scale, float *sc)
+{
+    int j = 0;
+    for (; j + 4 <= L; j += 4) {
+        const float *k0 = k + (size_t)j * (size_t)ld, *k1 = k0 + ld, *k2 = k1 + ld, *k3 = k2 + ld;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int c = 0; c < D; c += 8) {
+            __m256 qv = _mm256_loadu_ps(q + c);
+            a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + c), a0);
+            a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k1 + c), a1);
+            a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k2 + c), a2);
+            a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k3 + c), a3);
+        }
+        _mm_storeu_ps(sc + j, _mm_mul_ps(hsum4(a0, a1, a2, a3), _mm_set1_ps(scale)));
+    }
+    for (; j < L; j++) {
+        const float *k0 = k + (size_t)j * (size_t)ld;
+        __m256 a0 = _mm256_setzero_ps(), z = a0;
+        for (int c = 0; c < D; c += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + c), _mm256_loadu_ps(k0 + c), a0);
+        sc[j] = _mm_cvtss_f32(hsum4(a0, z, z, z)) * scale;
+    }
+}
+
+/* out[D] = Σ_j p[j] · v_j, 32 columns (four registers) per pass over V. */
+static void attend_values(const float *p, const float *v, int64_t ld, int L, int D, float *out)
+{
+    int c = 0;
+    for (; c + 32 <= D; c += 32) {
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int j = 0; j < L; j++) {
+            const float *vj = v + (size_t)j * (size_t)ld + c;
+            __m256 pj = _mm256_broadcast_ss(p + j);
+            a0 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vj), a0);
+            a1 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vj + 8), a1);
+            a2 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vj + 16), a2);
+            a3 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vj + 24), a3);
+        }
+        _mm256_storeu_ps(out + c, a0);
+        _mm256_storeu_ps(out + c + 8, a1);
+        _mm256_storeu_ps(out + c + 16, a2);
+        _mm256_storeu_ps(out + c + 24, a3);
+    }
+    for (; c < D; c += 8) {
+        __m256 a0 = _mm256_setzero_ps();
+        for (int j = 0; j < L; j++)
+            a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(p + j), _mm256_loadu_ps(v + (size_t)j * (size_t)ld + c), a0);
+        _mm256_storeu_ps(out + c, a0);
+    }
+}
+
+void kern_attend_one(const float *q, int g, const float *k, const float *v, int64_t ld, int L, int D, float scale,
+                     float *scores, float *out)
+{
+    for (int h = 0; h < g; h++) {
+        const float *qh = q + (size_t)h * (size_t)D;
+        float *sc = scores + (size_t)h * (size_t)L, *oh = out + (size_t)h * (size_t)D;
+        if (D % 8 == 0) {
+            attend_scores(qh, k, ld, L, D, scale, sc);
+        } else {
+            for (int j = 0; j < L; j++) {
+                float d = 0.f;
+                for (int i = 0; i < D; i++) d += qh[i] * k[(size_t)j * (size_t)ld + (size_t)i];
+                sc[j] = d * scale;
+            }
+        }
+        kern_softmax(sc, L);
+        if (D % 8 == 0) {
+            attend_values(sc, v, ld, L, D, oh);
+        } else {
+            memset(oh, 0, sizeof(float) * (size_t)D);
+            for (int j = 0; j < L; j++) kern_axpy(oh, sc[j], v + (size_t)j * (size_t)ld, D);
+        }
+    }
+}
+
+void kern_attend_one_ref(const float *q, int g, const float *k, const float *v, int64_t ld, int L, int D,
+                         float scale, float *out)
+{
+    double *p = tm_malloc(sizeof(double) * (size_t)L);
+    for (int h = 0; h < g; h++) {
+        const float *qh = q + (size_t)h * (size_t)D;
+        double mx = -INFINITY, sum = 0.0;
+        for (int j = 0; j < L; j++) {
+            double d = 0.0;
+            for (int i = 0; i < D; i++) d += (double)qh[i] * k[(size_t)j * (size_t)ld + (size_t)i];
+            p[j] = d * scale;
+            mx = p[j] > mx ? p[j] : mx;
+        }
+        for (int j = 0; j < L; j++) sum += (p[j] = exp(p[j] - mx));
+        for (int i = 0; i < D; i++) {
+            double o = 0.0;
+            for (int j = 0; j < L; j++) o += p[j] / sum * v[(size_t)j * (size_t)ld + (size_t)i];
+            out[(size_t)h * (size_t)D + (size_t)i] = (float)o;
+        }
+    }
+    free(p);
 }
 
 void kern_axpy(float *y, float a, const float *x, int n)

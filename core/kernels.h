@@ -45,6 +45,9 @@ int kern_isa_supported(kern_isa isa);
  * chose another.  Returns -1 (and changes nothing) if unsupported. */
 kern_isa kern_isa_active(void);
 int kern_set_isa(kern_isa isa);
+/* Where the BF16 kernels' software prefetch puts lines: "l1" or "l2" (the
+ * default by CPU vendor, or TRUSTMOE_PREFETCH=l1|l2). */
+const char *kern_prefetch_target(void);
 /* One variant directly, single-threaded, for tests and benchmarks. */
 void kern_matvec_isa(kern_isa isa, const tm_mat *w, const float *x, float *y);
 
@@ -83,6 +86,17 @@ void kern_silu_mul(float *g, const float *u, int n);
 
 /* y[i] += a * x[i] */
 void kern_axpy(float *y, float a, const float *x, int n);
+
+/* Decode attention of one token for g query heads that share one KV head
+ * (grouped-query attention): q holds the g heads (D floats each), row j of
+ * K and V sits at k + j·ld and v + j·ld, and out[h·D .. h·D + D) =
+ * softmax(scale · K·q_h) · V.  scores: scratch [g · L], left holding the
+ * probabilities.  Vectorised where D % 8 == 0, without a matrix product's
+ * call cost. */
+void kern_attend_one(const float *q, int g, const float *k, const float *v, int64_t ld, int L, int D, float scale,
+                     float *scores, float *out);
+void kern_attend_one_ref(const float *q, int g, const float *k, const float *v, int64_t ld, int L, int D,
+                         float scale, float *out);
 
 /* out[w.cols] = row r of W, converted to float32. */
 void kern_row_f32(const tm_mat *w, int64_t r, float *out);

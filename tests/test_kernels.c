@@ -373,6 +373,34 @@ static void test_elementwise(void)
     }
 }
 
+/* One token's heads of a KV group against a cache of L rows with a stride
+ * wider than the head (as in the KV cache, where a row holds every KV head). */
+static void test_attend_one(void)
+{
+    static const int LS[] = {1, 3, 9, 40, 300}, DS[] = {64, 128, 40, 13}, GS[] = {1, 4};
+    for (size_t a = 0; a < TM_ARRAY_LEN(LS); a++)
+        for (size_t b = 0; b < TM_ARRAY_LEN(DS); b++)
+            for (size_t c = 0; c < TM_ARRAY_LEN(GS); c++) {
+                int L = LS[a], D = DS[b], g = GS[c];
+                int64_t ld = 2 * D + 3;
+                float *q = rand_vec((size_t)g * D), *k = rand_vec((size_t)L * ld), *v = rand_vec((size_t)L * ld);
+                float *sc = tm_malloc((size_t)g * L * 4), *o = tm_malloc((size_t)g * D * 4);
+                float *r = tm_malloc((size_t)g * D * 4);
+                float scale = 1.0f / sqrtf((float)D);
+                kern_attend_one(q, g, k + D, v + D, ld, L, D, scale, sc, o);
+                kern_attend_one_ref(q, g, k + D, v + D, ld, L, D, scale, r);
+                int bad = 0;
+                for (int i = 0; i < g * D; i++) bad += fabs(o[i] - r[i]) > 1e-5 * (1 + fabs(r[i]));
+                CU_ASSERT_EQUAL(bad, 0);
+                for (int h = 0; h < g; h++) { /* the scores left are each head's probabilities */
+                    double psum = 0;
+                    for (int j = 0; j < L; j++) psum += sc[(size_t)h * L + j];
+                    CU_ASSERT_DOUBLE_EQUAL(psum, 1.0, 1e-5);
+                }
+                free(q), free(k), free(v), free(sc), free(o), free(r);
+            }
+}
+
 int main(void)
 {
     char desc[256];
@@ -390,5 +418,6 @@ int main(void)
     CU_add_test(s, "expert_forward vs ref", test_expert);
     CU_add_test(s, "parallel_for covers once", test_parallel_for);
     CU_add_test(s, "elementwise vs double", test_elementwise);
+    CU_add_test(s, "attend_one vs double", test_attend_one);
     return cunit_run();
 }
