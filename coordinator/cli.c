@@ -69,6 +69,8 @@ void cli_usage_common(FILE *f)
             "  -t N                threads (default 1)\n"
             "  --weight-dtype D    bf16 (keep BF16 weights, default for BF16 checkpoints) or f32\n"
             "  --no-check-finite   skip the NaN/Inf scan of the weights at load\n"
+            "  --map-weights       read matrices from the mmap'd files instead of copying them into\n"
+            "                      huge-page memory (loads faster, decodes slower)\n"
             "  --synthetic PRESET  build a mkmodel preset's seeded weights in memory instead of -m\n"
             "  --synthetic-seed S  its seed (default 0, as mkmodel)\n");
     fprintf(f, "under mpirun -np 1+N (rank 0 coordinates, ranks 1..N host the experts):\n");
@@ -152,6 +154,9 @@ tm_status cli_parse_opts(int argc, char **argv, cli_opts *o, tm_err *err)
         } else if (!strcmp(a, "--no-check-finite")) {
             takes = 0;
             o->load.check_finite = 0;
+        } else if (!strcmp(a, "--map-weights")) {
+            takes = 0;
+            o->load.map_weights = 1;
         } else if (!strcmp(a, "--json")) {
             takes = 0;
             o->json = 1;

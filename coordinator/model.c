@@ -24,13 +24,25 @@ typedef struct {
     tm_err *err;
 } loader;
 
-static void *own(tm_model *m, size_t bytes)
+static void *own(tm_model *m, size_t bytes) { return tm_arena_alloc(&m->arena, bytes); }
+
+typedef struct {
+    char *dst;
+    const char *src;
+} copy_job;
+
+static void copy_range(void *arg, int64_t i0, int64_t i1)
 {
-    void *p = NULL;
-    if (posix_memalign(&p, 64, bytes ? bytes : 1)) p = tm_malloc(bytes); /* tm_malloc aborts on OOM */
-    m->owned = tm_realloc(m->owned, sizeof(void *) * (size_t)(m->n_owned + 1));
-    m->owned[m->n_owned++] = p;
-    return p;
+    const copy_job *j = arg;
+    memcpy(j->dst + i0, j->src + i0, (size_t)(i1 - i0));
+}
+
+/* A mapped tensor's bytes into huge-page memory, on the thread pool. */
+static void *own_copy(tm_model *m, const void *src, size_t bytes)
+{
+    copy_job j = {own(m, bytes), src};
+    kern_parallel_for((int64_t)bytes, 1 << 20, copy_range, &j);
+    return j.dst;
 }
 
 static void tname(char *buf, size_t cap, const tm_model *m, const char *fmt, ...)
@@ -119,6 +131,7 @@ static tm_status bind_mat(loader *L, const st_tensor *t, size_t offset, int64_t 
     if (src == TM_DT_F32 || (src == TM_DT_BF16 && m->weight_dtype == TM_DT_BF16)) {
         out->dtype = src;
         out->data = base;
+        if (!L->p->map_weights && t->file >= 0) out->data = own_copy(m, base, n * tm_dtype_size(src));
     } else {
         float *dst = own(m, n * sizeof(float));
         tm_convert_to_f32(src, base, dst, n);
@@ -403,8 +416,7 @@ void model_free(tm_model *m)
     if (m->layers)
         for (int l = 0; l < m->cfg.num_layers; l++) free(m->layers[l].experts);
     free(m->layers);
-    for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
-    free(m->owned);
+    tm_arena_free(&m->arena);
     for (int i = 0; i < m->n_ignored; i++) free(m->ignored[i].name);
     free(m->ignored);
     st_close(&m->st);

@@ -10,6 +10,7 @@
 #ifndef TM_MODEL_H
 #define TM_MODEL_H
 
+#include "arena.h"
 #include "config.h"
 #include "expert.h"
 #include "safetensors.h"
@@ -55,13 +56,14 @@ typedef struct {
 
     const void *synthetic; /* the mk_preset of a synthetic model, else NULL */
     uint64_t synthetic_seed;
-    void **owned;          /* converted copies */
-    int n_owned;
+    tm_arena arena;        /* weights held in memory: copies, conversions, synthetic */
 } tm_model;
 
 typedef struct {
     int weight_dtype;      /* -1: BF16 if the checkpoint's matrices are BF16, else F32 */
     int check_finite;      /* scan loaded weights for NaN/Inf (default 1) */
+    int map_weights;       /* 1: matrices stay in the mmap'd files (no copy; 4 KiB pages);
+                              0 (default): copied into huge-page memory, which decode streams faster */
     int load_dense;        /* attention, norms, router, embeddings, lm_head (default 1) */
     const unsigned char *expert_mask; /* [layers * experts]: 1 = load; NULL = all */
     const char *synthetic;   /* a mkmodel preset: build its seeded weights in memory, no files */
