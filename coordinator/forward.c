@@ -272,23 +272,26 @@ static void attention(const tm_model *m, tm_state *s, int l, int T)
     }
     /* Causal attention over runs of consecutive tokens of one sequence, in
      * blocks of ATT_BLOCK queries: per head, scores = Q·Kᵀ and out = P·V are
-     * two matrix products against the cached K and V of that sequence. */
+     * two matrix products against the cached K and V of that sequence.  A
+     * lone query (decode) takes kern_attend_one instead. */
     for (int t0 = 0; t0 < T;) {
         int q_seq = s->tok_seq[t0], n = 1;
         while (t0 + n < T && n < ATT_BLOCK && s->tok_seq[t0 + n] == q_seq && s->tok_pos[t0 + n] == s->tok_pos[t0] + n)
             n++;
         int p0 = s->tok_pos[t0], L = p0 + n; /* keys 0..L-1 */
         const float *kc = kl + (size_t)q_seq * seq_stride, *vc = vl + (size_t)q_seq * seq_stride;
+        float *att = s->att + (size_t)t0 * qd;
+        if (n == 1) { /* a decode step: each KV head's group of query heads at once */
+            for (int kh = 0; kh < nkv; kh++)
+                kern_attend_one(s->q + (size_t)t0 * qd + (size_t)kh * group * D, group, kc + (size_t)kh * D,
+                                vc + (size_t)kh * D, kvd, L, D, scale, s->scores, att + (size_t)kh * group * D);
+            t0 += n;
+            continue;
+        }
         for (int h = 0; h < nh; h++) {
             int kh = h / group;
             const float *q = s->q + (size_t)t0 * qd + (size_t)h * D;
             float *sc = s->scores; /* [n, L] */
-            if (n == 1) { /* a decode step: the group's heads at once */
-                kern_attend_one(q, group, kc + (size_t)kh * D, vc + (size_t)kh * D, kvd, L, D, scale, sc,
-                                s->att + (size_t)t0 * qd + (size_t)h * D);
-                h += group - 1;
-                continue;
-            }
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, L, D, scale, q, qd, kc + (size_t)kh * D, kvd,
                         0.0f, sc, L);
             for (int i = 0; i < n; i++) {
@@ -298,7 +301,7 @@ static void attention(const tm_model *m, tm_state *s, int l, int T)
                 for (int j = visible; j < L; j++) row[j] = 0.0f;
             }
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, D, L, 1.0f, sc, L, vc + (size_t)kh * D, kvd,
-                        0.0f, s->att + (size_t)t0 * qd + (size_t)h * D, qd);
+                        0.0f, att + (size_t)h * D, qd);
         }
         t0 += n;
     }

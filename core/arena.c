@@ -33,30 +33,26 @@ static void *map_chunk(size_t bytes)
     return start;
 }
 
-static int add_chunk(tm_arena *a, size_t bytes)
+static char *add_chunk(tm_arena *a, size_t bytes)
 {
     a->chunk = tm_realloc(a->chunk, sizeof *a->chunk * (size_t)(a->n + 1));
     a->size = tm_realloc(a->size, sizeof *a->size * (size_t)(a->n + 1));
     a->chunk[a->n] = map_chunk(bytes);
     a->size[a->n] = bytes;
-    return a->n++;
+    return a->chunk[a->n++];
 }
 
 void *tm_arena_alloc(tm_arena *a, size_t bytes)
 {
-    if (!a->chunk) a->open = -1;
-    size_t need = (bytes ? bytes : 1) + ALIGN - 1;
-    need &= ~(size_t)(ALIGN - 1);
-    if (need > TM_ARENA_CHUNK / 2) { /* a chunk of its own */
-        int i = add_chunk(a, (need + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1));
-        return a->chunk[i];
+    size_t need = ((bytes ? bytes : 1) + ALIGN - 1) & ~(size_t)(ALIGN - 1);
+    if (need > TM_ARENA_CHUNK / 2) /* a chunk of its own; the one being filled stays open */
+        return add_chunk(a, (need + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1));
+    if (!a->next || need > (size_t)(a->end - a->next)) {
+        a->next = add_chunk(a, TM_ARENA_CHUNK);
+        a->end = a->next + TM_ARENA_CHUNK;
     }
-    if (a->open < 0 || a->used + need > a->size[a->open]) {
-        a->open = add_chunk(a, TM_ARENA_CHUNK);
-        a->used = 0;
-    }
-    void *p = (char *)a->chunk[a->open] + a->used;
-    a->used += need;
+    void *p = a->next;
+    a->next += need;
     return p;
 }
 

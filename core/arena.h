@@ -14,12 +14,13 @@
 
 #define TM_ARENA_CHUNK ((size_t)64 << 20)
 
+/* All zero is an empty arena. */
 typedef struct {
     void **chunk;   /* [n] mapped chunks */
     size_t *size;   /* [n] their lengths */
     int n;
-    size_t used;    /* bytes taken from the last ordinary chunk */
-    int open;       /* index of that chunk, -1 if none */
+    char *next;     /* the free part of the chunk being filled: [next, end); NULL if none */
+    char *end;
 } tm_arena;
 
 /* Zero-filled memory of `bytes` bytes (at least 1), 64-byte aligned; aborts

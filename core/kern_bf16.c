@@ -68,15 +68,6 @@ __attribute__((target("avx2,fma"))) static float hsum256(__m256 v)
     return _mm_cvtss_f32(s);
 }
 
-/* The four sums of a0..a3 at once: two rounds of horizontal adds, then the
- * two 128-bit halves; with short rows (omni48-small's down projection has
- * 128 columns) four separate reductions cost as much as the products. */
-__attribute__((target("avx2,fma"))) static __m128 hsum4_256(__m256 a0, __m256 a1, __m256 a2, __m256 a3)
-{
-    __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
-    return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-}
-
 /* Rows ahead to prefetch: two rows of 512 or more columns, more when rows
  * are short, so the prefetch stays about 1 KiB or more ahead of the loads
  * (two beat four and eight on the 16-core host, decode of omni48-small). */
@@ -113,7 +104,7 @@ __attribute__((target("avx2,fma"))) INLINE void rows_avx2(const uint16_t *w, int
             a3 = _mm256_fmadd_ps(CVT8(w3 + c), x0, a3);
         }
         float s4[4];
-        _mm_storeu_ps(s4, hsum4_256(_mm256_add_ps(a0, b0), _mm256_add_ps(a1, b1), _mm256_add_ps(a2, b2),
+        _mm_storeu_ps(s4, kern_hsum4_256(_mm256_add_ps(a0, b0), _mm256_add_ps(a1, b1), _mm256_add_ps(a2, b2),
                                     _mm256_add_ps(a3, b3)));
         float s0 = s4[0], s1 = s4[1], s2 = s4[2], s3 = s4[3];
         for (; c < cols; c++) {
@@ -191,7 +182,7 @@ __attribute__((target("avx2,fma"))) INLINE void mat4_avx2(const uint16_t *const 
             b3 = _mm256_fmadd_ps(CVT8(w3 + c + 8), _mm256_loadu_ps(x[3] + c + 8), b3);
         }
         float s4[4];
-        _mm_storeu_ps(s4, hsum4_256(_mm256_add_ps(a0, b0), _mm256_add_ps(a1, b1), _mm256_add_ps(a2, b2),
+        _mm_storeu_ps(s4, kern_hsum4_256(_mm256_add_ps(a0, b0), _mm256_add_ps(a1, b1), _mm256_add_ps(a2, b2),
                                     _mm256_add_ps(a3, b3)));
         y[0][i] = s4[0];
         y[1][i] = s4[1];
@@ -222,7 +213,7 @@ __attribute__((target("avx2,fma"))) void kern_bf16_4mat_avx2(const uint16_t *con
     _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16((m), (p))), 16))
 #define CVT16(p) _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(p))), 16))
 
-/* As hsum4_256: per 128-bit lane [Σa0, Σa1, Σa2, Σa3] partial sums, then the
+/* As kern_hsum4_256: per 128-bit lane [Σa0, Σa1, Σa2, Σa3] partial sums, then the
  * four lanes added. */
 __attribute__((target("avx512f,avx512bw,avx512vl"))) static __m128 hsum4_512(__m512 a0, __m512 a1, __m512 a2,
                                                                              __m512 a3)
@@ -539,7 +530,7 @@ __attribute__((target("avx2,fma"))) void kern_f32_rows_avx2(const float *w, int6
             a3 = _mm256_fmadd_ps(_mm256_loadu_ps(w3 + c), xv, a3);
         }
         float s[4];
-        _mm_storeu_ps(s, hsum4_256(a0, a1, a2, a3));
+        _mm_storeu_ps(s, kern_hsum4_256(a0, a1, a2, a3));
         for (; c < cols; c++) {
             s[0] += w0[c] * x[c];
             s[1] += w1[c] * x[c];

@@ -154,14 +154,6 @@ kern_isa kern_isa_active(void)
 
 /* ---- fast kernels -------------------------------------------------------- */
 
-/* The four sums of a0..a3 (horizontal adds, then the two halves). */
-static inline __m128 hsum4(__m256 a0, __m256 a1, __m256 a2, __m256 a3)
-{
-    __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
-    return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-}
-
-
 /* Below this many weights per call a matrix-vector product is a few
  * microseconds and waking the pool costs more than it saves. */
 #define MATVEC_PAR_MIN ((int64_t)1 << 15)
@@ -381,7 +373,7 @@ void kern_rmsnorm(float *out, const float *x, const float *w, int n, float eps)
         __m256 v = _mm256_loadu_ps(x + i);
         acc = _mm256_fmadd_ps(v, v, acc);
     }
-    float ss = _mm_cvtss_f32(hsum4(acc, z, z, z));
+    float ss = _mm_cvtss_f32(kern_hsum4_256(acc, z, z, z));
     for (; i < n; i++) ss += x[i] * x[i];
     float inv = 1.0f / sqrtf(ss / (float)n + eps);
     __m256 iv = _mm256_set1_ps(inv);
@@ -438,7 +430,6 @@ void kern_silu_mul(float *g, const float *u, int n)
     for (; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
 
-
 /* sc[j] = scale · q·k_j for j in [0, L), four keys per step (D % 8 == 0). */
 static void attend_scores(const float *q, const float *k, int64_t ld, int L, int D, float scale, float *sc)
 {
@@ -453,13 +444,13 @@ static void attend_scores(const float *q, const float *k, int64_t ld, int L, int
             a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k2 + c), a2);
             a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k3 + c), a3);
         }
-        _mm_storeu_ps(sc + j, _mm_mul_ps(hsum4(a0, a1, a2, a3), _mm_set1_ps(scale)));
+        _mm_storeu_ps(sc + j, _mm_mul_ps(kern_hsum4_256(a0, a1, a2, a3), _mm_set1_ps(scale)));
     }
     for (; j < L; j++) {
         const float *k0 = k + (size_t)j * (size_t)ld;
         __m256 a0 = _mm256_setzero_ps(), z = a0;
         for (int c = 0; c < D; c += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + c), _mm256_loadu_ps(k0 + c), a0);
-        sc[j] = _mm_cvtss_f32(hsum4(a0, z, z, z)) * scale;
+        sc[j] = _mm_cvtss_f32(kern_hsum4_256(a0, z, z, z)) * scale;
     }
 }
 
