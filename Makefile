@@ -14,7 +14,10 @@ PROTOC  ?= protoc-c
 DEPS_OK := $(BUILD)/.deps-ok
 
 WARN     := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Wshadow -Wstrict-prototypes
-INC      := -Icore -Icoordinator -Iworker -Iproto -I$(BUILD)/gen
+# Sources are found by folder: every .c under these folders is part of the
+# library, except the program's main (coordinator/cli/main.c).
+SRC_DIRS := core proto engine cluster worker $(patsubst %/,%,$(sort $(dir $(wildcard coordinator/*/*.c))))
+INC      := $(addprefix -I,$(SRC_DIRS)) -I$(BUILD)/gen
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 ALL_CFLAGS = $(WARN) $(INC) $(PKG_CFLAGS) $(CFLAGS) -MMD -MP
@@ -22,7 +25,7 @@ LDLIBS    = $(PKG_LIBS) -lm -lpthread
 
 PROTOS   := $(wildcard proto/*.proto)
 GEN_C    := $(patsubst proto/%.proto,$(BUILD)/gen/%.pb-c.c,$(PROTOS))
-LIB_SRC  := $(filter-out coordinator/main.c,$(wildcard core/*.c coordinator/*.c worker/*.c proto/*.c))
+LIB_SRC  := $(filter-out coordinator/cli/main.c,$(wildcard $(addsuffix /*.c,$(SRC_DIRS))))
 LIB_OBJ  := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC)) $(patsubst $(BUILD)/gen/%.c,$(BUILD)/obj/gen/%.o,$(GEN_C))
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
@@ -55,7 +58,7 @@ $(BUILD)/obj/%.o: %.c $(GEN_C) | $(DEPS_OK)
 $(BUILD)/libtrustmoe.a: $(LIB_OBJ)
 	rm -f $@ && ar rcs $@ $^
 
-$(BUILD)/trustmoe: $(BUILD)/obj/coordinator/main.o $(BUILD)/libtrustmoe.a
+$(BUILD)/trustmoe: $(BUILD)/obj/coordinator/cli/main.o $(BUILD)/libtrustmoe.a
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(BUILD)/libtrustmoe.a

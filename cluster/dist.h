@@ -1,8 +1,14 @@
-/* dist.h: expert parallelism over MPI ranks.
+/* dist.h: expert parallelism over MPI ranks: what both roles share.
+ *
+ * cluster/ owns the MPI job itself (flags, start-up, the communicator,
+ * deadline polling, fatal errors) and the placement (placement.h).  It may
+ * call core/, proto/ and engine/ (for the model's shape and files); the two
+ * roles build on it: coordinator/dispatch/ (rank 0's dispatch, combine and
+ * statistics: dispatch.h) and worker/ (worker.h).
  *
  * SPMD: every rank runs the same command.  Rank 0 is the coordinator (model
  * forward outside the experts); ranks 1..N are workers that hold only the
- * experts the placement gives them (coordinator/placement.h).  MPI is
+ * experts the placement gives them (cluster/placement.h).  MPI is
  * initialised only when the process was started by mpirun/srun, so a plain
  * `build/trustmoe` never touches MPI, and `mpirun -np 1` runs everything in
  * one process.
@@ -83,31 +89,14 @@ void dist_usage(FILE *f);
 void dist_init(int *argc, char ***argv, int *rank, int *size);
 int dist_mpi_active(void);
 
-/* Ranks > 0: load own experts from model_dir, serve until shutdown; returns
- * the process exit code (after MPI_Finalize).  lp: the command's load
- * params (weight dtype, finite check); expert_mask and load_dense are set here. */
-int dist_worker_main(const char *model_dir, const dist_params *p, const model_load_params *lp);
+/* This process's rank and the job's size (0 and 1 outside MPI). */
+int dist_rank(void);
+int dist_size(void);
+/* Frees the job's communicator and finalizes MPI (no-op outside MPI or when
+ * already done). */
+void dist_finalize(void);
 
-/* For rank 0 with size > 1: a zero expert mask [layers * experts] sized from
- * model_dir/config.json (or lp->synthetic's preset), so model_load maps no
- * expert.  free() it after model_free. */
-unsigned char *dist_no_experts_mask(const char *model_dir, const model_load_params *lp, tm_err *err);
-
-/* Rank 0 with size > 1: handshake + placement; fills *be with a backend that
- * dispatches to the workers.  On a handshake or placement error the message
- * is printed and the job is aborted (workers are waiting on us). */
-tm_status dist_coordinator_start(const tm_model *m, const dist_params *p, int size, moe_backend *be, tm_err *err);
-/* Size 1: wrap the local backend so that the same statistics are kept. */
-tm_status dist_local_start(const tm_model *m, const dist_params *p, moe_backend inner, moe_backend *be, tm_err *err);
-/* The generation step of the next forward call (0 = prefill); optional:
- * without it each forward call counts as the next step. */
-void dist_set_step(moe_backend *be, int step);
-/* Writes stats, shuts the workers down, finalizes MPI.  be may be NULL (or a
- * backend not made here) when start never ran: then with workers waiting the
- * job is aborted with exit_code, else MPI is finalized. */
-void dist_finish(moe_backend *be, int exit_code, const tm_state *s);
-
-/* ---- shared by coordinator and worker (dist.c) ---------------------------- */
+/* ---- for the exchange code of both roles (dist_mpi.c) ------------------------ */
 
 #ifdef TM_DIST_INTERNAL
 #include <mpi.h>

@@ -15,7 +15,7 @@
 
 #include "common.h"
 #include "model.h"
-#include "trust_cli.h"
+#include "trust_run.h"
 #include "trust_db.h"
 #include "trust_rng.h"
 

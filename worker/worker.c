@@ -419,11 +419,11 @@ static int worker_shutdown(worker *w, int count)
     return 0;
 }
 
-int dist_worker_main(const char *model_dir, const dist_params *p, const model_load_params *lp)
+int worker_main(const char *model_dir, const dist_params *p, const model_load_params *lp)
 {
     int rank = 0, size = 1;
     dist_init(NULL, NULL, &rank, &size);
-    TM_ASSERT_MSG(dist_mpi_active() && rank > 0, "dist_worker_main runs on ranks > 0 of an MPI job");
+    TM_ASSERT_MSG(dist_mpi_active() && rank > 0, "worker_main runs on ranks > 0 of an MPI job");
     worker w;
     memset(&w, 0, sizeof w);
     w.rank = rank;
@@ -450,6 +450,6 @@ int dist_worker_main(const char *model_dir, const dist_params *p, const model_lo
         }
     }
     worker_free(&w);
-    dist_finish(NULL, 0, NULL);
+    dist_finalize();
     return code;
 }

@@ -1,5 +1,8 @@
-/* worker.h: ranks 1..N.  dist_worker_main (declared in coordinator/dist.h)
- * receives the placement, maps only its experts (load_dense = 0), answers
+/* worker.h: ranks 1..N.
+ *
+ * worker/ owns a worker rank's life: it may call core/, proto/, engine/ (to
+ * load its experts) and cluster/ (the MPI job and the placement), never the
+ * coordinator.  worker_main receives the placement, maps only its experts (load_dense = 0), answers
  * the handshake and then serves DISPATCH requests until SHUTDOWN:
  *
  *   for each request [rows, hidden] + [rows, pairs] (expert, weight):
@@ -12,6 +15,14 @@
  */
 #ifndef TM_WORKER_H
 #define TM_WORKER_H
+
+#include "dist.h"
+#include "model.h"
+
+/* Ranks > 0: load own experts from model_dir, serve until shutdown; returns
+ * the process exit code (after MPI_Finalize).  lp: the command's load
+ * params (weight dtype, finite check); expert_mask and load_dense are set here. */
+int worker_main(const char *model_dir, const dist_params *p, const model_load_params *lp);
 
 /* Test-only fault injection (see dist.h): TRUSTMOE_FAULT and friends. */
 typedef enum {

@@ -1,10 +1,11 @@
-/* cli.c: option parsing shared by the commands, and the logits and inspect
- * commands. */
+/* cli.c: option parsing shared by the commands, and the steps every engine
+ * command takes (worker role, model load, expert backend, finish). */
 #include "cli.h"
 
 #include "commands.h"
 #include "kernels.h"
 #include "placement.h"
+#include "worker.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -225,7 +226,7 @@ int cli_run_worker(const cli_opts *o, int *rc)
     dist_init(NULL, NULL, &rank, &size);
     if (rank == 0) return 0;
     kern_set_threads(o->threads); /* -t: the cores bound to this rank (default 1) */
-    *rc = dist_worker_main(o->model_dir, &o->dist, &o->load);
+    *rc = worker_main(o->model_dir, &o->dist, &o->load);
     return 1;
 }
 
@@ -256,133 +257,4 @@ tm_status cli_start_backend(const cli_opts *o, const tm_model *m, tm_state *s, m
 void cli_finish(moe_backend *be, int started, int rc, const tm_state *s)
 {
     dist_finish(started ? be : NULL, rc, s);
-}
-
-/* ---- logits -------------------------------------------------------------- */
-
-int cmd_logits(int argc, char **argv)
-{
-    if (cli_wants_help(argc, argv)) {
-        printf("usage: trustmoe logits -m DIR --ids 1,2,3 -o FILE [trust selection options]\n"
-               "Runs the prompt in one pass; writes every position's logits as raw little-endian\n"
-               "float32, shape [number of ids, vocab].\n");
-        cli_usage_common(stdout);
-        trust_opts_usage(stdout);
-        return 0;
-    }
-    cli_opts o;
-    tm_err err = {{0}};
-    trust_opts to;
-    int selecting = 0;
-    tm_status st = cli_parse_with_trust(&argc, argv, &o, &to, &selecting, &err);
-    if (st == TM_OK && !o.ids_arg) st = tm_errf(&err, TM_EINPUT, "--ids is required");
-    if (st == TM_OK && !o.out_path) st = tm_errf(&err, TM_EINPUT, "-o FILE is required");
-    if (st != TM_OK) return cli_fail("logits", &err, st);
-
-    int32_t *ids = NULL;
-    int n = 0, rc = 0, started = 0;
-    float *logits = NULL;
-    unsigned char *mask = NULL;
-    tm_model m;
-    tm_state s;
-    moe_backend be = {0};
-    int have_model = 0, have_state = 0, have_trust = 0;
-    trust_run tr;
-    tm_selector sel = {NULL, NULL};
-    FILE *f = NULL;
-    if (cli_run_worker(&o, &rc)) return rc;
-    if ((st = cli_parse_ids(o.ids_arg, &ids, &n, &err)) != TM_OK) goto out;
-    kern_set_threads(o.threads);
-    if ((st = cli_load_model(&o, &m, &mask, &err)) != TM_OK) goto out;
-    have_model = 1;
-    if (n > m.cfg.max_position_embeddings) {
-        st = tm_errf(&err, TM_EINPUT, "prompt of %d tokens is longer than the context (max_position_embeddings %d)",
-                     n, m.cfg.max_position_embeddings);
-        goto out;
-    }
-    if ((st = state_init(&s, &m, o.ctx ? o.ctx : n, n, &err)) != TM_OK) goto out;
-    have_state = 1;
-    logits = tm_malloc(sizeof(float) * (size_t)n * (size_t)m.cfg.vocab_size);
-    if ((st = cli_start_backend(&o, &m, &s, &be, &started, &err)) != TM_OK) goto out;
-    if (selecting) {
-        if ((st = cli_trust_begin(&tr, &to, &m, ids, n, &sel, &err)) != TM_OK) goto out;
-        have_trust = 1;
-    }
-    if ((st = model_forward(&m, &s, ids, n, &be, &sel, logits, 1, &err)) != TM_OK) goto out;
-    f = fopen(o.out_path, "wb");
-    if (!f) {
-        st = tm_errf(&err, TM_EINPUT, "%s: cannot open for writing: %s", o.out_path, strerror(errno));
-        goto out;
-    }
-    size_t count = (size_t)n * (size_t)m.cfg.vocab_size;
-    if (fwrite(logits, sizeof(float), count, f) != count || fclose(f) != 0) {
-        f = NULL;
-        st = tm_errf(&err, TM_EFAIL, "%s: write failed", o.out_path);
-        goto out;
-    }
-    f = NULL;
-    fprintf(stderr, "trustmoe logits: wrote [%d, %d] float32 to %s\n", n, m.cfg.vocab_size, o.out_path);
-out:
-    if (f) fclose(f);
-    if (st != TM_OK) rc = cli_fail("logits", &err, st);
-    cli_finish(&be, started, rc, have_state ? &s : NULL);
-    if (have_trust) trust_run_close(&tr);
-    free(logits);
-    free(ids);
-    if (have_state) state_free(&s);
-    if (have_model) model_free(&m);
-    free(mask);
-    return rc;
-}
-
-/* ---- inspect ------------------------------------------------------------- */
-
-int cmd_inspect(int argc, char **argv)
-{
-    if (cli_wants_help(argc, argv)) {
-        printf("usage: trustmoe inspect -m DIR [--workers N [--placement P] [--replicas R]]\n"
-               "Prints the configuration used, tensors, dtypes, bytes, resident memory and ignored tensors;\n"
-               "with --workers, the placement of every (layer, expert) on N worker ranks and the weight\n"
-               "bytes per rank, without loading weights or starting MPI.\n");
-        cli_usage_common(stdout);
-        return 0;
-    }
-    cli_opts o;
-    tm_err err = {{0}};
-    tm_status st = cli_parse_opts(argc, argv, &o, &err);
-    if (st != TM_OK) return cli_fail("inspect", &err, st);
-    kern_set_threads(o.threads);
-    if (o.dist.workers > 0) {
-        /* the placement only: config and tensor index, no weights mapped in */
-        unsigned char *mask = dist_no_experts_mask(o.model_dir, &o.load, &err);
-        if (!mask) return cli_fail("inspect", &err, TM_EINPUT);
-        o.load.expert_mask = mask;
-        o.load.load_dense = 0;
-        tm_model m;
-        st = model_load(&m, o.model_dir, &o.load, &err);
-        free(mask);
-        if (st != TM_OK) return cli_fail("inspect", &err, st);
-        int rc = placement_print(stdout, &m.cfg, m.weight_dtype, o.dist.placement, o.dist.replicas, o.dist.workers);
-        model_free(&m);
-        return rc;
-    }
-    size_t rss0 = tm_rss_bytes();
-    tm_model m;
-    if ((st = model_load(&m, o.model_dir, &o.load, &err)) != TM_OK) return cli_fail("inspect", &err, st);
-    size_t rss = tm_rss_bytes();
-    printf("model: %s\n", m.dir);
-    cfg_print(&m.cfg, stdout);
-    printf("files: %d\ntensors: %d in files, %d used, %d ignored\n", m.st.n_files, m.st.n_tensors, m.n_used,
-           m.n_ignored);
-    printf("stored dtypes of used tensors:");
-    for (int d = 0; d < TM_DT_COUNT; d++)
-        if (m.dtype_count[d]) printf(" %s=%d", tm_dtype_name((tm_dtype)d), m.dtype_count[d]);
-    printf("\nweight dtype: %s (matrices; norms F32)\n", tm_dtype_name(m.weight_dtype));
-    printf("weight bytes: %zu (%.2f MiB), experts %zu\n", m.weight_bytes, m.weight_bytes / 1048576.0, m.expert_bytes);
-    printf("resident after load: %zu bytes (%.2f MiB, %.3fx weight bytes; %.2f MiB before load)\n", rss,
-           rss / 1048576.0, m.weight_bytes ? (double)rss / (double)m.weight_bytes : 0.0, rss0 / 1048576.0);
-    printf("model identity: %016llx\n", (unsigned long long)m.identity);
-    for (int i = 0; i < m.n_ignored; i++) printf("ignored: %s: %s\n", m.ignored[i].name, m.ignored[i].reason);
-    model_free(&m);
-    return 0;
 }

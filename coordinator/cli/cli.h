@@ -3,10 +3,10 @@
 #define TM_CLI_H
 
 #include "common.h"
-#include "dist.h"
+#include "dispatch.h"
 #include "model.h"
 #include "sampler.h"
-#include "trust_cli.h"
+#include "trust_run.h"
 
 typedef struct {
     const char *model_dir;

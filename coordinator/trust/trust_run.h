@@ -1,7 +1,7 @@
-/* trust_cli.h: trust selection wired to the engine: the command-line flags,
- * a per-run bundle (database, contexts, per-context tables, policy,
- * selector, metrics), and the commands `trustmoe trust ...` and
- * `trustmoe eval`.
+/* trust_run.h: trust selection wired to the engine: the command-line flags
+ * and a per-run bundle (database, contexts, per-context tables, policy,
+ * selector, metrics).  The commands that use it (`generate`, `logits`,
+ * `trust ...`, `eval`) live in coordinator/cli/; nothing here calls them.
  *
  * Contexts are computed from the mean of the prompt's token embeddings (the
  * input hidden state of layer 0), which is known before the forward pass,
@@ -18,8 +18,8 @@
  *   at the end:     trust_run_finish(&r, &err)  (writes --stats-json);
  *                   trust_run_close(&r);
  */
-#ifndef TM_TRUST_CLI_H
-#define TM_TRUST_CLI_H
+#ifndef TM_TRUST_RUN_H
+#define TM_TRUST_RUN_H
 
 #include <stdio.h>
 
@@ -92,6 +92,12 @@ void trust_run_close(trust_run *r);
 /* Per-layer expert load (distinct, entropy, Gini, top-4 share, changed by
  * trust) and the current context's trust table, one line per layer. */
 void trust_run_print_summary(const trust_run *r, FILE *f);
+/* The per-layer expert load table alone. */
+void trust_run_print_diversity(const trust_run *r, FILE *f);
+/* The run's --stats-json document (selection metrics per layer); the caller
+ * owns it.  trust_run_write_doc writes a document to path. */
+struct cJSON *trust_run_stats_doc(const trust_run *r);
+tm_status trust_run_write_doc(struct cJSON *doc, const char *path, tm_err *err);
 
 /* The identity string under which a model's reputation is stored. */
 void trust_model_id(const tm_model *m, char *buf, size_t size);

@@ -1,0 +1,205 @@
+/* dist_mpi.c: what both roles share of the MPI job: start-up, the job's
+ * communicator, deadline polling, fatal errors, finalize, and the model
+ * facts the handshake compares (see dist.h). */
+#define TM_DIST_INTERNAL
+#include "dist.h"
+
+#include "mkmodel.h"
+#include "wire.h"
+
+#include <sched.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef TRUSTMOE_BUILD_ID
+#define TRUSTMOE_BUILD_ID __DATE__ " " __TIME__
+#endif
+#define DIST_VERSION "trustmoe 0.1, wire v" TM_STR(WIRE_VERSION) ", build " TRUSTMOE_BUILD_ID
+#define TM_STR_(x) #x
+#define TM_STR(x) TM_STR_(x)
+
+/* ---- MPI start-up and shared helpers ------------------------------------------ */
+
+static int g_mpi, g_finalized, g_rank, g_size = 1;
+static MPI_Comm g_comm = MPI_COMM_NULL;
+static char g_host[256];
+static double g_spin_s = 500e-6;  /* poll spin window; TRUSTMOE_POLL_SPIN_US overrides */
+static long g_sleep_max_ns = 500000L; /* longest poll sleep; TRUSTMOE_POLL_SLEEP_US overrides */
+
+static void dist_abort_hook(int code)
+{
+    if (g_mpi && !g_finalized) MPI_Abort(g_comm != MPI_COMM_NULL ? g_comm : MPI_COMM_WORLD, code);
+}
+
+/* Started by a launcher?  Open MPI's mpirun sets OMPI_COMM_WORLD_SIZE, PMIx
+ * launchers (srun --mpi=pmix) PMIX_RANK, older PMI ones PMI_RANK. */
+static int launched_by_mpi(void)
+{
+    return getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMIX_RANK") || getenv("PMI_RANK");
+}
+
+void dist_init(int *argc, char ***argv, int *rank, int *size)
+{
+    if (!g_host[0] && gethostname(g_host, sizeof g_host - 1) != 0) snprintf(g_host, sizeof g_host, "?");
+    *rank = 0;
+    *size = 1;
+    if (g_mpi || !launched_by_mpi()) {
+        *rank = g_rank;
+        *size = g_size;
+        return;
+    }
+    int provided = 0;
+    /* kernel threads never call MPI; only the main thread does */
+    if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
+        fprintf(stderr, "trustmoe: MPI_Init_thread failed\n");
+        exit(1);
+    }
+    g_mpi = 1;
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    MPI_Comm_dup(MPI_COMM_WORLD, &g_comm);
+    MPI_Comm_set_errhandler(g_comm, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(g_comm, &g_rank);
+    MPI_Comm_size(g_comm, &g_size);
+    tm_abort_hook = dist_abort_hook;
+    /* the default 50 us timer slack would dominate the poll's short sleeps */
+    prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
+    const char *spin = getenv("TRUSTMOE_POLL_SPIN_US");
+    if (spin) g_spin_s = atof(spin) * 1e-6;
+    const char *sl = getenv("TRUSTMOE_POLL_SLEEP_US");
+    if (sl && atol(sl) > 0) g_sleep_max_ns = atol(sl) * 1000L;
+    *rank = g_rank;
+    *size = g_size;
+}
+
+int dist_mpi_active(void) { return g_mpi && !g_finalized; }
+MPI_Comm dist_comm(void) { return g_comm; }
+const char *dist_build_version(void) { return DIST_VERSION; }
+const char *dist_hostname(void) { return g_host; }
+
+const char *dist_mpi_error(int code)
+{
+    static char buf[MPI_MAX_ERROR_STRING + 32];
+    int len = 0;
+    if (MPI_Error_string(code, buf, &len) != MPI_SUCCESS) snprintf(buf, sizeof buf, "MPI error %d", code);
+    return buf;
+}
+
+_Noreturn void dist_die(int code, const char *fmt, ...)
+{
+    char msg[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "trustmoe: rank %d (%s): %s\n", g_rank, g_host, msg);
+    fflush(stderr);
+    if (g_mpi && !g_finalized) MPI_Abort(g_comm, code);
+    exit(code);
+}
+
+/* Polling against a deadline.  For the first g_spin_s of a wait the
+ * poll only yields the CPU: the gaps between layers are that short in decode,
+ * and on an oversubscribed box the yield hands the core to the rank we wait
+ * for.  After that it sleeps, doubling from 20 us up to g_sleep_max_ns, so
+ * an idle rank costs almost nothing and oversleeps by at most that much. */
+
+typedef struct {
+    double t0;
+    long ns;
+} backoff;
+
+static void backoff_wait(backoff *b)
+{
+    if (tm_now() - b->t0 < g_spin_s) {
+        sched_yield();
+        return;
+    }
+    b->ns = b->ns ? TM_MIN(b->ns * 2, g_sleep_max_ns) : TM_MIN(20000L, g_sleep_max_ns);
+    struct timespec ts = {0, b->ns};
+    nanosleep(&ts, NULL);
+}
+
+int dist_wait_all(MPI_Request *reqs, MPI_Status *sts, int n, double timeout)
+{
+    double deadline = tm_now() + timeout;
+    backoff b = {tm_now(), 0};
+    for (;;) {
+        int open = -1;
+        for (int i = 0; i < n; i++) {
+            if (reqs[i] == MPI_REQUEST_NULL) continue;
+            int flag = 0, rc = MPI_Test(&reqs[i], &flag, &sts[i]);
+            if (rc != MPI_SUCCESS) {
+                sts[i].MPI_ERROR = rc;
+                return -2 - i;
+            }
+            if (!flag && open < 0) open = i;
+        }
+        if (open < 0) return -1;
+        if (tm_now() > deadline) return open;
+        backoff_wait(&b);
+    }
+}
+
+int dist_probe(int src, MPI_Status *st, double timeout)
+{
+    double deadline = tm_now() + timeout;
+    backoff b = {tm_now(), 0};
+    for (;;) {
+        int flag = 0, rc = MPI_Iprobe(src, MPI_ANY_TAG, g_comm, &flag, st);
+        if (rc != MPI_SUCCESS) dist_die(1, "MPI_Iprobe from rank %d failed: %s", src, dist_mpi_error(rc));
+        if (flag) return 1;
+        if (tm_now() > deadline) return 0;
+        backoff_wait(&b);
+    }
+}
+
+tm_status dist_model_shape(const char *model_dir, const model_load_params *lp, int *layers, int *experts,
+                           tm_err *err)
+{
+    if (lp && lp->synthetic) {
+        const mk_preset *pre = mk_preset_find(lp->synthetic);
+        if (!pre) return tm_errf(err, TM_EINPUT, "--synthetic %s: unknown preset", lp->synthetic);
+        *layers = pre->n_layers;
+        *experts = pre->n_experts;
+        return TM_OK;
+    }
+    tm_config c;
+    tm_status st = cfg_load(&c, model_dir, err);
+    if (st != TM_OK) return st;
+    *layers = c.num_layers;
+    *experts = c.num_experts;
+    return TM_OK;
+}
+
+/* CRC32C over sampled bytes of every checkpoint file: the first and last
+ * 16 KiB of its data.  The identity covers names, dtypes and shapes; this
+ * catches two checkpoints of one architecture with different weights.  Per-node
+ * copies of the same files give the same value. */
+uint64_t dist_content_sample(const st_set *st)
+{
+    uint32_t crc = 0;
+    for (int i = 0; i < st->n_files; i++) {
+        const st_file *f = &st->files[i];
+        if (!f->map || f->size <= f->data_start) continue;
+        const uint8_t *d = (const uint8_t *)f->map + f->data_start;
+        size_t n = f->size - f->data_start, s = TM_MIN(n, (size_t)16384);
+        uint32_t a = wire_crc32c(d, s), z = wire_crc32c(d + n - s, s);
+        crc = wire_crc32c(&a, 4) ^ (crc * 31u) ^ (z * 17u);
+    }
+    return crc;
+}
+
+int dist_rank(void) { return g_rank; }
+int dist_size(void) { return g_size; }
+
+void dist_finalize(void)
+{
+    if (!g_mpi || g_finalized) return;
+    g_finalized = 1;
+    if (g_comm != MPI_COMM_NULL) MPI_Comm_free(&g_comm);
+    MPI_Finalize();
+}

@@ -1,0 +1,89 @@
+/* cmd_logits.c: `trustmoe logits`: one forward pass over a prompt, every
+ * position's logits written as little-endian float32 [ids, vocab]. */
+#include "commands.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "kernels.h"
+#include "placement.h"
+
+/* ---- logits -------------------------------------------------------------- */
+
+int cmd_logits(int argc, char **argv)
+{
+    if (cli_wants_help(argc, argv)) {
+        printf("usage: trustmoe logits -m DIR --ids 1,2,3 -o FILE [trust selection options]\n"
+               "Runs the prompt in one pass; writes every position's logits as raw little-endian\n"
+               "float32, shape [number of ids, vocab].\n");
+        cli_usage_common(stdout);
+        trust_opts_usage(stdout);
+        return 0;
+    }
+    cli_opts o;
+    tm_err err = {{0}};
+    trust_opts to;
+    int selecting = 0;
+    tm_status st = cli_parse_with_trust(&argc, argv, &o, &to, &selecting, &err);
+    if (st == TM_OK && !o.ids_arg) st = tm_errf(&err, TM_EINPUT, "--ids is required");
+    if (st == TM_OK && !o.out_path) st = tm_errf(&err, TM_EINPUT, "-o FILE is required");
+    if (st != TM_OK) return cli_fail("logits", &err, st);
+
+    int32_t *ids = NULL;
+    int n = 0, rc = 0, started = 0;
+    float *logits = NULL;
+    unsigned char *mask = NULL;
+    tm_model m;
+    tm_state s;
+    moe_backend be = {0};
+    int have_model = 0, have_state = 0, have_trust = 0;
+    trust_run tr;
+    tm_selector sel = {NULL, NULL};
+    FILE *f = NULL;
+    if (cli_run_worker(&o, &rc)) return rc;
+    if ((st = cli_parse_ids(o.ids_arg, &ids, &n, &err)) != TM_OK) goto out;
+    kern_set_threads(o.threads);
+    if ((st = cli_load_model(&o, &m, &mask, &err)) != TM_OK) goto out;
+    have_model = 1;
+    if (n > m.cfg.max_position_embeddings) {
+        st = tm_errf(&err, TM_EINPUT, "prompt of %d tokens is longer than the context (max_position_embeddings %d)",
+                     n, m.cfg.max_position_embeddings);
+        goto out;
+    }
+    if ((st = state_init(&s, &m, o.ctx ? o.ctx : n, n, &err)) != TM_OK) goto out;
+    have_state = 1;
+    logits = tm_malloc(sizeof(float) * (size_t)n * (size_t)m.cfg.vocab_size);
+    if ((st = cli_start_backend(&o, &m, &s, &be, &started, &err)) != TM_OK) goto out;
+    if (selecting) {
+        if ((st = cli_trust_begin(&tr, &to, &m, ids, n, &sel, &err)) != TM_OK) goto out;
+        have_trust = 1;
+    }
+    if ((st = model_forward(&m, &s, ids, n, &be, &sel, logits, 1, &err)) != TM_OK) goto out;
+    f = fopen(o.out_path, "wb");
+    if (!f) {
+        st = tm_errf(&err, TM_EINPUT, "%s: cannot open for writing: %s", o.out_path, strerror(errno));
+        goto out;
+    }
+    size_t count = (size_t)n * (size_t)m.cfg.vocab_size;
+    if (fwrite(logits, sizeof(float), count, f) != count || fclose(f) != 0) {
+        f = NULL;
+        st = tm_errf(&err, TM_EFAIL, "%s: write failed", o.out_path);
+        goto out;
+    }
+    f = NULL;
+    fprintf(stderr, "trustmoe logits: wrote [%d, %d] float32 to %s\n", n, m.cfg.vocab_size, o.out_path);
+out:
+    if (f) fclose(f);
+    if (st != TM_OK) rc = cli_fail("logits", &err, st);
+    cli_finish(&be, started, rc, have_state ? &s : NULL);
+    if (have_trust) trust_run_close(&tr);
+    free(logits);
+    free(ids);
+    if (have_state) state_free(&s);
+    if (have_model) model_free(&m);
+    free(mask);
+    return rc;
+}
+

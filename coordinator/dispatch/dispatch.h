@@ -1,0 +1,38 @@
+/* dispatch.h: rank 0's side of expert parallelism.
+ *
+ * coordinator/dispatch/ owns the exchange as the coordinator sees it: the
+ * placement sent out and the handshakes checked at start (handshake.c), per
+ * MoE layer the token rows sent to the workers that host their experts and
+ * the partial sums added back in a fixed order (dispatch.c), and at the end
+ * the workers' shutdown and the statistics report (report.c).  The protocol
+ * itself is described in cluster/dist.h.  It may call core/, proto/,
+ * engine/ and cluster/; the commands in coordinator/cli/ call it.
+ *
+ * At -np 1 the same backend wraps the local expert computation, so every run
+ * keeps the same statistics.
+ */
+#ifndef TM_DISPATCH_H
+#define TM_DISPATCH_H
+
+#include "dist.h"
+
+/* For rank 0 with size > 1: a zero expert mask [layers * experts] sized from
+ * model_dir/config.json (or lp->synthetic's preset), so model_load maps no
+ * expert.  free() it after model_free. */
+unsigned char *dist_no_experts_mask(const char *model_dir, const model_load_params *lp, tm_err *err);
+
+/* Rank 0 with size > 1: handshake + placement; fills *be with a backend that
+ * dispatches to the workers.  On a handshake or placement error the message
+ * is printed and the job is aborted (workers are waiting on us). */
+tm_status dist_coordinator_start(const tm_model *m, const dist_params *p, int size, moe_backend *be, tm_err *err);
+/* Size 1: wrap the local backend so that the same statistics are kept. */
+tm_status dist_local_start(const tm_model *m, const dist_params *p, moe_backend inner, moe_backend *be, tm_err *err);
+/* The generation step of the next forward call (0 = prefill); optional:
+ * without it each forward call counts as the next step. */
+void dist_set_step(moe_backend *be, int step);
+/* Writes stats, shuts the workers down, finalizes MPI.  be may be NULL (or a
+ * backend not made here) when start never ran: then with workers waiting the
+ * job is aborted with exit_code, else MPI is finalized. */
+void dist_finish(moe_backend *be, int exit_code, const tm_state *s);
+
+#endif

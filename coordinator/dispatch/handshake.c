@@ -1,0 +1,116 @@
+/* handshake.c: the start of a distributed run: rank 0 builds the placement,
+ * sends it to every worker, and checks every worker's Handshake (build, model
+ * identity and content, experts hosted) before any expert runs. */
+#include "dispatch_ctx.h"
+
+#include "trustmoe.pb-c.h"
+#include "wire.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- start: placement out, handshakes in ---------------------------------------- */
+
+tm_status dist_coordinator_start(const tm_model *m, const dist_params *p, int size, moe_backend *be, tm_err *err)
+{
+    TM_ASSERT_MSG(dist_mpi_active() && dist_rank() == 0 && size == dist_size() && size > 1, "dist_coordinator_start: rank 0 of an MPI job");
+    dist_ctx *c = dist_ctx_new(m, p, size);
+    c->distributed = 1;
+    const tm_config *cfg = &m->cfg;
+    if (p->wire_dtype != TM_DT_F32 && p->wire_dtype != TM_DT_BF16)
+        dist_die(2, "--wire-dtype must be f32 or bf16");
+    tm_status st = place_build(&c->pm, cfg, place_expert_bytes(cfg, m->weight_dtype), size - 1, p->placement,
+                               p->replicas, err);
+    if (st != TM_OK) dist_die(2, "%s (no expert was run)", err->msg);
+    uint64_t sample = dist_content_sample(&m->st);
+
+    Trustmoe__Placement pl = TRUSTMOE__PLACEMENT__INIT;
+    pl.build_version = (char *)dist_build_version();
+    pl.model_identity = m->identity;
+    pl.world_size = size;
+    pl.num_layers = c->L;
+    pl.num_experts = cfg->num_experts;
+    pl.hidden = c->H;
+    pl.top_k = cfg->top_k;
+    pl.wire_dtype = (int32_t)p->wire_dtype;
+    pl.checksum = p->checksum != 0;
+    pl.comm_timeout = p->comm_timeout;
+    pl.idle_timeout = p->idle_timeout;
+    pl.policy = c->pm.policy;
+    pl.n_offsets = (size_t)c->pm.n_layers * c->pm.n_experts + 1;
+    pl.offsets = c->pm.offsets;
+    pl.n_ranks = (size_t)c->pm.offsets[pl.n_offsets - 1];
+    pl.ranks = c->pm.ranks;
+    pl.model_dir = (char *)m->dir;
+    pl.content_sample = sample;
+    size_t pl_len = trustmoe__placement__get_packed_size(&pl);
+    uint8_t *pl_buf = tm_malloc(pl_len);
+    trustmoe__placement__pack(&pl, pl_buf);
+
+    uint8_t *hs_buf = tm_malloc((size_t)size * HS_MAX_BYTES);
+    for (int r = 1; r < size; r++) {
+        int rc = MPI_Irecv(hs_buf + (size_t)r * HS_MAX_BYTES, HS_MAX_BYTES, MPI_BYTE, r, DIST_TAG_HANDSHAKE, dist_comm(),
+                           &c->req[r]);
+        if (rc != MPI_SUCCESS) dist_die(1, "handshake receive from rank %d: %s", r, dist_mpi_error(rc));
+    }
+    for (int r = 1; r < size; r++) {
+        int rc = MPI_Isend(pl_buf, (int)pl_len, MPI_BYTE, r, DIST_TAG_PLACEMENT, dist_comm(), &c->req[size + r]);
+        if (rc != MPI_SUCCESS) dist_die(1, "placement send to rank %d: %s", r, dist_mpi_error(rc));
+    }
+    int rc = dist_wait_all(c->req, c->sts, 2 * size, p->idle_timeout);
+    if (rc >= 0)
+        dist_die(1, "handshake: no answer from worker rank %d within %g s (--idle-timeout): still loading its experts, "
+                 "stopped, or not running trustmoe",
+                 rc % size, p->idle_timeout);
+    if (rc <= -2) dist_die(1, "handshake with rank %d: %s", (-2 - rc) % size, dist_mpi_error(c->sts[-2 - rc].MPI_ERROR));
+
+    for (int r = 1; r < size; r++) {
+        int count = 0;
+        MPI_Get_count(&c->sts[r], MPI_BYTE, &count);
+        Trustmoe__Handshake *hs =
+            trustmoe__handshake__unpack(NULL, (size_t)count, hs_buf + (size_t)r * HS_MAX_BYTES);
+        if (!hs) dist_die(1, "handshake: rank %d sent %d bytes that are not a Handshake message", r, count);
+        rank_info *ri = &c->info[r];
+        snprintf(ri->host, sizeof ri->host, "%s", hs->host);
+        ri->pid = hs->pid;
+        ri->experts = hs->experts_hosted;
+        ri->weight_bytes = hs->weight_bytes;
+        ri->rss = hs->resident_bytes;
+        ri->rss_before = hs->resident_before_load;
+        if (hs->rank != r) dist_die(1, "handshake: the message from rank %d says rank %d", r, hs->rank);
+        if (hs->error && hs->error[0])
+            dist_die(2, "handshake: worker rank %d (host %s, model %s): %s", r, hs->host, hs->model_dir, hs->error);
+        if (strcmp(hs->build_version, dist_build_version()))
+            dist_die(2,
+                     "handshake: build mismatch: worker rank %d (host %s) runs '%s', the coordinator runs '%s'; every "
+                     "rank must run the same trustmoe build",
+                     r, hs->host, hs->build_version, dist_build_version());
+        if (hs->model_identity != m->identity || hs->content_sample != sample)
+            dist_die(2,
+                     "handshake: model mismatch: worker rank %d (host %s) loaded %s with identity %016llx, content "
+                     "sample %08llx; the coordinator (host %s) loaded %s with identity %016llx, content sample "
+                     "%08llx; every rank must load the same checkpoint",
+                     r, hs->host, hs->model_dir, (unsigned long long)hs->model_identity,
+                     (unsigned long long)hs->content_sample, dist_hostname(), m->dir, (unsigned long long)m->identity,
+                     (unsigned long long)sample);
+        int want = place_rank_experts(&c->pm, r);
+        if (hs->experts_hosted != want)
+            dist_die(1, "handshake: worker rank %d (host %s) loaded %d experts, the placement gives it %d", r,
+                     hs->host, hs->experts_hosted, want);
+        trustmoe__handshake__free_unpacked(hs, NULL);
+        fprintf(stderr,
+                "trustmoe: rank %d (%s, pid %d): %d experts, %.2f MiB of expert weights, resident %.2f MiB "
+                "(%.2f MiB before load)\n",
+                r, ri->host, ri->pid, ri->experts, dist_mib(ri->weight_bytes), dist_mib(ri->rss), dist_mib(ri->rss_before));
+    }
+    free(hs_buf);
+    free(pl_buf);
+    fprintf(stderr, "trustmoe: %d workers ready; placement %s, replicas %d, wire %s%s, comm timeout %g s\n", c->W,
+            c->pm.policy, TM_MAX(p->replicas, 1), tm_dtype_name(p->wire_dtype), p->checksum ? " + CRC32C" : "",
+            p->comm_timeout);
+    dist_ctx_grow(c, 64);
+    be->run_layer = dist_run_layer;
+    be->ctx = c;
+    (void)err;
+    return TM_OK;
+}

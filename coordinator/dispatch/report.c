@@ -1,0 +1,218 @@
+/* report.c: the end of a run: shutdown of the workers with their statistics,
+ * the summary on stderr, and the --stats-json document. */
+#include "dispatch_ctx.h"
+
+#include "trustmoe.pb-c.h"
+
+#include <cJSON.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- finish: shutdown, statistics ------------------------------------------------ */
+
+static void collect_worker_stats(dist_ctx *c, int exit_code)
+{
+    int size = c->size;
+    uint8_t *buf = tm_malloc((size_t)size * STATS_MAX_BYTES);
+    Trustmoe__Control ctl = TRUSTMOE__CONTROL__INIT;
+    ctl.kind = TRUSTMOE__CONTROL__KIND__SHUTDOWN;
+    ctl.exit_code = exit_code;
+    uint8_t msg[64];
+    size_t len = trustmoe__control__pack(&ctl, msg);
+    for (int r = 1; r < size; r++) {
+        int rc = MPI_Irecv(buf + (size_t)r * STATS_MAX_BYTES, STATS_MAX_BYTES, MPI_BYTE, r, DIST_TAG_STATS, dist_comm(),
+                           &c->req[r]);
+        if (rc != MPI_SUCCESS) dist_die(1, "stats receive from rank %d: %s", r, dist_mpi_error(rc));
+    }
+    for (int r = 1; r < size; r++) {
+        int rc = MPI_Isend(msg, (int)len, MPI_BYTE, r, DIST_TAG_CONTROL, dist_comm(), &c->req[size + r]);
+        if (rc != MPI_SUCCESS) dist_die(1, "shutdown send to rank %d: %s", r, dist_mpi_error(rc));
+    }
+    int rc = dist_wait_all(c->req, c->sts, 2 * size, c->p.comm_timeout);
+    if (rc >= 0)
+        dist_die(1, "shutdown: worker rank %d (%s) did not answer within %g s (--comm-timeout)", rc % size,
+                 c->info[rc % size].host, c->p.comm_timeout);
+    if (rc <= -2) dist_die(1, "shutdown: rank %d: %s", (-2 - rc) % size, dist_mpi_error(c->sts[-2 - rc].MPI_ERROR));
+    for (int r = 1; r < size; r++) {
+        int count = 0;
+        MPI_Get_count(&c->sts[r], MPI_BYTE, &count);
+        Trustmoe__WorkerStats *ws = trustmoe__worker_stats__unpack(NULL, (size_t)count, buf + (size_t)r * STATS_MAX_BYTES);
+        if (!ws) dist_die(1, "shutdown: rank %d sent %d bytes that are not WorkerStats", r, count);
+        rank_info *ri = &c->info[r];
+        ri->have_stats = 1;
+        ri->requests = ws->requests;
+        ri->tokens = ws->tokens;
+        ri->expert_tokens = ws->expert_tokens;
+        ri->compute_s = ws->compute_s;
+        ri->convert_s = ws->convert_s;
+        ri->idle_s = ws->idle_s;
+        ri->bytes_sent = ws->bytes_sent;
+        ri->bytes_received = ws->bytes_received;
+        ri->rss_end = ws->resident_bytes;
+        trustmoe__worker_stats__free_unpacked(ws, NULL);
+    }
+    free(buf);
+}
+
+static void report(dist_ctx *c, const tm_state *s)
+{
+    uint64_t sent = 0, recvd = 0, max_pairs = 0, sum_pairs = 0, max_rows = 0, sum_rows = 0;
+    int first = c->distributed ? 1 : 0;
+    for (int r = 1; r < c->size; r++) {
+        sent += c->bytes_to[r];
+        recvd += c->bytes_from[r];
+    }
+    for (int r = first; r < c->size; r++) {
+        max_pairs = TM_MAX(max_pairs, c->rank_pairs[r]);
+        sum_pairs += c->rank_pairs[r];
+        max_rows = TM_MAX(max_rows, c->rank_rows[r]);
+        sum_rows += c->rank_rows[r];
+    }
+    int n_ranks = c->size - first;
+    double imb = sum_pairs ? (double)max_pairs * n_ranks / (double)sum_pairs : 0.0;
+    double imb_rows = sum_rows ? (double)max_rows * n_ranks / (double)sum_rows : 0.0;
+    uint64_t toks = c->prefill_tok + c->decode_tok;
+    double calls = c->n_layer_calls ? (double)c->n_layer_calls : 1.0;
+    double pf_tps = c->prefill_s > 0 ? (double)c->prefill_tok / c->prefill_s : 0.0;
+    double dc_tps = c->decode_s > 0 ? (double)c->decode_tok / c->decode_s : 0.0;
+    double t_attn = s ? s->t_attn : 0, t_route = s ? s->t_route : 0, t_moe = s ? s->t_moe : 0, t_head = s ? s->t_head : 0;
+
+    if (c->distributed || c->p.stats_json) {
+        FILE *f = stderr;
+        fprintf(f, "trustmoe: %d rank%s (%d worker%s), placement %s, replicas %d, wire %s%s\n", c->size,
+                c->size > 1 ? "s" : "", c->W, c->W == 1 ? "" : "s", c->distributed ? c->pm.policy : "local",
+                TM_MAX(c->p.replicas, 1), tm_dtype_name(c->p.wire_dtype), c->p.checksum ? " + CRC32C" : "");
+        fprintf(f, "trustmoe: prefill %llu tokens in %.2f ms (%.2f tokens per second); decode %llu tokens in %.2f ms "
+                   "(%.2f ms per token, %.2f tokens per second)\n",
+                (unsigned long long)c->prefill_tok, 1e3 * c->prefill_s, pf_tps, (unsigned long long)c->decode_tok,
+                1e3 * c->decode_s, c->decode_tok ? 1e3 * c->decode_s / (double)c->decode_tok : 0.0, dc_tps);
+        fprintf(f, "trustmoe: time attention %.2f ms, routing %.2f ms, experts %.2f ms (dispatch %.2f, wait %.2f, "
+                   "combine %.2f, local %.2f), head %.2f ms\n",
+                1e3 * t_attn, 1e3 * t_route, 1e3 * t_moe, 1e3 * c->t_dispatch, 1e3 * c->t_wait, 1e3 * c->t_combine,
+                1e3 * c->t_local, 1e3 * t_head);
+        if (c->distributed) {
+            fprintf(f, "trustmoe: per MoE layer call: dispatch %.1f us, wait %.1f us, combine %.1f us; %.0f bytes per "
+                       "token (all layers, both ways)\n",
+                    1e6 * c->t_dispatch / calls, 1e6 * c->t_wait / calls, 1e6 * c->t_combine / calls,
+                    toks ? (double)(sent + recvd) / (double)toks : 0.0);
+            for (int r = 1; r < c->size; r++) {
+                const rank_info *ri = &c->info[r];
+                fprintf(f, "trustmoe: rank %d (%s): %d experts %.2f MiB, resident %.2f MiB, %llu token rows, %llu "
+                           "expert-tokens, compute %.2f ms, sent %.1f KiB, received %.1f KiB\n",
+                        r, ri->host, ri->experts, dist_mib(ri->weight_bytes), dist_mib(ri->rss_end ? ri->rss_end : ri->rss),
+                        (unsigned long long)c->rank_rows[r], (unsigned long long)c->rank_pairs[r], 1e3 * ri->compute_s,
+                        c->bytes_from[r] / 1024.0, c->bytes_to[r] / 1024.0);
+            }
+            fprintf(f, "trustmoe: load imbalance (max/mean per worker): %.3f expert-tokens, %.3f token rows\n", imb,
+                    imb_rows);
+        }
+    }
+    if (!c->p.stats_json) return;
+
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddNumberToObject(j, "ranks", c->size);
+    cJSON_AddNumberToObject(j, "workers", c->W);
+    cJSON_AddStringToObject(j, "placement", c->distributed ? c->pm.policy : "local");
+    cJSON_AddNumberToObject(j, "replicas", TM_MAX(c->p.replicas, 1));
+    cJSON_AddStringToObject(j, "wire_dtype", tm_dtype_name(c->p.wire_dtype));
+    cJSON_AddBoolToObject(j, "wire_checksum", c->p.checksum);
+    cJSON_AddStringToObject(j, "build", dist_build_version());
+    cJSON *pf = cJSON_AddObjectToObject(j, "prefill");
+    cJSON_AddNumberToObject(pf, "tokens", (double)c->prefill_tok);
+    cJSON_AddNumberToObject(pf, "seconds", c->prefill_s);
+    cJSON_AddNumberToObject(pf, "tokens_per_second", pf_tps);
+    cJSON *dc = cJSON_AddObjectToObject(j, "decode");
+    cJSON_AddNumberToObject(dc, "tokens", (double)c->decode_tok);
+    cJSON_AddNumberToObject(dc, "steps", (double)c->decode_steps);
+    cJSON_AddNumberToObject(dc, "seconds", c->decode_s);
+    cJSON_AddNumberToObject(dc, "tokens_per_second", dc_tps);
+    cJSON *tm = cJSON_AddObjectToObject(j, "time_s");
+    cJSON_AddNumberToObject(tm, "attention", t_attn);
+    cJSON_AddNumberToObject(tm, "routing", t_route);
+    cJSON_AddNumberToObject(tm, "experts", t_moe);
+    cJSON_AddNumberToObject(tm, "dispatch", c->t_dispatch);
+    cJSON_AddNumberToObject(tm, "dispatch_wait", c->t_wait);
+    cJSON_AddNumberToObject(tm, "combine", c->t_combine);
+    cJSON_AddNumberToObject(tm, "expert_compute_local", c->t_local);
+    cJSON_AddNumberToObject(tm, "head", t_head);
+    cJSON_AddNumberToObject(j, "moe_layer_calls", (double)c->n_layer_calls);
+    cJSON *pl = cJSON_AddObjectToObject(j, "per_layer_us");
+    cJSON_AddNumberToObject(pl, "dispatch", 1e6 * c->t_dispatch / calls);
+    cJSON_AddNumberToObject(pl, "dispatch_wait", 1e6 * c->t_wait / calls);
+    cJSON_AddNumberToObject(pl, "combine", 1e6 * c->t_combine / calls);
+    cJSON *by = cJSON_AddObjectToObject(j, "bytes");
+    cJSON_AddNumberToObject(by, "sent", (double)sent);
+    cJSON_AddNumberToObject(by, "received", (double)recvd);
+    cJSON_AddNumberToObject(by, "per_token", toks ? (double)(sent + recvd) / (double)toks : 0.0);
+    cJSON_AddNumberToObject(j, "load_imbalance", imb);
+    cJSON_AddNumberToObject(j, "load_imbalance_token_rows", imb_rows);
+    cJSON *ranks = cJSON_AddArrayToObject(j, "ranks_detail");
+    for (int r = 0; r < c->size; r++) {
+        const rank_info *ri = &c->info[r];
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "rank", r);
+        cJSON_AddStringToObject(o, "host", ri->host);
+        cJSON_AddNumberToObject(o, "pid", ri->pid);
+        if (r == 0) {
+            cJSON_AddStringToObject(o, "role", "coordinator");
+            cJSON_AddNumberToObject(o, "bytes_sent", (double)sent);
+            cJSON_AddNumberToObject(o, "bytes_received", (double)recvd);
+            cJSON_AddNumberToObject(o, "resident_bytes", (double)tm_rss_bytes());
+            if (!c->distributed) {
+                cJSON_AddNumberToObject(o, "token_rows", (double)c->rank_rows[0]);
+                cJSON_AddNumberToObject(o, "expert_tokens", (double)c->rank_pairs[0]);
+                cJSON_AddNumberToObject(o, "expert_compute_s", c->t_local);
+            }
+        } else {
+            cJSON_AddStringToObject(o, "role", "worker");
+            cJSON_AddNumberToObject(o, "experts", ri->experts);
+            cJSON_AddNumberToObject(o, "weight_bytes", (double)ri->weight_bytes);
+            cJSON_AddNumberToObject(o, "resident_bytes_after_load", (double)ri->rss);
+            cJSON_AddNumberToObject(o, "resident_bytes_before_load", (double)ri->rss_before);
+            cJSON_AddNumberToObject(o, "resident_bytes", (double)ri->rss_end);
+            cJSON_AddNumberToObject(o, "token_rows", (double)c->rank_rows[r]);
+            cJSON_AddNumberToObject(o, "expert_tokens", (double)c->rank_pairs[r]);
+            cJSON_AddNumberToObject(o, "requests", (double)ri->requests);
+            cJSON_AddNumberToObject(o, "expert_compute_s", ri->compute_s);
+            cJSON_AddNumberToObject(o, "convert_s", ri->convert_s);
+            cJSON_AddNumberToObject(o, "idle_s", ri->idle_s);
+            cJSON_AddNumberToObject(o, "bytes_sent", (double)ri->bytes_sent);
+            cJSON_AddNumberToObject(o, "bytes_received", (double)ri->bytes_received);
+        }
+        cJSON_AddItemToArray(ranks, o);
+    }
+    cJSON *et = cJSON_AddArrayToObject(j, "expert_tokens");
+    for (int l = 0; l < c->L; l++) {
+        cJSON *row = cJSON_CreateArray();
+        if (cfg_layer_is_moe(&c->m->cfg, l))
+            for (int e = 0; e < c->E; e++)
+                cJSON_AddItemToArray(row, cJSON_CreateNumber((double)c->expert_tokens[(size_t)l * c->E + e]));
+        cJSON_AddItemToArray(et, row);
+    }
+    char *text = cJSON_Print(j);
+    FILE *f = fopen(c->p.stats_json, "w");
+    if (!f || fputs(text, f) < 0 || fputc('\n', f) < 0 || fclose(f) != 0)
+        fprintf(stderr, "trustmoe: --stats-json %s: cannot write: %s\n", c->p.stats_json, strerror(errno));
+    else
+        fprintf(stderr, "trustmoe: statistics written to %s\n", c->p.stats_json);
+    free(text);
+    cJSON_Delete(j);
+}
+
+void dist_finish(moe_backend *be, int exit_code, const tm_state *s)
+{
+    dist_ctx *c = dist_ctx_of(be);
+    if (!c) {
+        if (dist_mpi_active() && dist_size() > 1 && dist_rank() == 0)
+            dist_die(exit_code ? exit_code : 1, "stopping the job before the workers were started");
+        dist_finalize();
+        return;
+    }
+    dist_step_close(c);
+    if (c->distributed) collect_worker_stats(c, exit_code);
+    report(c, s);
+    dist_ctx_free(c);
+    be->ctx = NULL;
+    dist_finalize();
+}
