@@ -15,7 +15,7 @@
  * worker j places after its first one (mod W), so R <= W distinct workers;
  * with balanced, R replicas of every expert share its load.
  * The coordinator spreads tokens between the replicas of an expert by token
- * index (coordinator/dist.c), so the choice is deterministic.
+ * index (coordinator/dispatch/dispatch.c), so the choice is deterministic.
  *
  * FILE format: one object with a list of [layer, expert, rank] triples;
  * `rank` may also be a list of ranks (replicas, in the order tokens are

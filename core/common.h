@@ -1,6 +1,12 @@
 /* common.h: status codes, error strings and the assert macro shared by all
  * of trustmoe.
  *
+ * core/ owns what every role needs and nothing role-specific: dtypes and
+ * their conversions, safetensors and config.json loading, the kernels and
+ * their thread pool, the weight arena, CPU detection and one expert's SwiGLU.
+ * It calls only the C library, OpenBLAS, cJSON and the OS; every other
+ * folder may call it.
+ *
  * Two tiers of errors:
  *  - recoverable failures (bad file, bad flag, bad message) return a
  *    tm_status and fill a tm_err whose text names the file, tensor, rank or

@@ -1,6 +1,12 @@
 /* model.h: a Qwen3-MoE text decoder loaded from a Hugging Face folder, and
  * its forward pass on the coordinator.
  *
+ * engine/ owns the model: loading (also a worker's subset of experts), the
+ * forward pass with its KV state, the sampler and the seeded synthetic
+ * models (mkmodel.h).  Experts run through a moe_backend, so the engine
+ * never knows whether they are local or on other ranks.  It calls only
+ * core/; the worker, cluster/ and the coordinator's folders call it.
+ *
  * Matrices are tm_mat views in the chosen weight dtype: BF16 tensors stay
  * BF16 and mapped (--weight-dtype bf16), or every matrix is converted once to
  * F32 (--weight-dtype f32).  F16 and F64 tensors are always converted

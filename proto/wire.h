@@ -1,5 +1,7 @@
 /* wire.h: the framing of activation messages between the coordinator and the
- * workers.  Control messages (placement, handshake, shutdown, stats) are
+ * workers.  proto/ owns the bytes between ranks (this framing, its checks,
+ * CRC32C, and trustmoe.proto for the control plane); it calls only core/,
+ * and cluster/, worker/ and coordinator/dispatch/ build on it.  Control messages (placement, handshake, shutdown, stats) are
  * protobuf-c (proto/trustmoe.proto); activations are raw arrays behind this
  * fixed header, so a token's hidden vector is never re-encoded field by field.
  *

@@ -1,4 +1,4 @@
-/* worker.c: the serve loop of ranks 1..N (see worker.h and coordinator/dist.h). */
+/* worker.c: the serve loop of ranks 1..N (see worker.h and cluster/dist.h). */
 #define TM_DIST_INTERNAL
 #include "worker.h"
 

@@ -1,4 +1,10 @@
-/* cli.h: options shared by the commands of build/trustmoe. */
+/* cli.h: options shared by the commands of build/trustmoe.
+ *
+ * coordinator/cli/ owns the program: main.c, one cmd_*.c per command
+ * (commands.h), and this file's option parsing and engine-run steps.  It sits
+ * on top and may call every other folder; nothing calls it.  Dependencies
+ * point one way, which tools/check_layers.py checks (tests/cli/layering.sh).
+ */
 #ifndef TM_CLI_H
 #define TM_CLI_H
 
@@ -31,7 +37,7 @@ int cli_parse_int(const char *flag, const char *v, long lo, long hi, int *out, t
 int cli_parse_float(const char *flag, const char *v, double lo, double hi, float *out, tm_err *err);
 void cli_usage_common(FILE *f);
 int cli_wants_help(int argc, char **argv);
-/* Takes the trust selection flags (coordinator/trust_cli.h) out of argv,
+/* Takes the trust selection flags (coordinator/trust/trust_run.h) out of argv,
  * then parses the rest into o.  *selecting is 1 when a trust flag other than
  * --stats-json was given: the command then selects experts with trust. */
 tm_status cli_parse_with_trust(int *argc, char **argv, cli_opts *o, trust_opts *to, int *selecting, tm_err *err);

@@ -1,4 +1,4 @@
-/* generate.c: the generate command: prompts in (ids, text, chat, or a file of
+/* cmd_generate.c: the generate command: prompts in (ids, text, chat, or a file of
  * prompts generated as one batch), tokens out, streamed as text when the
  * model folder has a tokenizer. */
 #include "cli.h"
@@ -141,6 +141,258 @@ static tm_status add_selection_stats(const char *path, const trust_run *tr, tm_e
     return bad ? tm_errf(err, TM_EFAIL, "%s: write failed", path) : TM_OK;
 }
 
+/* ---- one run: its steps ------------------------------------------------------- */
+
+typedef struct {
+    cli_opts o;
+    trust_opts to;
+    int selecting;
+    tok_tokenizer *tok;
+    gen_seq *seqs;            /* [n_seqs] */
+    int n_seqs, total_prompt; /* sequences; prompt tokens over all of them */
+    tm_model m;
+    tm_state s;
+    sampler smp;
+    moe_backend be;
+    unsigned char *mask;      /* rank 0's empty expert mask in an MPI job */
+    int have_model, have_state, have_smp, started;
+    trust_run tr;
+    int have_trust;
+    tm_selector sel;
+    float *logits;            /* [n_seqs, vocab] f32: each sequence's next-token logits */
+    int32_t *batch_ids;       /* [total_prompt] ids of one forward call */
+    int *batch_seq;           /* [total_prompt] their sequences */
+    int *batch_of;            /* [n_seqs] the sequence of each decode row */
+    int32_t tok_im_end, tok_eot; /* chat stop tokens beyond the config's eos ids (-1: none) */
+    int stream;               /* one sequence printed as it comes */
+    tok_stream ts;
+    char *stream_buf;         /* [stream_cap] */
+    size_t stream_cap;
+    double t_load, t_prefill, t_decode;
+    int n_decoded;
+} gen_run;
+
+/* The tokenizer (when the folder has one) and the prompts as ids. */
+static tm_status gen_read_input(gen_run *g, tm_err *err)
+{
+    tm_status st;
+    char tok_path[4200];
+    snprintf(tok_path, sizeof tok_path, "%s/tokenizer.json", g->o.model_dir);
+    if (access(tok_path, F_OK) == 0 && (st = tok_load(tok_path, &g->tok, err)) != TM_OK) return st;
+    if (g->o.prompts_file) return read_prompts(g->tok, &g->o, &g->seqs, &g->n_seqs, err);
+    g->seqs = tm_calloc(1, sizeof *g->seqs);
+    g->n_seqs = 1;
+    return g->o.ids_arg ? cli_parse_ids(g->o.ids_arg, &g->seqs[0].prompt, &g->seqs[0].n_prompt, err)
+                        : encode_text(g->tok, &g->o, g->o.prompt, &g->seqs[0].prompt, &g->seqs[0].n_prompt, err);
+}
+
+/* Model, context length, KV state, sampler, buffers, expert backend (with
+ * the workers' loading and handshake) and trust selection. */
+static tm_status gen_setup(gen_run *g, tm_err *err)
+{
+    tm_status st;
+    const cli_opts *o = &g->o;
+    kern_set_threads(o->threads);
+    double t0 = tm_now();
+    if ((st = cli_load_model(&g->o, &g->m, &g->mask, err)) != TM_OK) return st;
+    g->have_model = 1;
+    const tm_config *cfg = &g->m.cfg;
+    int longest = 0;
+    for (int q = 0; q < g->n_seqs; q++) {
+        g->total_prompt += g->seqs[q].n_prompt;
+        longest = TM_MAX(longest, g->seqs[q].n_prompt);
+    }
+    int ctx = o->ctx ? o->ctx : longest + o->n_predict;
+    if (o->ctx && ctx > cfg->max_position_embeddings)
+        return tm_errf(err, TM_EINPUT, "-c %d exceeds max_position_embeddings %d of %s/config.json", ctx,
+                       cfg->max_position_embeddings, o->model_dir);
+    ctx = TM_MIN(ctx, cfg->max_position_embeddings);
+    if (longest > ctx)
+        return tm_errf(err, TM_EINPUT, "prompt of %d tokens is longer than the context of %d tokens", longest, ctx);
+    if ((st = state_init_batch(&g->s, &g->m, g->n_seqs, ctx, TM_MAX(g->total_prompt, g->n_seqs), err)) != TM_OK)
+        return st;
+    g->have_state = 1;
+    sampler_init(&g->smp, &o->samp, cfg->vocab_size);
+    g->have_smp = 1;
+    g->logits = tm_malloc(sizeof(float) * (size_t)cfg->vocab_size * (size_t)TM_MAX(g->n_seqs, 1));
+    g->batch_ids = tm_malloc(sizeof(int32_t) * (size_t)g->total_prompt);
+    g->batch_seq = tm_malloc(sizeof(int) * (size_t)g->total_prompt);
+    g->batch_of = tm_malloc(sizeof(int) * (size_t)g->n_seqs);
+    for (int q = 0; q < g->n_seqs; q++) g->seqs[q].out = tm_malloc(sizeof(int32_t) * (size_t)(o->n_predict + 1));
+    if ((st = cli_start_backend(o, &g->m, &g->s, &g->be, &g->started, err)) != TM_OK) return st;
+    g->t_load = tm_now() - t0;
+    if (g->selecting) {
+        /* one context per run: the first prompt's */
+        st = cli_trust_begin(&g->tr, &g->to, &g->m, g->seqs[0].prompt, g->seqs[0].n_prompt, &g->sel, err);
+        if (st != TM_OK) return st;
+        g->have_trust = 1;
+    }
+    g->tok_im_end = g->tok ? tok_token_id(g->tok, "<|im_end|>") : -1;
+    g->tok_eot = g->tok ? tok_token_id(g->tok, "<|endoftext|>") : -1;
+    g->stream = g->n_seqs == 1 && !o->json;
+    if (g->stream && g->tok) {
+        g->stream_cap = tok_stream_cap(g->tok);
+        tok_stream_init(&g->ts, g->tok);
+        g->stream_buf = tm_malloc(g->stream_cap);
+    }
+    return TM_OK;
+}
+
+/* Every prompt in one forward pass; keeps the logits of each prompt's last
+ * token. */
+static tm_status gen_prefill(gen_run *g, tm_err *err)
+{
+    const int V = g->m.cfg.vocab_size;
+    double t0 = tm_now();
+    int T = 0;
+    dist_set_step(&g->be, 0);
+    for (int q = 0; q < g->n_seqs; q++)
+        for (int i = 0; i < g->seqs[q].n_prompt; i++) {
+            g->batch_ids[T] = g->seqs[q].prompt[i];
+            g->batch_seq[T++] = q;
+        }
+    tm_status st;
+    if (g->n_seqs == 1) {
+        st = model_forward(&g->m, &g->s, g->batch_ids, T, &g->be, &g->sel, g->logits, 0, err);
+    } else {
+        float *all = tm_malloc(sizeof(float) * (size_t)V * (size_t)T); /* [T, vocab] */
+        st = model_forward_batch(&g->m, &g->s, g->batch_ids, g->batch_seq, T, &g->be, &g->sel, all, err);
+        for (int q = 0, end = 0; st == TM_OK && q < g->n_seqs; q++) {
+            end += g->seqs[q].n_prompt;
+            memcpy(g->logits + (size_t)q * V, all + (size_t)(end - 1) * V, sizeof(float) * (size_t)V);
+        }
+        free(all);
+    }
+    g->t_prefill = tm_now() - t0;
+    return st;
+}
+
+/* Prints a sampled token of the streamed sequence: text, or ids without a
+ * tokenizer. */
+static void gen_emit(gen_run *g, const gen_seq *q, int32_t next)
+{
+    if (g->tok) {
+        size_t k = tok_stream_push(&g->ts, next, g->stream_buf, g->stream_cap);
+        fwrite(g->stream_buf, 1, k, stdout);
+    } else {
+        printf(q->n_out > 1 ? ",%d" : "%d", next);
+    }
+    fflush(stdout);
+}
+
+/* Marks q done when next ends it: an eos or chat stop id, -n reached, or a
+ * full context.  Returns 1 when it stays live. */
+static int gen_continues(gen_run *g, gen_seq *q, int qi, int32_t next)
+{
+    if (cfg_is_eos(&g->m.cfg, next) || next == g->tok_im_end || next == g->tok_eot) q->stop = "eos";
+    else if (q->n_out >= g->o.n_predict) q->stop = "length";
+    else if (g->s.seq_len[qi] >= g->s.max_ctx) q->stop = "context";
+    else return 1;
+    q->done = 1;
+    return 0;
+}
+
+/* One token per live sequence per step until every sequence is done. */
+static tm_status gen_decode(gen_run *g, tm_err *err)
+{
+    const int V = g->m.cfg.vocab_size;
+    double t0 = tm_now();
+    for (int step = 1;; step++) {
+        int live = 0;
+        for (int q = 0; q < g->n_seqs; q++) {
+            gen_seq *sq = &g->seqs[q];
+            if (sq->done) continue;
+            int32_t next = sampler_sample(&g->smp, g->logits + (size_t)q * V);
+            sq->out[sq->n_out++] = next;
+            if (g->stream) gen_emit(g, sq, next);
+            if (!gen_continues(g, sq, q, next)) continue;
+            g->batch_ids[live] = next;
+            g->batch_seq[live] = q;
+            g->batch_of[live++] = q;
+        }
+        if (!live) break;
+        dist_set_step(&g->be, step);
+        tm_status st = model_forward_batch(&g->m, &g->s, g->batch_ids, g->batch_seq, live, &g->be, &g->sel,
+                                           g->logits, err);
+        if (st != TM_OK) return st;
+        g->n_decoded += live;
+        /* rows come back in batch order; put them at their sequence's slot */
+        for (int i = live - 1; i >= 0; i--)
+            if (g->batch_of[i] != i)
+                memmove(g->logits + (size_t)g->batch_of[i] * V, g->logits + (size_t)i * V, sizeof(float) * (size_t)V);
+    }
+    g->t_decode = tm_now() - t0;
+    if (g->stream) {
+        if (g->tok) fwrite(g->stream_buf, 1, tok_stream_flush(&g->ts, g->stream_buf, g->stream_cap), stdout);
+        printf("\n");
+        fflush(stdout);
+    }
+    return TM_OK;
+}
+
+/* Timings on stderr; the sequences and timings as JSON on stdout with --json
+ * or several sequences. */
+static void gen_report(const gen_run *g)
+{
+    double ms_per_tok = g->n_decoded ? 1e3 * g->t_decode / g->n_decoded : 0.0;
+    double tps = g->t_decode > 0 ? g->n_decoded / g->t_decode : 0.0;
+    double pf_tps = g->total_prompt / (g->t_prefill > 0 ? g->t_prefill : 1e-9);
+    fprintf(stderr, "trustmoe generate: load %.1f ms; prefill %d tokens in %.2f ms (%.2f tokens per second)\n",
+            1e3 * g->t_load, g->total_prompt, 1e3 * g->t_prefill, pf_tps);
+    fprintf(stderr, "trustmoe generate: decode %d tokens over %d sequences, %.2f ms per token, %.2f tokens per second\n",
+            g->n_decoded, g->n_seqs, ms_per_tok, tps);
+    if (g->have_trust) trust_run_print_summary(&g->tr, stderr);
+    if (!g->o.json && g->n_seqs == 1) return;
+    cJSON *json = cJSON_CreateObject();
+    if (g->n_seqs == 1) {
+        add_seq_json(json, &g->seqs[0], g->tok);
+    } else {
+        cJSON *arr = cJSON_AddArrayToObject(json, "sequences");
+        for (int q = 0; q < g->n_seqs; q++) {
+            cJSON *e = cJSON_CreateObject();
+            add_seq_json(e, &g->seqs[q], g->tok);
+            cJSON_AddItemToArray(arr, e);
+        }
+    }
+    cJSON *tm = cJSON_AddObjectToObject(json, "timings");
+    cJSON_AddNumberToObject(tm, "load_ms", 1e3 * g->t_load);
+    cJSON_AddNumberToObject(tm, "prefill_ms", 1e3 * g->t_prefill);
+    cJSON_AddNumberToObject(tm, "prefill_tokens_per_second", pf_tps);
+    cJSON_AddNumberToObject(tm, "decode_ms_per_token", ms_per_tok);
+    cJSON_AddNumberToObject(tm, "tokens_per_second", tps);
+    cJSON_AddNumberToObject(tm, "decode_tokens", g->n_decoded);
+    cJSON_AddNumberToObject(tm, "sequences", g->n_seqs);
+    cJSON *split = cJSON_AddObjectToObject(tm, "split_ms");
+    cJSON_AddNumberToObject(split, "attention", 1e3 * g->s.t_attn);
+    cJSON_AddNumberToObject(split, "routing_selection", 1e3 * g->s.t_route);
+    cJSON_AddNumberToObject(split, "experts", 1e3 * g->s.t_moe);
+    cJSON_AddNumberToObject(split, "lm_head", 1e3 * g->s.t_head);
+    char *text = cJSON_PrintUnformatted(json);
+    printf("%s\n", text);
+    free(text);
+    cJSON_Delete(json);
+}
+
+static void gen_free(gen_run *g)
+{
+    free(g->stream_buf);
+    free(g->logits);
+    free(g->batch_ids);
+    free(g->batch_seq);
+    free(g->batch_of);
+    for (int q = 0; g->seqs && q < g->n_seqs; q++) {
+        free(g->seqs[q].prompt);
+        free(g->seqs[q].out);
+    }
+    free(g->seqs);
+    if (g->have_trust) trust_run_close(&g->tr);
+    if (g->have_smp) sampler_free(&g->smp);
+    if (g->have_state) state_free(&g->s);
+    if (g->have_model) model_free(&g->m);
+    free(g->mask);
+    if (g->tok) tok_free(g->tok);
+}
+
 /* ---- the command ------------------------------------------------------------- */
 
 int cmd_generate(int argc, char **argv)
@@ -157,226 +409,30 @@ int cmd_generate(int argc, char **argv)
         trust_opts_usage(stdout);
         return 0;
     }
-    cli_opts o;
+    gen_run *g = tm_calloc(1, sizeof *g);
+    g->sel = (tm_selector){NULL, NULL};
     tm_err err = {{0}};
-    trust_opts to;
-    int selecting = 0;
-    tm_status st = cli_parse_with_trust(&argc, argv, &o, &to, &selecting, &err);
-    int sources = !!o.ids_arg + !!o.prompt + !!o.prompts_file;
+    tm_status st = cli_parse_with_trust(&argc, argv, &g->o, &g->to, &g->selecting, &err);
+    int sources = !!g->o.ids_arg + !!g->o.prompt + !!g->o.prompts_file;
     if (st == TM_OK && sources != 1) st = tm_errf(&err, TM_EINPUT, "give exactly one of -p TEXT, --ids or --prompts FILE");
-    if (st != TM_OK) return cli_fail("generate", &err, st);
-
+    if (st != TM_OK) {
+        free(g);
+        return cli_fail("generate", &err, st);
+    }
     int rc = 0;
-    if (cli_run_worker(&o, &rc)) return rc;
-    tok_tokenizer *tok = NULL;
-    gen_seq *seqs = NULL;
-    int n_seqs = 0, have_model = 0, have_state = 0, have_smp = 0, started = 0;
-    unsigned char *mask = NULL;
-    moe_backend be = {0};
-    float *logits = NULL;
-    int32_t *batch_ids = NULL;
-    int *batch_seq = NULL, *batch_of = NULL;
-    cJSON *json = NULL;
-    tm_model m;
-    tm_state s;
-    sampler smp;
-    trust_run tr;
-    int have_trust = 0;
-    tm_selector sel = {NULL, NULL};
-    char *stream_buf = NULL;
-
-    char tok_path[4200];
-    snprintf(tok_path, sizeof tok_path, "%s/tokenizer.json", o.model_dir);
-    if (access(tok_path, F_OK) == 0 && (st = tok_load(tok_path, &tok, &err)) != TM_OK) goto out;
-    if (o.prompts_file) {
-        if ((st = read_prompts(tok, &o, &seqs, &n_seqs, &err)) != TM_OK) goto out;
-    } else {
-        seqs = tm_calloc(1, sizeof *seqs);
-        n_seqs = 1;
-        st = o.ids_arg ? cli_parse_ids(o.ids_arg, &seqs[0].prompt, &seqs[0].n_prompt, &err)
-                       : encode_text(tok, &o, o.prompt, &seqs[0].prompt, &seqs[0].n_prompt, &err);
-        if (st != TM_OK) goto out;
+    if (cli_run_worker(&g->o, &rc)) {
+        free(g);
+        return rc;
     }
-
-    kern_set_threads(o.threads);
-    double t_load = tm_now();
-    if ((st = cli_load_model(&o, &m, &mask, &err)) != TM_OK) goto out;
-    have_model = 1;
-    int V = m.cfg.vocab_size, total_prompt = 0, longest = 0;
-    for (int q = 0; q < n_seqs; q++) {
-        total_prompt += seqs[q].n_prompt;
-        longest = TM_MAX(longest, seqs[q].n_prompt);
-    }
-    int ctx = o.ctx ? o.ctx : longest + o.n_predict;
-    if (o.ctx && ctx > m.cfg.max_position_embeddings) {
-        st = tm_errf(&err, TM_EINPUT, "-c %d exceeds max_position_embeddings %d of %s/config.json", ctx,
-                     m.cfg.max_position_embeddings, o.model_dir);
-        goto out;
-    }
-    ctx = TM_MIN(ctx, m.cfg.max_position_embeddings);
-    if (longest > ctx) {
-        st = tm_errf(&err, TM_EINPUT, "prompt of %d tokens is longer than the context of %d tokens", longest, ctx);
-        goto out;
-    }
-    if ((st = state_init_batch(&s, &m, n_seqs, ctx, TM_MAX(total_prompt, n_seqs), &err)) != TM_OK) goto out;
-    have_state = 1;
-    sampler_init(&smp, &o.samp, V);
-    have_smp = 1;
-    logits = tm_malloc(sizeof(float) * (size_t)V * (size_t)TM_MAX(n_seqs, 1));
-    batch_ids = tm_malloc(sizeof(int32_t) * (size_t)total_prompt);
-    batch_seq = tm_malloc(sizeof(int) * (size_t)total_prompt);
-    batch_of = tm_malloc(sizeof(int) * (size_t)n_seqs);
-    for (int q = 0; q < n_seqs; q++) seqs[q].out = tm_malloc(sizeof(int32_t) * (size_t)(o.n_predict + 1));
-    if ((st = cli_start_backend(&o, &m, &s, &be, &started, &err)) != TM_OK) goto out;
-    t_load = tm_now() - t_load; /* with the workers' loading and handshake */
-    if (selecting) {
-        /* one context per run: the first prompt's */
-        if ((st = cli_trust_begin(&tr, &to, &m, seqs[0].prompt, seqs[0].n_prompt, &sel, &err)) != TM_OK) goto out;
-        have_trust = 1;
-    }
-
-    /* the chat stop tokens, beyond the config's eos ids */
-    int32_t tok_im_end = tok ? tok_token_id(tok, "<|im_end|>") : -1;
-    int32_t tok_eot = tok ? tok_token_id(tok, "<|endoftext|>") : -1;
-
-    /* stream text only for a single sequence printed as it comes */
-    int stream = n_seqs == 1 && !o.json;
-    tok_stream ts;
-    size_t stream_cap = tok ? tok_stream_cap(tok) : 0;
-    if (stream && tok) {
-        tok_stream_init(&ts, tok);
-        stream_buf = tm_malloc(stream_cap);
-    }
-
-    /* prefill: every prompt in one pass; logits of each prompt's last token */
-    double t0 = tm_now();
-    int T = 0, step = 0;
-    dist_set_step(&be, step++);
-    for (int q = 0; q < n_seqs; q++)
-        for (int i = 0; i < seqs[q].n_prompt; i++) {
-            batch_ids[T] = seqs[q].prompt[i];
-            batch_seq[T++] = q;
-        }
-    float *all = n_seqs == 1 ? NULL : tm_malloc(sizeof(float) * (size_t)V * (size_t)T);
-    if (n_seqs == 1) {
-        st = model_forward(&m, &s, batch_ids, T, &be, &sel, logits, 0, &err);
-    } else {
-        st = model_forward_batch(&m, &s, batch_ids, batch_seq, T, &be, &sel, all, &err);
-        for (int q = 0, end = 0; st == TM_OK && q < n_seqs; q++) {
-            end += seqs[q].n_prompt;
-            memcpy(logits + (size_t)q * V, all + (size_t)(end - 1) * V, sizeof(float) * (size_t)V);
-        }
-    }
-    free(all);
-    if (st != TM_OK) goto out;
-    double t_prefill = tm_now() - t0, t1 = tm_now();
-
-    /* decode: one token per live sequence per step */
-    int n_tokens_decoded = 0;
-    for (;;) {
-        int live = 0;
-        for (int q = 0; q < n_seqs; q++) {
-            gen_seq *g = &seqs[q];
-            if (g->done) continue;
-            int32_t next = sampler_sample(&smp, logits + (size_t)q * V);
-            g->out[g->n_out++] = next;
-            if (stream) {
-                if (tok) {
-                    size_t k = tok_stream_push(&ts, next, stream_buf, stream_cap);
-                    fwrite(stream_buf, 1, k, stdout);
-                } else {
-                    printf(g->n_out > 1 ? ",%d" : "%d", next);
-                }
-                fflush(stdout);
-            }
-            if (cfg_is_eos(&m.cfg, next) || next == tok_im_end || next == tok_eot) {
-                g->done = 1;
-                g->stop = "eos";
-            } else if (g->n_out >= o.n_predict) {
-                g->done = 1;
-                g->stop = "length";
-            } else if (s.seq_len[q] >= s.max_ctx) {
-                g->done = 1;
-                g->stop = "context";
-            } else {
-                batch_ids[live] = next;
-                batch_seq[live] = q;
-                batch_of[live++] = q;
-            }
-        }
-        if (!live) break;
-        dist_set_step(&be, step++);
-        st = model_forward_batch(&m, &s, batch_ids, batch_seq, live, &be, &sel, logits, &err);
-        if (st != TM_OK) goto out;
-        n_tokens_decoded += live;
-        /* rows come back in batch order; put them at their sequence's slot */
-        for (int i = live - 1; i >= 0; i--)
-            if (batch_of[i] != i) memmove(logits + (size_t)batch_of[i] * V, logits + (size_t)i * V, sizeof(float) * (size_t)V);
-    }
-    double t_decode = tm_now() - t1;
-    if (stream) {
-        if (tok) fwrite(stream_buf, 1, tok_stream_flush(&ts, stream_buf, stream_cap), stdout);
-        printf("\n");
-        fflush(stdout);
-    }
-
-    double ms_per_tok = n_tokens_decoded ? 1e3 * t_decode / n_tokens_decoded : 0.0;
-    double tps = t_decode > 0 ? n_tokens_decoded / t_decode : 0.0;
-    fprintf(stderr, "trustmoe generate: load %.1f ms; prefill %d tokens in %.2f ms (%.2f tokens per second)\n",
-            1e3 * t_load, total_prompt, 1e3 * t_prefill, total_prompt / (t_prefill > 0 ? t_prefill : 1e-9));
-    fprintf(stderr, "trustmoe generate: decode %d tokens over %d sequences, %.2f ms per token, %.2f tokens per second\n",
-            n_tokens_decoded, n_seqs, ms_per_tok, tps);
-    if (have_trust) trust_run_print_summary(&tr, stderr);
-    if (o.json || n_seqs > 1) {
-        json = cJSON_CreateObject();
-        if (n_seqs == 1) {
-            add_seq_json(json, &seqs[0], tok);
-        } else {
-            cJSON *arr = cJSON_AddArrayToObject(json, "sequences");
-            for (int q = 0; q < n_seqs; q++) {
-                cJSON *e = cJSON_CreateObject();
-                add_seq_json(e, &seqs[q], tok);
-                cJSON_AddItemToArray(arr, e);
-            }
-        }
-        cJSON *tm = cJSON_AddObjectToObject(json, "timings");
-        cJSON_AddNumberToObject(tm, "load_ms", 1e3 * t_load);
-        cJSON_AddNumberToObject(tm, "prefill_ms", 1e3 * t_prefill);
-        cJSON_AddNumberToObject(tm, "prefill_tokens_per_second", total_prompt / (t_prefill > 0 ? t_prefill : 1e-9));
-        cJSON_AddNumberToObject(tm, "decode_ms_per_token", ms_per_tok);
-        cJSON_AddNumberToObject(tm, "tokens_per_second", tps);
-        cJSON_AddNumberToObject(tm, "decode_tokens", n_tokens_decoded);
-        cJSON_AddNumberToObject(tm, "sequences", n_seqs);
-        cJSON *split = cJSON_AddObjectToObject(tm, "split_ms");
-        cJSON_AddNumberToObject(split, "attention", 1e3 * s.t_attn);
-        cJSON_AddNumberToObject(split, "routing_selection", 1e3 * s.t_route);
-        cJSON_AddNumberToObject(split, "experts", 1e3 * s.t_moe);
-        cJSON_AddNumberToObject(split, "lm_head", 1e3 * s.t_head);
-        char *text = cJSON_PrintUnformatted(json);
-        printf("%s\n", text);
-        free(text);
-    }
-out:
+    if ((st = gen_read_input(g, &err)) == TM_OK && (st = gen_setup(g, &err)) == TM_OK &&
+        (st = gen_prefill(g, &err)) == TM_OK && (st = gen_decode(g, &err)) == TM_OK)
+        gen_report(g);
     if (st != TM_OK) rc = cli_fail("generate", &err, st);
-    cli_finish(&be, started, rc, have_state ? &s : NULL);
-    if (rc == 0 && have_trust && o.dist.stats_json && add_selection_stats(o.dist.stats_json, &tr, &err) != TM_OK)
+    cli_finish(&g->be, g->started, rc, g->have_state ? &g->s : NULL);
+    if (rc == 0 && g->have_trust && g->o.dist.stats_json &&
+        add_selection_stats(g->o.dist.stats_json, &g->tr, &err) != TM_OK)
         rc = cli_fail("generate", &err, TM_EFAIL);
-    cJSON_Delete(json);
-    free(stream_buf);
-    free(logits);
-    free(batch_ids);
-    free(batch_seq);
-    free(batch_of);
-    for (int q = 0; seqs && q < n_seqs; q++) {
-        free(seqs[q].prompt);
-        free(seqs[q].out);
-    }
-    free(seqs);
-    if (have_trust) trust_run_close(&tr);
-    if (have_smp) sampler_free(&smp);
-    if (have_state) state_free(&s);
-    if (have_model) model_free(&m);
-    free(mask);
-    if (tok) tok_free(tok);
+    gen_free(g);
+    free(g);
     return rc;
 }

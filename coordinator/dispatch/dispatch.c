@@ -2,7 +2,8 @@
  * the protocol): per-layer dispatch of token rows to the workers and combine
  * of their partial sums, the same statistics around the local backend at
  * -np 1, and prefill/decode step accounting. */
-#include "dispatch_ctx.h"
+#include "dispatch_ctx.h" /* first: it opens dist.h's internal part */
+#include "dispatch.h"
 
 #include "wire.h"
 
@@ -165,48 +166,43 @@ static _Noreturn void die_wire(dist_ctx *c, int r, const char *msg)
     dist_die(1, "%s [worker rank %d, host %s, pid %d]", msg, r, c->info[r].host, c->info[r].pid);
 }
 
-int dist_run_layer(moe_backend *b, int layer, const float *x, int T, const int32_t *ids, const float *w,
-                          int k, float *out)
+/* Pass 1: the destination rank of every (token, slot) and the token rows
+ * per rank.  All of a token's experts use the same replica index, so a token
+ * spreads over as few workers as the placement allows. */
+static void route_tokens(dist_ctx *c, int layer, int T, const int32_t *ids, int k)
 {
-    dist_ctx *c = b->ctx;
-    if (T <= 0) return 0;
-    if (layer == c->first_moe) step_on_call(c, T);
-    double t0 = tm_now();
-    TM_ASSERT(k >= 1 && k <= c->K && layer >= 0 && layer < c->L && c->pm.is_moe[layer]);
-    dist_ctx_grow(c, T);
-    const int H = c->H, E = c->E, size = c->size;
-    const tm_dtype dt = c->p.wire_dtype;
-    const size_t row_bytes = (size_t)H * c->dts;
     const uint64_t base = c->tok_counter[layer];
-
-    /* pass 1: destination of every (token, slot); rows per worker.  All of a
-     * token's experts use the same replica index, so a token spreads over as
-     * few workers as the placement allows. */
-    for (int r = 0; r < size; r++) {
+    for (int r = 0; r < c->size; r++) {
         c->n_rows[r] = 0;
         c->stamp[r] = -1;
     }
     for (int t = 0; t < T; t++)
         for (int j = 0; j < k; j++) {
             int e = ids[(size_t)t * k + j];
-            TM_ASSERT_MSG(e >= 0 && e < E, "expert id out of range");
+            TM_ASSERT_MSG(e >= 0 && e < c->E, "expert id out of range");
             int n = place_count(&c->pm, layer, e);
             int r = place_ranks(&c->pm, layer, e)[(base + (uint64_t)t) % (uint64_t)n];
             c->dest[(size_t)t * k + j] = r;
-            c->expert_tokens[(size_t)layer * E + e]++;
+            c->expert_tokens[(size_t)layer * c->E + e]++;
             c->rank_pairs[r]++;
             if (c->stamp[r] != t) {
                 c->stamp[r] = t;
                 c->n_rows[r]++;
             }
         }
+}
 
-    /* pass 2: pack each worker's rows and (expert, weight) pairs */
-    for (int r = 0; r < size; r++) {
+/* Pass 2: each worker's payload, its token rows then one row of k
+ * (expert, weight) pairs per token, padded with (-1, 0). */
+static void pack_requests(dist_ctx *c, const float *x, int T, const int32_t *ids, const float *w, int k)
+{
+    const int H = c->H;
+    const size_t row_bytes = (size_t)H * c->dts;
+    for (int r = 0; r < c->size; r++) {
         c->stamp[r] = -1;
         c->fill[r] = 0;
     }
-    int *cursor = c->fill; /* reused: rows written so far per worker */
+    int *cursor = c->fill; /* rows written so far per worker */
     int slot_used[64];
     TM_ASSERT(k <= 64);
     for (int t = 0; t < T; t++) {
@@ -218,7 +214,7 @@ int dist_run_layer(moe_backend *b, int layer, const float *x, int T, const int32
             int row = cursor[r]++;
             c->rows_of[(size_t)r * c->cap_T + row] = t;
             uint8_t *act = c->send[r] + WIRE_HEADER_BYTES;
-            wire_pack_rows(dt, x + (size_t)t * H, (size_t)H, act + (size_t)row * row_bytes);
+            wire_pack_rows(c->p.wire_dtype, x + (size_t)t * H, (size_t)H, act + (size_t)row * row_bytes);
             uint8_t *pairs = act + (size_t)c->n_rows[r] * row_bytes + (size_t)row * k * WIRE_PAIR_BYTES;
             int np = 0;
             for (int jj = j; jj < k; jj++) {
@@ -233,8 +229,12 @@ int dist_run_layer(moe_backend *b, int layer, const float *x, int T, const int32
             }
         }
     }
+}
 
-    /* receives first, then sends */
+/* Receives for every worker with rows, then the DISPATCH sends. */
+static void post_exchange(dist_ctx *c, int layer, int k)
+{
+    const int size = c->size;
     MPI_Comm comm = dist_comm();
     for (int r = 1; r < size; r++) {
         c->req[r] = c->req[size + r] = MPI_REQUEST_NULL;
@@ -249,9 +249,9 @@ int dist_run_layer(moe_backend *b, int layer, const float *x, int T, const int32
         h.layer = layer;
         h.seq = c->seq[r];
         h.src_rank = 0;
-        h.dtype = (uint32_t)dt;
+        h.dtype = (uint32_t)c->p.wire_dtype;
         h.rows = (uint32_t)c->n_rows[r];
-        h.cols = (uint32_t)H;
+        h.cols = (uint32_t)c->H;
         h.pairs = (uint32_t)k;
         h.payload_bytes = wire_payload_bytes(h.dtype, h.rows, h.cols, h.pairs);
         if (c->p.checksum) {
@@ -265,9 +265,13 @@ int dist_run_layer(moe_backend *b, int layer, const float *x, int T, const int32
         c->bytes_to[r] += n;
         c->rank_rows[r] += (uint64_t)c->n_rows[r];
     }
-    double t1 = tm_now();
-    c->t_dispatch += t1 - t0;
+}
 
+/* Waits for every send and reply of the layer; a late or failed worker ends
+ * the job with its rank, host and pid. */
+static void await_exchange(dist_ctx *c, int layer)
+{
+    const int size = c->size;
     int rc = dist_wait_all(c->req, c->sts, 2 * size, c->p.comm_timeout);
     if (rc >= 0) {
         char late[512];
@@ -287,11 +291,16 @@ int dist_run_layer(moe_backend *b, int layer, const float *x, int T, const int32
                  i < size ? "receive" : "send", dist_mpi_error(c->sts[i].MPI_ERROR));
         die_wire(c, r, msg);
     }
-    double t2 = tm_now();
-    c->t_wait += t2 - t1;
+}
 
-    /* combine in ascending worker rank: a fixed order, so runs repeat bitwise */
-    for (int r = 1; r < size; r++) {
+/* Checks every RESULT header against what was asked and adds the rows in
+ * ascending worker rank: a fixed order, so runs repeat bitwise. */
+static void combine_replies(dist_ctx *c, int layer, float *out)
+{
+    const int H = c->H;
+    const tm_dtype dt = c->p.wire_dtype;
+    const size_t row_bytes = (size_t)H * c->dts;
+    for (int r = 1; r < c->size; r++) {
         if (!c->n_rows[r]) continue;
         int count = 0;
         MPI_Get_count(&c->sts[r], MPI_BYTE, &count);
@@ -316,6 +325,26 @@ int dist_run_layer(moe_backend *b, int layer, const float *x, int T, const int32
         c->bytes_from[r] += (uint64_t)count;
         c->seq[r]++;
     }
+}
+
+int dist_run_layer(moe_backend *b, int layer, const float *x, int T, const int32_t *ids, const float *w, int k,
+                   float *out)
+{
+    dist_ctx *c = b->ctx;
+    if (T <= 0) return 0;
+    if (layer == c->first_moe) step_on_call(c, T);
+    double t0 = tm_now();
+    TM_ASSERT(k >= 1 && k <= c->K && layer >= 0 && layer < c->L && c->pm.is_moe[layer]);
+    dist_ctx_grow(c, T);
+    route_tokens(c, layer, T, ids, k);
+    pack_requests(c, x, T, ids, w, k);
+    post_exchange(c, layer, k);
+    double t1 = tm_now();
+    c->t_dispatch += t1 - t0;
+    await_exchange(c, layer);
+    double t2 = tm_now();
+    c->t_wait += t2 - t1;
+    combine_replies(c, layer, out);
     c->tok_counter[layer] += (uint64_t)T;
     c->t_combine += tm_now() - t2;
     c->n_layer_calls++;

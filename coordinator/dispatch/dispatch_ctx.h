@@ -6,8 +6,8 @@
 #define TM_DISPATCH_CTX_H
 
 #define TM_DIST_INTERNAL
-#include "dispatch.h"
-
+#include "dist.h"
+#include "model.h"
 #include "placement.h"
 
 #define DIST_CTX_MAGIC 0x44495354 /* marks a moe_backend.ctx made here */

@@ -1,7 +1,8 @@
 /* handshake.c: the start of a distributed run: rank 0 builds the placement,
  * sends it to every worker, and checks every worker's Handshake (build, model
  * identity and content, experts hosted) before any expert runs. */
-#include "dispatch_ctx.h"
+#include "dispatch_ctx.h" /* first: it opens dist.h's internal part */
+#include "dispatch.h"
 
 #include "trustmoe.pb-c.h"
 #include "wire.h"
@@ -11,23 +12,16 @@
 
 /* ---- start: placement out, handshakes in ---------------------------------------- */
 
-tm_status dist_coordinator_start(const tm_model *m, const dist_params *p, int size, moe_backend *be, tm_err *err)
+/* The Placement message every worker receives, packed; *len its bytes. */
+static uint8_t *pack_placement(dist_ctx *c, uint64_t sample, size_t *len)
 {
-    TM_ASSERT_MSG(dist_mpi_active() && dist_rank() == 0 && size == dist_size() && size > 1, "dist_coordinator_start: rank 0 of an MPI job");
-    dist_ctx *c = dist_ctx_new(m, p, size);
-    c->distributed = 1;
+    const tm_model *m = c->m;
     const tm_config *cfg = &m->cfg;
-    if (p->wire_dtype != TM_DT_F32 && p->wire_dtype != TM_DT_BF16)
-        dist_die(2, "--wire-dtype must be f32 or bf16");
-    tm_status st = place_build(&c->pm, cfg, place_expert_bytes(cfg, m->weight_dtype), size - 1, p->placement,
-                               p->replicas, err);
-    if (st != TM_OK) dist_die(2, "%s (no expert was run)", err->msg);
-    uint64_t sample = dist_content_sample(&m->st);
-
+    const dist_params *p = &c->p;
     Trustmoe__Placement pl = TRUSTMOE__PLACEMENT__INIT;
     pl.build_version = (char *)dist_build_version();
     pl.model_identity = m->identity;
-    pl.world_size = size;
+    pl.world_size = c->size;
     pl.num_layers = c->L;
     pl.num_experts = cfg->num_experts;
     pl.hidden = c->H;
@@ -43,9 +37,61 @@ tm_status dist_coordinator_start(const tm_model *m, const dist_params *p, int si
     pl.ranks = c->pm.ranks;
     pl.model_dir = (char *)m->dir;
     pl.content_sample = sample;
-    size_t pl_len = trustmoe__placement__get_packed_size(&pl);
-    uint8_t *pl_buf = tm_malloc(pl_len);
-    trustmoe__placement__pack(&pl, pl_buf);
+    *len = trustmoe__placement__get_packed_size(&pl);
+    uint8_t *buf = tm_malloc(*len);
+    trustmoe__placement__pack(&pl, buf);
+    return buf;
+}
+
+/* Records worker r's Handshake and checks it against this run: rank, load
+ * error, build, model identity and content, experts hosted. */
+static void check_handshake(dist_ctx *c, int r, const Trustmoe__Handshake *hs, uint64_t sample)
+{
+    const tm_model *m = c->m;
+    rank_info *ri = &c->info[r];
+    snprintf(ri->host, sizeof ri->host, "%s", hs->host);
+    ri->pid = hs->pid;
+    ri->experts = hs->experts_hosted;
+    ri->weight_bytes = hs->weight_bytes;
+    ri->rss = hs->resident_bytes;
+    ri->rss_before = hs->resident_before_load;
+    if (hs->rank != r) dist_die(1, "handshake: the message from rank %d says rank %d", r, hs->rank);
+    if (hs->error && hs->error[0])
+        dist_die(2, "handshake: worker rank %d (host %s, model %s): %s", r, hs->host, hs->model_dir, hs->error);
+    if (strcmp(hs->build_version, dist_build_version()))
+        dist_die(2,
+                 "handshake: build mismatch: worker rank %d (host %s) runs '%s', the coordinator runs '%s'; every "
+                 "rank must run the same trustmoe build",
+                 r, hs->host, hs->build_version, dist_build_version());
+    if (hs->model_identity != m->identity || hs->content_sample != sample)
+        dist_die(2,
+                 "handshake: model mismatch: worker rank %d (host %s) loaded %s with identity %016llx, content "
+                 "sample %08llx; the coordinator (host %s) loaded %s with identity %016llx, content sample "
+                 "%08llx; every rank must load the same checkpoint",
+                 r, hs->host, hs->model_dir, (unsigned long long)hs->model_identity,
+                 (unsigned long long)hs->content_sample, dist_hostname(), m->dir, (unsigned long long)m->identity,
+                 (unsigned long long)sample);
+    int want = place_rank_experts(&c->pm, r);
+    if (hs->experts_hosted != want)
+        dist_die(1, "handshake: worker rank %d (host %s) loaded %d experts, the placement gives it %d", r,
+                 hs->host, hs->experts_hosted, want);
+}
+
+tm_status dist_coordinator_start(const tm_model *m, const dist_params *p, int size, moe_backend *be, tm_err *err)
+{
+    TM_ASSERT_MSG(dist_mpi_active() && dist_rank() == 0 && size == dist_size() && size > 1,
+                  "dist_coordinator_start: rank 0 of an MPI job");
+    dist_ctx *c = dist_ctx_new(m, p, size);
+    c->distributed = 1;
+    const tm_config *cfg = &m->cfg;
+    if (p->wire_dtype != TM_DT_F32 && p->wire_dtype != TM_DT_BF16)
+        dist_die(2, "--wire-dtype must be f32 or bf16");
+    tm_status st = place_build(&c->pm, cfg, place_expert_bytes(cfg, m->weight_dtype), size - 1, p->placement,
+                               p->replicas, err);
+    if (st != TM_OK) dist_die(2, "%s (no expert was run)", err->msg);
+    uint64_t sample = dist_content_sample(&m->st);
+    size_t pl_len = 0;
+    uint8_t *pl_buf = pack_placement(c, sample, &pl_len);
 
     uint8_t *hs_buf = tm_malloc((size_t)size * HS_MAX_BYTES);
     for (int r = 1; r < size; r++) {
@@ -70,38 +116,14 @@ tm_status dist_coordinator_start(const tm_model *m, const dist_params *p, int si
         Trustmoe__Handshake *hs =
             trustmoe__handshake__unpack(NULL, (size_t)count, hs_buf + (size_t)r * HS_MAX_BYTES);
         if (!hs) dist_die(1, "handshake: rank %d sent %d bytes that are not a Handshake message", r, count);
-        rank_info *ri = &c->info[r];
-        snprintf(ri->host, sizeof ri->host, "%s", hs->host);
-        ri->pid = hs->pid;
-        ri->experts = hs->experts_hosted;
-        ri->weight_bytes = hs->weight_bytes;
-        ri->rss = hs->resident_bytes;
-        ri->rss_before = hs->resident_before_load;
-        if (hs->rank != r) dist_die(1, "handshake: the message from rank %d says rank %d", r, hs->rank);
-        if (hs->error && hs->error[0])
-            dist_die(2, "handshake: worker rank %d (host %s, model %s): %s", r, hs->host, hs->model_dir, hs->error);
-        if (strcmp(hs->build_version, dist_build_version()))
-            dist_die(2,
-                     "handshake: build mismatch: worker rank %d (host %s) runs '%s', the coordinator runs '%s'; every "
-                     "rank must run the same trustmoe build",
-                     r, hs->host, hs->build_version, dist_build_version());
-        if (hs->model_identity != m->identity || hs->content_sample != sample)
-            dist_die(2,
-                     "handshake: model mismatch: worker rank %d (host %s) loaded %s with identity %016llx, content "
-                     "sample %08llx; the coordinator (host %s) loaded %s with identity %016llx, content sample "
-                     "%08llx; every rank must load the same checkpoint",
-                     r, hs->host, hs->model_dir, (unsigned long long)hs->model_identity,
-                     (unsigned long long)hs->content_sample, dist_hostname(), m->dir, (unsigned long long)m->identity,
-                     (unsigned long long)sample);
-        int want = place_rank_experts(&c->pm, r);
-        if (hs->experts_hosted != want)
-            dist_die(1, "handshake: worker rank %d (host %s) loaded %d experts, the placement gives it %d", r,
-                     hs->host, hs->experts_hosted, want);
+        check_handshake(c, r, hs, sample);
         trustmoe__handshake__free_unpacked(hs, NULL);
+        const rank_info *ri = &c->info[r];
         fprintf(stderr,
                 "trustmoe: rank %d (%s, pid %d): %d experts, %.2f MiB of expert weights, resident %.2f MiB "
                 "(%.2f MiB before load)\n",
-                r, ri->host, ri->pid, ri->experts, dist_mib(ri->weight_bytes), dist_mib(ri->rss), dist_mib(ri->rss_before));
+                r, ri->host, ri->pid, ri->experts, dist_mib(ri->weight_bytes), dist_mib(ri->rss),
+                dist_mib(ri->rss_before));
     }
     free(hs_buf);
     free(pl_buf);

@@ -1,6 +1,7 @@
 /* report.c: the end of a run: shutdown of the workers with their statistics,
  * the summary on stderr, and the --stats-json document. */
-#include "dispatch_ctx.h"
+#include "dispatch_ctx.h" /* first: it opens dist.h's internal part */
+#include "dispatch.h"
 
 #include "trustmoe.pb-c.h"
 
@@ -55,13 +56,23 @@ static void collect_worker_stats(dist_ctx *c, int exit_code)
     free(buf);
 }
 
-static void report(dist_ctx *c, const tm_state *s)
+/* The totals both the summary and the JSON use. */
+typedef struct {
+    uint64_t sent, recvd, toks;      /* bytes to and from the workers; tokens of the run */
+    double imb, imb_rows;            /* max/mean expert-tokens and token rows per rank */
+    double calls;                    /* MoE layer calls (at least 1) */
+    double pf_tps, dc_tps;           /* prefill and decode tokens per second */
+    double t_attn, t_route, t_moe, t_head;
+} report_totals;
+
+static report_totals totals_of(const dist_ctx *c, const tm_state *s)
 {
-    uint64_t sent = 0, recvd = 0, max_pairs = 0, sum_pairs = 0, max_rows = 0, sum_rows = 0;
+    report_totals x = {0};
+    uint64_t max_pairs = 0, sum_pairs = 0, max_rows = 0, sum_rows = 0;
     int first = c->distributed ? 1 : 0;
     for (int r = 1; r < c->size; r++) {
-        sent += c->bytes_to[r];
-        recvd += c->bytes_from[r];
+        x.sent += c->bytes_to[r];
+        x.recvd += c->bytes_from[r];
     }
     for (int r = first; r < c->size; r++) {
         max_pairs = TM_MAX(max_pairs, c->rank_pairs[r]);
@@ -70,32 +81,42 @@ static void report(dist_ctx *c, const tm_state *s)
         sum_rows += c->rank_rows[r];
     }
     int n_ranks = c->size - first;
-    double imb = sum_pairs ? (double)max_pairs * n_ranks / (double)sum_pairs : 0.0;
-    double imb_rows = sum_rows ? (double)max_rows * n_ranks / (double)sum_rows : 0.0;
-    uint64_t toks = c->prefill_tok + c->decode_tok;
-    double calls = c->n_layer_calls ? (double)c->n_layer_calls : 1.0;
-    double pf_tps = c->prefill_s > 0 ? (double)c->prefill_tok / c->prefill_s : 0.0;
-    double dc_tps = c->decode_s > 0 ? (double)c->decode_tok / c->decode_s : 0.0;
-    double t_attn = s ? s->t_attn : 0, t_route = s ? s->t_route : 0, t_moe = s ? s->t_moe : 0, t_head = s ? s->t_head : 0;
+    x.imb = sum_pairs ? (double)max_pairs * n_ranks / (double)sum_pairs : 0.0;
+    x.imb_rows = sum_rows ? (double)max_rows * n_ranks / (double)sum_rows : 0.0;
+    x.toks = c->prefill_tok + c->decode_tok;
+    x.calls = c->n_layer_calls ? (double)c->n_layer_calls : 1.0;
+    x.pf_tps = c->prefill_s > 0 ? (double)c->prefill_tok / c->prefill_s : 0.0;
+    x.dc_tps = c->decode_s > 0 ? (double)c->decode_tok / c->decode_s : 0.0;
+    if (s) {
+        x.t_attn = s->t_attn;
+        x.t_route = s->t_route;
+        x.t_moe = s->t_moe;
+        x.t_head = s->t_head;
+    }
+    return x;
+}
 
-    if (c->distributed || c->p.stats_json) {
+/* The summary on stderr: throughput, time split, per-rank lines. */
+static void print_report(const dist_ctx *c, const report_totals *x)
+{
+    {
         FILE *f = stderr;
         fprintf(f, "trustmoe: %d rank%s (%d worker%s), placement %s, replicas %d, wire %s%s\n", c->size,
                 c->size > 1 ? "s" : "", c->W, c->W == 1 ? "" : "s", c->distributed ? c->pm.policy : "local",
                 TM_MAX(c->p.replicas, 1), tm_dtype_name(c->p.wire_dtype), c->p.checksum ? " + CRC32C" : "");
         fprintf(f, "trustmoe: prefill %llu tokens in %.2f ms (%.2f tokens per second); decode %llu tokens in %.2f ms "
                    "(%.2f ms per token, %.2f tokens per second)\n",
-                (unsigned long long)c->prefill_tok, 1e3 * c->prefill_s, pf_tps, (unsigned long long)c->decode_tok,
-                1e3 * c->decode_s, c->decode_tok ? 1e3 * c->decode_s / (double)c->decode_tok : 0.0, dc_tps);
+                (unsigned long long)c->prefill_tok, 1e3 * c->prefill_s, x->pf_tps, (unsigned long long)c->decode_tok,
+                1e3 * c->decode_s, c->decode_tok ? 1e3 * c->decode_s / (double)c->decode_tok : 0.0, x->dc_tps);
         fprintf(f, "trustmoe: time attention %.2f ms, routing %.2f ms, experts %.2f ms (dispatch %.2f, wait %.2f, "
                    "combine %.2f, local %.2f), head %.2f ms\n",
-                1e3 * t_attn, 1e3 * t_route, 1e3 * t_moe, 1e3 * c->t_dispatch, 1e3 * c->t_wait, 1e3 * c->t_combine,
-                1e3 * c->t_local, 1e3 * t_head);
+                1e3 * x->t_attn, 1e3 * x->t_route, 1e3 * x->t_moe, 1e3 * c->t_dispatch, 1e3 * c->t_wait, 1e3 * c->t_combine,
+                1e3 * c->t_local, 1e3 * x->t_head);
         if (c->distributed) {
             fprintf(f, "trustmoe: per MoE layer call: dispatch %.1f us, wait %.1f us, combine %.1f us; %.0f bytes per "
                        "token (all layers, both ways)\n",
-                    1e6 * c->t_dispatch / calls, 1e6 * c->t_wait / calls, 1e6 * c->t_combine / calls,
-                    toks ? (double)(sent + recvd) / (double)toks : 0.0);
+                    1e6 * c->t_dispatch / x->calls, 1e6 * c->t_wait / x->calls, 1e6 * c->t_combine / x->calls,
+                    x->toks ? (double)(x->sent + x->recvd) / (double)x->toks : 0.0);
             for (int r = 1; r < c->size; r++) {
                 const rank_info *ri = &c->info[r];
                 fprintf(f, "trustmoe: rank %d (%s): %d experts %.2f MiB, resident %.2f MiB, %llu token rows, %llu "
@@ -104,12 +125,53 @@ static void report(dist_ctx *c, const tm_state *s)
                         (unsigned long long)c->rank_rows[r], (unsigned long long)c->rank_pairs[r], 1e3 * ri->compute_s,
                         c->bytes_from[r] / 1024.0, c->bytes_to[r] / 1024.0);
             }
-            fprintf(f, "trustmoe: load imbalance (max/mean per worker): %.3f expert-tokens, %.3f token rows\n", imb,
-                    imb_rows);
+            fprintf(f, "trustmoe: load imbalance (max/mean per worker): %.3f expert-tokens, %.3f token rows\n", x->imb,
+                    x->imb_rows);
         }
     }
-    if (!c->p.stats_json) return;
+}
 
+/* One rank's entry of "ranks_detail". */
+static cJSON *rank_json(const dist_ctx *c, const report_totals *x, int r)
+{
+    const rank_info *ri = &c->info[r];
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "rank", r);
+    cJSON_AddStringToObject(o, "host", ri->host);
+    cJSON_AddNumberToObject(o, "pid", ri->pid);
+    if (r == 0) {
+        cJSON_AddStringToObject(o, "role", "coordinator");
+        cJSON_AddNumberToObject(o, "bytes_sent", (double)x->sent);
+        cJSON_AddNumberToObject(o, "bytes_received", (double)x->recvd);
+        cJSON_AddNumberToObject(o, "resident_bytes", (double)tm_rss_bytes());
+        if (!c->distributed) {
+            cJSON_AddNumberToObject(o, "token_rows", (double)c->rank_rows[0]);
+            cJSON_AddNumberToObject(o, "expert_tokens", (double)c->rank_pairs[0]);
+            cJSON_AddNumberToObject(o, "expert_compute_s", c->t_local);
+        }
+    } else {
+        cJSON_AddStringToObject(o, "role", "worker");
+        cJSON_AddNumberToObject(o, "experts", ri->experts);
+        cJSON_AddNumberToObject(o, "weight_bytes", (double)ri->weight_bytes);
+        cJSON_AddNumberToObject(o, "resident_bytes_after_load", (double)ri->rss);
+        cJSON_AddNumberToObject(o, "resident_bytes_before_load", (double)ri->rss_before);
+        cJSON_AddNumberToObject(o, "resident_bytes", (double)ri->rss_end);
+        cJSON_AddNumberToObject(o, "token_rows", (double)c->rank_rows[r]);
+        cJSON_AddNumberToObject(o, "expert_tokens", (double)c->rank_pairs[r]);
+        cJSON_AddNumberToObject(o, "requests", (double)ri->requests);
+        cJSON_AddNumberToObject(o, "expert_compute_s", ri->compute_s);
+        cJSON_AddNumberToObject(o, "convert_s", ri->convert_s);
+        cJSON_AddNumberToObject(o, "idle_s", ri->idle_s);
+        cJSON_AddNumberToObject(o, "bytes_sent", (double)ri->bytes_sent);
+        cJSON_AddNumberToObject(o, "bytes_received", (double)ri->bytes_received);
+    }
+    return o;
+}
+
+/* The --stats-json document: the same figures, per-rank detail and the
+ * per-layer expert loads. */
+static void write_stats_json(const dist_ctx *c, const report_totals *x)
+{
     cJSON *j = cJSON_CreateObject();
     cJSON_AddNumberToObject(j, "ranks", c->size);
     cJSON_AddNumberToObject(j, "workers", c->W);
@@ -121,67 +183,34 @@ static void report(dist_ctx *c, const tm_state *s)
     cJSON *pf = cJSON_AddObjectToObject(j, "prefill");
     cJSON_AddNumberToObject(pf, "tokens", (double)c->prefill_tok);
     cJSON_AddNumberToObject(pf, "seconds", c->prefill_s);
-    cJSON_AddNumberToObject(pf, "tokens_per_second", pf_tps);
+    cJSON_AddNumberToObject(pf, "tokens_per_second", x->pf_tps);
     cJSON *dc = cJSON_AddObjectToObject(j, "decode");
     cJSON_AddNumberToObject(dc, "tokens", (double)c->decode_tok);
     cJSON_AddNumberToObject(dc, "steps", (double)c->decode_steps);
     cJSON_AddNumberToObject(dc, "seconds", c->decode_s);
-    cJSON_AddNumberToObject(dc, "tokens_per_second", dc_tps);
+    cJSON_AddNumberToObject(dc, "tokens_per_second", x->dc_tps);
     cJSON *tm = cJSON_AddObjectToObject(j, "time_s");
-    cJSON_AddNumberToObject(tm, "attention", t_attn);
-    cJSON_AddNumberToObject(tm, "routing", t_route);
-    cJSON_AddNumberToObject(tm, "experts", t_moe);
+    cJSON_AddNumberToObject(tm, "attention", x->t_attn);
+    cJSON_AddNumberToObject(tm, "routing", x->t_route);
+    cJSON_AddNumberToObject(tm, "experts", x->t_moe);
     cJSON_AddNumberToObject(tm, "dispatch", c->t_dispatch);
     cJSON_AddNumberToObject(tm, "dispatch_wait", c->t_wait);
     cJSON_AddNumberToObject(tm, "combine", c->t_combine);
     cJSON_AddNumberToObject(tm, "expert_compute_local", c->t_local);
-    cJSON_AddNumberToObject(tm, "head", t_head);
+    cJSON_AddNumberToObject(tm, "head", x->t_head);
     cJSON_AddNumberToObject(j, "moe_layer_calls", (double)c->n_layer_calls);
     cJSON *pl = cJSON_AddObjectToObject(j, "per_layer_us");
-    cJSON_AddNumberToObject(pl, "dispatch", 1e6 * c->t_dispatch / calls);
-    cJSON_AddNumberToObject(pl, "dispatch_wait", 1e6 * c->t_wait / calls);
-    cJSON_AddNumberToObject(pl, "combine", 1e6 * c->t_combine / calls);
+    cJSON_AddNumberToObject(pl, "dispatch", 1e6 * c->t_dispatch / x->calls);
+    cJSON_AddNumberToObject(pl, "dispatch_wait", 1e6 * c->t_wait / x->calls);
+    cJSON_AddNumberToObject(pl, "combine", 1e6 * c->t_combine / x->calls);
     cJSON *by = cJSON_AddObjectToObject(j, "bytes");
-    cJSON_AddNumberToObject(by, "sent", (double)sent);
-    cJSON_AddNumberToObject(by, "received", (double)recvd);
-    cJSON_AddNumberToObject(by, "per_token", toks ? (double)(sent + recvd) / (double)toks : 0.0);
-    cJSON_AddNumberToObject(j, "load_imbalance", imb);
-    cJSON_AddNumberToObject(j, "load_imbalance_token_rows", imb_rows);
+    cJSON_AddNumberToObject(by, "sent", (double)x->sent);
+    cJSON_AddNumberToObject(by, "received", (double)x->recvd);
+    cJSON_AddNumberToObject(by, "per_token", x->toks ? (double)(x->sent + x->recvd) / (double)x->toks : 0.0);
+    cJSON_AddNumberToObject(j, "load_imbalance", x->imb);
+    cJSON_AddNumberToObject(j, "load_imbalance_token_rows", x->imb_rows);
     cJSON *ranks = cJSON_AddArrayToObject(j, "ranks_detail");
-    for (int r = 0; r < c->size; r++) {
-        const rank_info *ri = &c->info[r];
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddNumberToObject(o, "rank", r);
-        cJSON_AddStringToObject(o, "host", ri->host);
-        cJSON_AddNumberToObject(o, "pid", ri->pid);
-        if (r == 0) {
-            cJSON_AddStringToObject(o, "role", "coordinator");
-            cJSON_AddNumberToObject(o, "bytes_sent", (double)sent);
-            cJSON_AddNumberToObject(o, "bytes_received", (double)recvd);
-            cJSON_AddNumberToObject(o, "resident_bytes", (double)tm_rss_bytes());
-            if (!c->distributed) {
-                cJSON_AddNumberToObject(o, "token_rows", (double)c->rank_rows[0]);
-                cJSON_AddNumberToObject(o, "expert_tokens", (double)c->rank_pairs[0]);
-                cJSON_AddNumberToObject(o, "expert_compute_s", c->t_local);
-            }
-        } else {
-            cJSON_AddStringToObject(o, "role", "worker");
-            cJSON_AddNumberToObject(o, "experts", ri->experts);
-            cJSON_AddNumberToObject(o, "weight_bytes", (double)ri->weight_bytes);
-            cJSON_AddNumberToObject(o, "resident_bytes_after_load", (double)ri->rss);
-            cJSON_AddNumberToObject(o, "resident_bytes_before_load", (double)ri->rss_before);
-            cJSON_AddNumberToObject(o, "resident_bytes", (double)ri->rss_end);
-            cJSON_AddNumberToObject(o, "token_rows", (double)c->rank_rows[r]);
-            cJSON_AddNumberToObject(o, "expert_tokens", (double)c->rank_pairs[r]);
-            cJSON_AddNumberToObject(o, "requests", (double)ri->requests);
-            cJSON_AddNumberToObject(o, "expert_compute_s", ri->compute_s);
-            cJSON_AddNumberToObject(o, "convert_s", ri->convert_s);
-            cJSON_AddNumberToObject(o, "idle_s", ri->idle_s);
-            cJSON_AddNumberToObject(o, "bytes_sent", (double)ri->bytes_sent);
-            cJSON_AddNumberToObject(o, "bytes_received", (double)ri->bytes_received);
-        }
-        cJSON_AddItemToArray(ranks, o);
-    }
+    for (int r = 0; r < c->size; r++) cJSON_AddItemToArray(ranks, rank_json(c, x, r));
     cJSON *et = cJSON_AddArrayToObject(j, "expert_tokens");
     for (int l = 0; l < c->L; l++) {
         cJSON *row = cJSON_CreateArray();
@@ -198,6 +227,13 @@ static void report(dist_ctx *c, const tm_state *s)
         fprintf(stderr, "trustmoe: statistics written to %s\n", c->p.stats_json);
     free(text);
     cJSON_Delete(j);
+}
+
+static void report(dist_ctx *c, const tm_state *s)
+{
+    report_totals x = totals_of(c, s);
+    if (c->distributed || c->p.stats_json) print_report(c, &x);
+    if (c->p.stats_json) write_stats_json(c, &x);
 }
 
 void dist_finish(moe_backend *be, int exit_code, const tm_state *s)

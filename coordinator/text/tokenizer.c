@@ -234,25 +234,12 @@ static tm_status check_pipeline(const char *path, const cJSON *root, tm_err *err
     return TM_OK;
 }
 
-static tm_status load_tables(tok_tokenizer *t, const char *path, const cJSON *root, tm_err *err)
+/* Pass 1 over vocab and added_tokens: checks each id and sizes the tables
+ * (ids up to the largest, one byte arena for every token's text). */
+static tm_status size_tables(tok_tokenizer *t, const char *path, const cJSON *vocab, const cJSON *added,
+                             size_t *n_added_out, tm_err *err)
 {
-    tm_status st = TM_OK;
-    int16_t inv[0x144];
-    char q1[64], q2[64];
-    uint8_t *raw = NULL;
-    byte_level_inverse(inv);
-
-    const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
-    const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
-    const cJSON *merges = cJSON_GetObjectItemCaseSensitive(model, "merges");
-    const cJSON *added = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
-    if (!cJSON_IsObject(vocab)) return tm_errf(err, TM_EINPUT, "%s: model.vocab: missing or not an object", path);
-    if (!cJSON_IsArray(merges)) return tm_errf(err, TM_EINPUT, "%s: model.merges: missing or not an array", path);
-    if (added && !cJSON_IsNull(added) && !cJSON_IsArray(added))
-        return tm_errf(err, TM_EINPUT, "%s: added_tokens: not an array", path);
-    t->ignore_merges = json_is_true(model, "ignore_merges");
-
-    /* Pass 1: the id range and the byte budget. */
+    char q1[64];
     size_t n_vocab = 0, n_added = 0, n_bytes = 0;
     int32_t max_id = -1, id;
     const cJSON *e;
@@ -290,97 +277,121 @@ static tm_status load_tables(tok_tokenizer *t, const char *path, const cJSON *ro
     t->vmask = pow2_at_least(n_vocab * 2) - 1;
     t->vslots = tm_malloc((t->vmask + 1) * sizeof *t->vslots);
     memset(t->vslots, 0xff, (t->vmask + 1) * sizeof *t->vslots);
+    *n_added_out = n_added;
+    return TM_OK;
+}
 
-    /* Pass 2: vocab entries, stored as raw bytes. */
-    size_t off = 0;
+/* Pass 2: vocab entries, stored as raw bytes from *off on; every byte must
+ * have a token of its own. */
+static tm_status load_vocab(tok_tokenizer *t, const char *path, const cJSON *vocab, const int16_t *inv, size_t *off,
+                            tm_err *err)
+{
+    char q1[64];
+    int32_t id = 0;
+    const cJSON *e;
     cJSON_ArrayForEach(e, vocab)
     {
         json_id(e, &id);
-        long n = byte_level_to_raw(inv, e->string, t->bytes + off);
-        if (n < 0) {
-            st = tm_errf(err, TM_EINPUT, "%s: model.vocab[%s]: character outside the byte-level alphabet", path,
-                         quoted(e->string, q1));
-            goto fail;
-        }
-        if (t->tok_len[id] != TOK_NO_LEN) {
-            st = tm_errf(err, TM_EINPUT, "%s: model.vocab[%s]: id %d is used twice", path, quoted(e->string, q1),
-                         (int)id);
-            goto fail;
-        }
-        if (vocab_find(t, t->bytes + off, (size_t)n) >= 0) {
-            st = tm_errf(err, TM_EINPUT, "%s: model.vocab[%s]: the same bytes as another token", path,
-                         quoted(e->string, q1));
-            goto fail;
-        }
-        t->tok_off[id] = (uint32_t)off;
+        long n = byte_level_to_raw(inv, e->string, t->bytes + *off);
+        if (n < 0)
+            return tm_errf(err, TM_EINPUT, "%s: model.vocab[%s]: character outside the byte-level alphabet", path,
+                           quoted(e->string, q1));
+        if (t->tok_len[id] != TOK_NO_LEN)
+            return tm_errf(err, TM_EINPUT, "%s: model.vocab[%s]: id %d is used twice", path, quoted(e->string, q1),
+                           (int)id);
+        if (vocab_find(t, t->bytes + *off, (size_t)n) >= 0)
+            return tm_errf(err, TM_EINPUT, "%s: model.vocab[%s]: the same bytes as another token", path,
+                           quoted(e->string, q1));
+        t->tok_off[id] = (uint32_t)*off;
         t->tok_len[id] = (uint32_t)n;
         vocab_insert(t, id);
-        off += (size_t)n;
+        *off += (size_t)n;
         t->max_tok_len = TM_MAX(t->max_tok_len, (size_t)n);
     }
     for (int b = 0; b < 256; b++) {
         uint8_t c = (uint8_t)b;
         t->byte_id[b] = vocab_find(t, &c, 1);
-        if (t->byte_id[b] < 0) {
-            st = tm_errf(err, TM_EINPUT, "%s: model.vocab: no token for byte 0x%02X (not a byte-level vocab)", path, b);
-            goto fail;
-        }
+        if (t->byte_id[b] < 0)
+            return tm_errf(err, TM_EINPUT, "%s: model.vocab: no token for byte 0x%02X (not a byte-level vocab)", path,
+                           b);
     }
+    return TM_OK;
+}
 
-    /* Added tokens: raw text; they override a vocab id's decoding. */
+/* Added tokens: raw text from *off on; they override a vocab id's decoding
+ * and are kept longest first, so the first hit at a position is the longest. */
+static void load_added(tok_tokenizer *t, const cJSON *added, size_t n_added, size_t *off)
+{
+    int32_t id = 0;
+    const cJSON *e;
     t->added = tm_calloc(n_added + 1, sizeof *t->added);
     cJSON_ArrayForEach(e, added)
     {
         const char *c = cJSON_GetObjectItemCaseSensitive(e, "content")->valuestring;
         size_t n = strlen(c);
         json_id(cJSON_GetObjectItemCaseSensitive(e, "id"), &id);
-        memcpy(t->bytes + off, c, n);
-        t->tok_off[id] = (uint32_t)off;
+        memcpy(t->bytes + *off, c, n);
+        t->tok_off[id] = (uint32_t)*off;
         t->tok_len[id] = (uint32_t)n;
-        t->added[t->n_added++] = (tok_added){id, (uint32_t)off, (uint32_t)n};
+        t->added[t->n_added++] = (tok_added){id, (uint32_t)*off, (uint32_t)n};
         t->added_first[(uint8_t)c[0]] = 1;
-        off += n;
+        *off += n;
         t->max_tok_len = TM_MAX(t->max_tok_len, n);
     }
-    /* Longest first, so the first hit at a position is the longest. */
     for (size_t i = 1; i < t->n_added; i++)
         for (size_t j = i; j > 0 && t->added[j].len > t->added[j - 1].len; j--) {
             tok_added tmp = t->added[j];
             t->added[j] = t->added[j - 1];
             t->added[j - 1] = tmp;
         }
+}
 
-    /* Merges, in rank order: "a b" strings or ["a", "b"] pairs. */
+/* One merge entry, "a b" or ["a", "b"], into its two parts (part[0] may be
+ * copied into pair_buf[512]). */
+static tm_status merge_parts(const cJSON *e, const char *path, uint32_t rank, char *pair_buf, const char *part[2],
+                             tm_err *err)
+{
+    char q1[64];
+    if (cJSON_IsString(e)) {
+        const char *sp = strchr(e->valuestring, ' ');
+        size_t la = sp ? (size_t)(sp - e->valuestring) : 0;
+        if (!sp || la >= 512 || strchr(sp + 1, ' '))
+            return tm_errf(err, TM_EINPUT, "%s: model.merges[%u]: %s is not two tokens separated by a space", path,
+                           rank, quoted(e->valuestring, q1));
+        memcpy(pair_buf, e->valuestring, la);
+        pair_buf[la] = 0;
+        part[0] = pair_buf;
+        part[1] = sp + 1;
+        return TM_OK;
+    }
+    if (cJSON_GetArraySize(e) == 2 && cJSON_IsString(cJSON_GetArrayItem(e, 0)) &&
+        cJSON_IsString(cJSON_GetArrayItem(e, 1))) {
+        part[0] = cJSON_GetArrayItem(e, 0)->valuestring;
+        part[1] = cJSON_GetArrayItem(e, 1)->valuestring;
+        return TM_OK;
+    }
+    return tm_errf(err, TM_EINPUT, "%s: model.merges[%u]: neither \"a b\" nor [\"a\", \"b\"]", path, rank);
+}
+
+/* Merges, in rank order, into the (left id, right id) -> (rank, merged id)
+ * table; a repeated pair keeps its first (lowest) rank. */
+static tm_status load_merges(tok_tokenizer *t, const char *path, const cJSON *merges, const int16_t *inv,
+                             tm_err *err)
+{
+    tm_status st = TM_OK;
+    char q1[64], q2[64];
     size_t n_merges = (size_t)cJSON_GetArraySize(merges);
     t->mmask = pow2_at_least(n_merges * 2) - 1;
     t->mslots = tm_malloc((t->mmask + 1) * sizeof *t->mslots);
     for (size_t i = 0; i <= t->mmask; i++) t->mslots[i].key = UINT64_MAX;
-    raw = tm_malloc(2 * t->max_tok_len + 8);
+    uint8_t *raw = tm_malloc(2 * t->max_tok_len + 8);
     uint32_t rank = 0;
+    const cJSON *e;
     cJSON_ArrayForEach(e, merges)
     {
         const char *part[2] = {NULL, NULL};
         char pair_buf[512];
-        if (cJSON_IsString(e)) {
-            const char *sp = strchr(e->valuestring, ' ');
-            size_t la = sp ? (size_t)(sp - e->valuestring) : 0;
-            if (!sp || la >= sizeof pair_buf || strchr(sp + 1, ' ')) {
-                st = tm_errf(err, TM_EINPUT, "%s: model.merges[%u]: %s is not two tokens separated by a space", path,
-                             rank, quoted(e->valuestring, q1));
-                goto fail;
-            }
-            memcpy(pair_buf, e->valuestring, la);
-            pair_buf[la] = 0;
-            part[0] = pair_buf;
-            part[1] = sp + 1;
-        } else if (cJSON_GetArraySize(e) == 2 && cJSON_IsString(cJSON_GetArrayItem(e, 0)) &&
-                   cJSON_IsString(cJSON_GetArrayItem(e, 1))) {
-            part[0] = cJSON_GetArrayItem(e, 0)->valuestring;
-            part[1] = cJSON_GetArrayItem(e, 1)->valuestring;
-        } else {
-            st = tm_errf(err, TM_EINPUT, "%s: model.merges[%u]: neither \"a b\" nor [\"a\", \"b\"]", path, rank);
-            goto fail;
-        }
+        if ((st = merge_parts(e, path, rank, pair_buf, part, err))) goto fail;
         int32_t ids[2];
         size_t rawlen = 0;
         for (int k = 0; k < 2; k++) {
@@ -403,14 +414,34 @@ static tm_status load_tables(tok_tokenizer *t, const char *path, const cJSON *ro
         uint64_t key = ((uint64_t)(uint32_t)ids[0] << 32) | (uint32_t)ids[1];
         size_t i = hash_u64(key) & t->mmask;
         while (t->mslots[i].key != UINT64_MAX && t->mslots[i].key != key) i = (i + 1) & t->mmask;
-        if (t->mslots[i].key == UINT64_MAX) /* a repeated pair keeps its first (lowest) rank */
-            t->mslots[i] = (tok_merge){key, rank, merged};
+        if (t->mslots[i].key == UINT64_MAX) t->mslots[i] = (tok_merge){key, rank, merged};
         rank++;
     }
-
 fail:
     free(raw);
     return st;
+}
+
+static tm_status load_tables(tok_tokenizer *t, const char *path, const cJSON *root, tm_err *err)
+{
+    int16_t inv[0x144];
+    byte_level_inverse(inv);
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
+    const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
+    const cJSON *merges = cJSON_GetObjectItemCaseSensitive(model, "merges");
+    const cJSON *added = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
+    if (!cJSON_IsObject(vocab)) return tm_errf(err, TM_EINPUT, "%s: model.vocab: missing or not an object", path);
+    if (!cJSON_IsArray(merges)) return tm_errf(err, TM_EINPUT, "%s: model.merges: missing or not an array", path);
+    if (added && !cJSON_IsNull(added) && !cJSON_IsArray(added))
+        return tm_errf(err, TM_EINPUT, "%s: added_tokens: not an array", path);
+    t->ignore_merges = json_is_true(model, "ignore_merges");
+
+    size_t n_added = 0, off = 0;
+    tm_status st = size_tables(t, path, vocab, added, &n_added, err);
+    if (!st) st = load_vocab(t, path, vocab, inv, &off, err);
+    if (st) return st;
+    load_added(t, added, n_added, &off);
+    return load_merges(t, path, merges, inv, err);
 }
 
 tm_status tok_load(const char *path, tok_tokenizer **out, tm_err *err)

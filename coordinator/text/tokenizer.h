@@ -1,6 +1,10 @@
 /* tokenizer.h: Qwen's byte-level BPE tokenizer (Hugging Face tokenizer.json),
  * decode, streaming decode and the Qwen3 chat template.
  *
+ * coordinator/text/ owns text: this tokenizer (tokenizer.c) and its
+ * pre-tokenizer (tok_pretok.c).  It calls only core/ (plus utf8proc and
+ * cJSON); the commands call it.
+ *
  * Encode pipeline, matching Hugging Face `tokenizers` on Qwen2/Qwen3 files:
  *   1. added_tokens are matched literally in the raw text first (leftmost, then
  *      longest) and emitted as their ids; they never reach the steps below;

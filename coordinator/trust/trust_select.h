@@ -1,6 +1,13 @@
 /* trust_select.h: per-token, per-layer choice of the k experts and their
  * mixing weights, from the router's float32 softmax and the learned trust.
  *
+ * coordinator/trust/ owns trust-based selection: this selector, the
+ * reputation (trust_rep) and its SQLite store (trust_db), contexts
+ * (trust_context), window quality (trust_quality), diversity metrics
+ * (trust_metrics), policy masks (trust_policy), the ATP budget (trust_atp),
+ * and the per-run bundle that wires them to the engine (trust_run).  It calls
+ * core/ and engine/ (the model, for contexts); the commands call it.
+ *
  * Modes (score on which top-k is taken; ties go to the lower expert id):
  *   ROUTER       p(e): the model's own top-k, equal to torch.topk on
  *                distinct values.  Weights as HF: p renormalised over the
