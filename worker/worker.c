@@ -138,9 +138,9 @@ static void worker_send(worker *w, const void *buf, size_t n, int tag)
 
 /* ---- start: placement in, load, handshake out ------------------------------------ */
 
-static void worker_start(worker *w, const char *model_dir, const dist_params *p, const model_load_params *lp)
+/* Waits for the Placement and takes the run's wire settings from it. */
+static Trustmoe__Placement *receive_placement(worker *w, const dist_params *p)
 {
-    size_t rss0 = tm_rss_bytes();
     MPI_Status st;
     if (!dist_probe(0, &st, p->idle_timeout))
         dist_die(1, "no placement from the coordinator within %g s (--idle-timeout)", p->idle_timeout);
@@ -153,17 +153,86 @@ static void worker_start(worker *w, const char *model_dir, const dist_params *p,
     int n = worker_recv(w, &st);
     Trustmoe__Placement *pl = trustmoe__placement__unpack(NULL, (size_t)n, w->in);
     if (!pl) dist_die(1, "the placement message (%d bytes) does not decode", n);
-
-    int size = 0;
-    MPI_Comm_size(dist_comm(), &size);
-    if (pl->world_size != size)
-        dist_die(1, "the placement is for %d ranks, this job has %d", pl->world_size, size);
+    if (pl->world_size != dist_size())
+        dist_die(1, "the placement is for %d ranks, this job has %d", pl->world_size, dist_size());
     if (pl->wire_dtype != TM_DT_F32 && pl->wire_dtype != TM_DT_BF16)
         dist_die(1, "the placement asks for wire dtype %d, not F32 or BF16", pl->wire_dtype);
     w->dt = (tm_dtype)pl->wire_dtype;
     w->checksum = pl->checksum;
     w->comm_timeout = pl->comm_timeout;
     w->idle_timeout = pl->idle_timeout;
+    return pl;
+}
+
+/* Loads the experts the placement gives this rank (no dense weights) and
+ * fills the handshake's model fields.  A problem goes into errbuf[1200] for
+ * the coordinator to report: a worker of another shape still loads (no
+ * experts) to report its identity. */
+static void load_own_experts(worker *w, const char *model_dir, const model_load_params *lp,
+                             const Trustmoe__Placement *pl, Trustmoe__Handshake *hs, char *errbuf)
+{
+    tm_err err;
+    int my_layers = 0, my_experts = 0;
+    if (dist_model_shape(model_dir, lp, &my_layers, &my_experts, &err) != TM_OK) {
+        snprintf(errbuf, 1200, "%s", err.msg);
+        return;
+    }
+    hs->num_layers = my_layers;
+    hs->num_experts = my_experts;
+    model_load_params wp = lp ? *lp : model_default_load_params();
+    wp.load_dense = 0;
+    int same_shape = my_layers == pl->num_layers && my_experts == pl->num_experts;
+    unsigned char *mask = tm_calloc((size_t)my_layers * (size_t)TM_MAX(my_experts, 1), 1);
+    if (same_shape) {
+        if (place_from_csr(&w->pm, pl->num_layers, pl->num_experts, pl->world_size - 1, pl->offsets, pl->n_offsets,
+                           pl->ranks, pl->n_ranks, 0, &err) != TM_OK)
+            snprintf(errbuf, 1200, "received placement: %s", err.msg);
+        else
+            place_rank_mask(&w->pm, w->rank, mask);
+    }
+    wp.expert_mask = mask;
+    if (!errbuf[0]) {
+        if (model_load(&w->m, model_dir, &wp, &err) != TM_OK) {
+            snprintf(errbuf, 1200, "%s", err.msg);
+        } else {
+            w->have_model = 1;
+            hs->model_identity = w->m.identity;
+            hs->content_sample = dist_content_sample(&w->m.st);
+            if (!same_shape)
+                snprintf(errbuf, 1200,
+                         "model %.512s has %d layers x %d experts, the coordinator's %.512s has %d x %d (identity %016llx "
+                         "vs %016llx); every rank must load the same checkpoint",
+                         w->m.dir, my_layers, my_experts, pl->model_dir, pl->num_layers, pl->num_experts,
+                         (unsigned long long)w->m.identity, (unsigned long long)pl->model_identity);
+        }
+    }
+    free(mask);
+}
+
+/* The model's shapes for serving, checked against the coordinator's, and
+ * the experts actually hosted. */
+static void take_shapes(worker *w, const Trustmoe__Placement *pl, Trustmoe__Handshake *hs, char *errbuf)
+{
+    const tm_config *c = &w->m.cfg;
+    w->L = c->num_layers;
+    w->E = c->num_experts;
+    w->H = c->hidden_size;
+    w->inter = c->moe_intermediate_size;
+    w->K = TM_MAX(c->top_k, 1);
+    if (pl->hidden != w->H || pl->top_k != c->top_k)
+        snprintf(errbuf, 1200, "hidden %d / top_k %d, the coordinator's model has %d / %d", w->H, c->top_k,
+                 pl->hidden, pl->top_k);
+    int hosted = 0;
+    for (int l = 0; l < w->L; l++)
+        for (int e = 0; e < w->E && w->m.layers[l].experts; e++) hosted += w->m.layers[l].experts[e].gate.data != NULL;
+    hs->experts_hosted = hosted;
+    hs->weight_bytes = (uint64_t)hosted * place_expert_bytes(c, w->m.weight_dtype);
+}
+
+static void worker_start(worker *w, const char *model_dir, const dist_params *p, const model_load_params *lp)
+{
+    size_t rss0 = tm_rss_bytes();
+    Trustmoe__Placement *pl = receive_placement(w, p);
 
     Trustmoe__Handshake hs = TRUSTMOE__HANDSHAKE__INIT;
     char errbuf[1200] = "";
@@ -178,60 +247,8 @@ static void worker_start(worker *w, const char *model_dir, const dist_params *p,
         hs.build_version = fake_version;
         fprintf(stderr, "trustmoe: worker rank %d: TRUSTMOE_FAULT=version: reporting another build\n", w->rank);
     }
-
-    tm_err err;
-    int my_layers = 0, my_experts = 0;
-    if (dist_model_shape(model_dir, lp, &my_layers, &my_experts, &err) != TM_OK) {
-        snprintf(errbuf, sizeof errbuf, "%s", err.msg);
-    } else {
-        hs.num_layers = my_layers;
-        hs.num_experts = my_experts;
-        model_load_params wp = lp ? *lp : model_default_load_params();
-        wp.load_dense = 0;
-        int same_shape = my_layers == pl->num_layers && my_experts == pl->num_experts;
-        unsigned char *mask = tm_calloc((size_t)my_layers * (size_t)TM_MAX(my_experts, 1), 1);
-        if (same_shape) {
-            if (place_from_csr(&w->pm, pl->num_layers, pl->num_experts, pl->world_size - 1, pl->offsets,
-                               pl->n_offsets, pl->ranks, pl->n_ranks, 0, &err) != TM_OK)
-                snprintf(errbuf, sizeof errbuf, "received placement: %s", err.msg);
-            else
-                place_rank_mask(&w->pm, w->rank, mask);
-        }
-        /* a worker of another shape still loads (no experts) to report its identity */
-        wp.expert_mask = mask;
-        if (!errbuf[0]) {
-            if (model_load(&w->m, model_dir, &wp, &err) != TM_OK) {
-                snprintf(errbuf, sizeof errbuf, "%s", err.msg);
-            } else {
-                w->have_model = 1;
-                hs.model_identity = w->m.identity;
-                hs.content_sample = dist_content_sample(&w->m.st);
-                if (!same_shape)
-                    snprintf(errbuf, sizeof errbuf,
-                             "model %.512s has %d layers x %d experts, the coordinator's %.512s has %d x %d (identity %016llx "
-                             "vs %016llx); every rank must load the same checkpoint",
-                             w->m.dir, my_layers, my_experts, pl->model_dir, pl->num_layers, pl->num_experts,
-                             (unsigned long long)w->m.identity, (unsigned long long)pl->model_identity);
-            }
-        }
-        free(mask);
-    }
-    if (w->have_model && !errbuf[0]) {
-        const tm_config *c = &w->m.cfg;
-        w->L = c->num_layers;
-        w->E = c->num_experts;
-        w->H = c->hidden_size;
-        w->inter = c->moe_intermediate_size;
-        w->K = TM_MAX(c->top_k, 1);
-        if (pl->hidden != w->H || pl->top_k != c->top_k)
-            snprintf(errbuf, sizeof errbuf, "hidden %d / top_k %d, the coordinator's model has %d / %d", w->H,
-                     c->top_k, pl->hidden, pl->top_k);
-        int hosted = 0;
-        for (int l = 0; l < w->L; l++)
-            for (int e = 0; e < w->E && w->m.layers[l].experts; e++) hosted += w->m.layers[l].experts[e].gate.data != NULL;
-        hs.experts_hosted = hosted;
-        hs.weight_bytes = (uint64_t)hosted * place_expert_bytes(c, w->m.weight_dtype);
-    }
+    load_own_experts(w, model_dir, lp, pl, &hs, errbuf);
+    if (w->have_model && !errbuf[0]) take_shapes(w, pl, &hs, errbuf);
     hs.resident_bytes = tm_rss_bytes();
     hs.resident_before_load = rss0;
     hs.error = errbuf;
@@ -266,46 +283,39 @@ static _Noreturn void worker_fault_fire_silent(worker *w, const wire_header *h)
     for (;;) pause(); /* ended by the coordinator's MPI_Abort */
 }
 
-static void worker_dispatch(worker *w, int count)
+/* Decodes and checks a DISPATCH header against what this worker expects
+ * (source, sequence, dtype, width, checksum, layer, step, shape). */
+static void check_request(worker *w, int count, wire_header *h)
 {
-    wire_header h, want = wire_header_init(WIRE_KIND_DISPATCH);
+    wire_header want = wire_header_init(WIRE_KIND_DISPATCH);
     tm_err err;
-    if (wire_decode(&h, w->in, (size_t)count, w->rank, &err) != TM_OK) dist_die(1, "%s", err.msg);
+    if (wire_decode(h, w->in, (size_t)count, w->rank, &err) != TM_OK) dist_die(1, "%s", err.msg);
     want.src_rank = 0;
     want.seq = w->seq;
     want.dtype = (uint32_t)w->dt;
     want.cols = (uint32_t)w->H;
     want.flags = w->checksum ? WIRE_FLAG_CHECKSUM : 0;
     unsigned mask = WIRE_CHK_KIND | WIRE_CHK_SRC | WIRE_CHK_SEQ | WIRE_CHK_DTYPE | WIRE_CHK_COLS | WIRE_CHK_FLAGS;
-    double t0 = tm_now();
-    if (wire_check(&h, &want, mask, (size_t)count, w->in + WIRE_HEADER_BYTES, w->rank, &err) != TM_OK)
+    if (wire_check(h, &want, mask, (size_t)count, w->in + WIRE_HEADER_BYTES, w->rank, &err) != TM_OK)
         dist_die(1, "%s", err.msg);
-    if (h.layer < 0 || h.layer >= w->L || !w->pm.is_moe[h.layer])
+    if (h->layer < 0 || h->layer >= w->L || !w->pm.is_moe[h->layer])
         dist_die(1, "wire: rank 0 -> rank %d, step %d: field 'layer': %d is not a MoE layer of this model", w->rank,
-                 h.step, h.layer);
-    if (h.step < w->last_step)
-        dist_die(1, "wire: rank 0 -> rank %d, layer %d: field 'step': expected >= %d, received %d", w->rank, h.layer,
-                 w->last_step, h.step);
-    if (h.rows < 1 || h.pairs < 1 || h.pairs > 64)
+                 h->step, h->layer);
+    if (h->step < w->last_step)
+        dist_die(1, "wire: rank 0 -> rank %d, layer %d: field 'step': expected >= %d, received %d", w->rank, h->layer,
+                 w->last_step, h->step);
+    if (h->rows < 1 || h->pairs < 1 || h->pairs > 64)
         dist_die(1, "wire: rank 0 -> rank %d, step %d, layer %d: %u rows of %u pairs is not a request", w->rank,
-                 h.step, h.layer, h.rows, h.pairs);
-    w->last_step = h.step;
-    int rows = (int)h.rows, P = (int)h.pairs, H = w->H, E = w->E, layer = h.layer;
-    worker_grow(w, rows, P);
+                 h->step, h->layer, h->rows, h->pairs);
+    w->last_step = h->step;
+}
 
-    const worker_fault *f = &w->fault;
-    int fire = f->kind != WORKER_FAULT_NONE && !f->fired && f->rank == w->rank && h.step >= f->step;
-    if (fire && f->kind == WORKER_FAULT_EXIT) worker_fault_fire_exit(w, &h);
-    if (fire && f->kind == WORKER_FAULT_SILENT) worker_fault_fire_silent(w, &h);
-
-    /* unpack rows and pairs */
-    const uint8_t *act = w->in + WIRE_HEADER_BYTES;
-    size_t row_bytes = (size_t)H * tm_dtype_size(w->dt);
-    wire_unpack_rows(w->dt, act, (size_t)rows * H, w->x);
-    memcpy(w->pairs, act + (size_t)rows * row_bytes, (size_t)rows * P * sizeof(wire_pair));
-    double t1 = tm_now();
-
-    /* group (row, slot) by expert: counting sort, experts ascending */
+/* Groups the (row, slot) pairs by expert with a counting sort, experts
+ * ascending: w->count[e]..w->count[e+1] index w->slot.  Returns the number
+ * of (token, expert) pairs; an expert this rank does not host ends the job. */
+static int group_by_expert(worker *w, const wire_header *h, int rows, int P)
+{
+    const int E = w->E, layer = h->layer;
     int *count_e = w->count, *slot = w->slot;
     memset(count_e, 0, sizeof(int) * (size_t)(E + 1));
     for (int i = 0; i < rows * P; i++) {
@@ -313,7 +323,7 @@ static void worker_dispatch(worker *w, int count)
         if (e < 0) continue;
         if (e >= E || !w->m.layers[layer].experts[e].gate.data)
             dist_die(1, "step %d, layer %d: asked to run expert %d, which this rank does not host (placement "
-                     "mismatch)", h.step, layer, e);
+                     "mismatch)", h->step, layer, e);
         count_e[e + 1]++;
     }
     for (int e = 0; e < E; e++) count_e[e + 1] += count_e[e];
@@ -324,7 +334,15 @@ static void worker_dispatch(worker *w, int count)
     }
     for (int e = E; e > 0; e--) count_e[e] = count_e[e - 1];
     count_e[0] = 0;
+    return n_pairs;
+}
 
+/* partial[row] = Σ weight · expert(x[row]) over the row's pairs, each expert
+ * once over all of its rows, experts ascending: bitwise repeatable. */
+static void compute_experts(worker *w, int layer, int rows, int P)
+{
+    const int H = w->H, E = w->E;
+    const int *count_e = w->count, *slot = w->slot;
     memset(w->partial, 0, sizeof(float) * (size_t)rows * H);
     for (int e = 0; e < E; e++) {
         int n = count_e[e + 1] - count_e[e];
@@ -336,21 +354,25 @@ static void worker_dispatch(worker *w, int count)
         for (int r = 0; r < n; r++)
             kern_axpy(w->partial + (size_t)(s[r] / P) * H, w->pairs[s[r]].weight, w->y + (size_t)r * H, H);
     }
-    double t2 = tm_now();
+}
 
-    /* reply: one pre-summed row per token */
+/* The RESULT message in w->out: one pre-summed row per token, with the
+ * test fault applied when it fires.  Returns the bytes to send. */
+static size_t pack_reply(worker *w, const wire_header *h, int rows, int fire)
+{
+    const worker_fault *f = &w->fault;
     wire_header o = wire_header_init(WIRE_KIND_RESULT);
-    o.step = h.step;
-    o.layer = layer;
-    o.seq = h.seq;
+    o.step = h->step;
+    o.layer = h->layer;
+    o.seq = h->seq;
     o.src_rank = w->rank;
     o.dtype = (uint32_t)w->dt;
     o.rows = (uint32_t)rows;
-    o.cols = (uint32_t)H;
+    o.cols = (uint32_t)w->H;
     o.pairs = 0;
     o.payload_bytes = wire_payload_bytes(o.dtype, o.rows, o.cols, 0);
     uint8_t *payload = w->out + WIRE_HEADER_BYTES;
-    wire_pack_rows(w->dt, w->partial, (size_t)rows * H, payload);
+    wire_pack_rows(w->dt, w->partial, (size_t)rows * w->H, payload);
     if (w->checksum) {
         o.flags |= WIRE_FLAG_CHECKSUM;
         o.checksum = wire_crc32c(payload, (size_t)o.payload_bytes);
@@ -375,9 +397,35 @@ static void worker_dispatch(worker *w, int count)
         default: break;
         }
         fprintf(stderr, "trustmoe: worker rank %d: TRUSTMOE_FAULT=%s: %s at step %d, layer %d\n", w->rank,
-                worker_fault_name(f->kind), what, h.step, layer);
+                worker_fault_name(f->kind), what, h->step, h->layer);
     }
     wire_encode(&o, w->out);
+    return send_bytes;
+}
+
+static void worker_dispatch(worker *w, int count)
+{
+    wire_header h;
+    double t0 = tm_now();
+    check_request(w, count, &h);
+    int rows = (int)h.rows, P = (int)h.pairs, H = w->H;
+    worker_grow(w, rows, P);
+
+    const worker_fault *f = &w->fault;
+    int fire = f->kind != WORKER_FAULT_NONE && !f->fired && f->rank == w->rank && h.step >= f->step;
+    if (fire && f->kind == WORKER_FAULT_EXIT) worker_fault_fire_exit(w, &h);
+    if (fire && f->kind == WORKER_FAULT_SILENT) worker_fault_fire_silent(w, &h);
+
+    /* unpack rows and pairs */
+    const uint8_t *act = w->in + WIRE_HEADER_BYTES;
+    size_t row_bytes = (size_t)H * tm_dtype_size(w->dt);
+    wire_unpack_rows(w->dt, act, (size_t)rows * H, w->x);
+    memcpy(w->pairs, act + (size_t)rows * row_bytes, (size_t)rows * P * sizeof(wire_pair));
+    double t1 = tm_now();
+    int n_pairs = group_by_expert(w, &h, rows, P);
+    compute_experts(w, h.layer, rows, P);
+    double t2 = tm_now();
+    size_t send_bytes = pack_reply(w, &h, rows, fire);
     double t3 = tm_now();
     worker_send(w, w->out, send_bytes, DIST_TAG_RESULT);
     /* activation traffic only, as the coordinator counts it */

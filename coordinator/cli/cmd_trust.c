@@ -99,6 +99,26 @@ static double cross_entropy(const float *logits, const int32_t *next, int T, int
     return ce;
 }
 
+/* Folds one window's quality into the reputation.  The window's updates
+ * and its progress count commit together: after a crash the count says
+ * exactly which windows the reputation holds. */
+static tm_status fold_window(trust_run *r, route_obs *obs, const char *run_key, double *q, tm_err *err)
+{
+    trust_table *tab = &r->tables[r->cur];
+    tm_status st = trust_db_begin(&r->db, err);
+    if (st) return st;
+    st = trust_quality_commit(&obs->acc, &r->db, r->model_id, tab, r->o.ema_rate, (int64_t)time(NULL), q, err);
+    if (!st) st = trust_db_add_progress(&r->db, r->model_id, run_key, 1, err);
+    if (st) {
+        trust_db_rollback(&r->db);
+        return st;
+    }
+    if ((st = trust_db_commit(&r->db, err))) return st;
+    trust_selector_refresh(&r->sel);
+    if (r->o.atp_budget >= 0) trust_selector_reward(&r->sel, *q);
+    return TM_OK;
+}
+
 /* train != 0: fold each window's quality into the database. */
 static int run_passes(const char *cmd, int argc, char **argv, int train)
 {
@@ -163,22 +183,8 @@ static int run_passes(const char *cmd, int argc, char **argv, int train)
             sc_ep += T - 1;
             win_ep++;
             if (train) {
-                /* The window's updates and its progress count commit
-                 * together: after a crash the count says exactly which
-                 * windows the reputation holds. */
                 double q;
-                trust_table *tab = &r.tables[r.cur];
-                if ((st = trust_db_begin(&r.db, &err))) goto out;
-                st = trust_quality_commit(&obs.acc, &r.db, r.model_id, tab, to.ema_rate, (int64_t)time(NULL), &q,
-                                          &err);
-                if (!st) st = trust_db_add_progress(&r.db, r.model_id, run_key, 1, &err);
-                if (st) {
-                    trust_db_rollback(&r.db);
-                    goto out;
-                }
-                if ((st = trust_db_commit(&r.db, &err))) goto out;
-                trust_selector_refresh(&r.sel);
-                if (to.atp_budget >= 0) trust_selector_reward(&r.sel, q);
+                if ((st = fold_window(&r, &obs, run_key, &q, &err))) goto out;
                 q_sum += q;
             }
         }
