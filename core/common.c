@@ -1,5 +1,6 @@
 /* common.c: errors, asserts, allocation and small OS helpers. */
 #include "common.h"
+#include "input.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -86,25 +87,5 @@ size_t tm_rss_bytes(void)
 
 tm_status tm_read_file(const char *path, char **out, size_t *len, tm_err *err)
 {
-    *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return tm_errf(err, TM_EINPUT, "%s: cannot open: %s", path, strerror(errno));
-    size_t cap = 1 << 16, n = 0;
-    char *buf = tm_malloc(cap);
-    for (;;) {
-        if (n + 1 >= cap) buf = tm_realloc(buf, cap *= 2);
-        size_t got = fread(buf + n, 1, cap - n - 1, f);
-        n += got;
-        if (got == 0) break;
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        free(buf);
-        return tm_errf(err, TM_EINPUT, "%s: read error", path);
-    }
-    buf[n] = '\0';
-    *out = buf;
-    if (len) *len = n;
-    return TM_OK;
+    return tm_read_input(path, "input file", TM_CAP_TEXT, out, len, err);
 }
