@@ -852,7 +852,7 @@ static void collect_worker_stats(dist_ctx *c, int exit_code)
     free(buf);
 }
 
-static void report(dist_ctx *c, const tm_state *s)
+static int report(dist_ctx *c, const tm_state *s)
 {
     uint64_t sent = 0, recvd = 0, max_pairs = 0, sum_pairs = 0, max_rows = 0, sum_rows = 0;
     int first = c->distributed ? 1 : 0;
@@ -905,7 +905,7 @@ static void report(dist_ctx *c, const tm_state *s)
                     imb_rows);
         }
     }
-    if (!c->p.stats_json) return;
+    if (!c->p.stats_json) return 0;
 
     cJSON *j = cJSON_CreateObject();
     cJSON_AddNumberToObject(j, "ranks", c->size);
@@ -989,15 +989,18 @@ static void report(dist_ctx *c, const tm_state *s)
     }
     char *text = cJSON_Print(j);
     FILE *f = fopen(c->p.stats_json, "w");
-    if (!f || fputs(text, f) < 0 || fputc('\n', f) < 0 || fclose(f) != 0)
+    int bad = !f || fputs(text, f) < 0 || fputc('\n', f) < 0;
+    if (f && fclose(f) != 0) bad = 1;
+    if (bad)
         fprintf(stderr, "trustmoe: --stats-json %s: cannot write: %s\n", c->p.stats_json, strerror(errno));
     else
         fprintf(stderr, "trustmoe: statistics written to %s\n", c->p.stats_json);
     free(text);
     cJSON_Delete(j);
+    return bad;
 }
 
-void dist_finish(moe_backend *be, int exit_code, const tm_state *s)
+int dist_finish(moe_backend *be, int exit_code, const tm_state *s)
 {
     dist_ctx *c = ctx_of(be);
     if (!c) {
@@ -1007,11 +1010,11 @@ void dist_finish(moe_backend *be, int exit_code, const tm_state *s)
             g_finalized = 1;
             MPI_Finalize();
         }
-        return;
+        return exit_code;
     }
     step_close(c);
     if (c->distributed) collect_worker_stats(c, exit_code);
-    report(c, s);
+    if (report(c, s) && exit_code == 0) exit_code = 1;
     ctx_free(c);
     be->ctx = NULL;
     if (g_mpi && !g_finalized) {
@@ -1019,4 +1022,5 @@ void dist_finish(moe_backend *be, int exit_code, const tm_state *s)
         MPI_Comm_free(&g_comm);
         MPI_Finalize();
     }
+    return exit_code;
 }
