@@ -32,33 +32,39 @@ static void place_alloc(place_map *pm, int n_layers, int n_experts, int n_worker
 tm_status place_validate(const place_map *pm, tm_err *err)
 {
     if (pm->n_workers < 1) return tm_errf(err, TM_EINPUT, "placement: no worker ranks (run with mpirun -np 2 or more)");
-    for (int l = 0; l < pm->n_layers; l++)
-        for (int e = 0; e < pm->n_experts; e++) {
-            int n = place_count(pm, l, e);
+    /* seen[rank] == the (layer, expert) slot + 1 that last listed it: the
+     * duplicate check stays linear in the replicas */
+    int *seen = tm_calloc((size_t)pm->n_workers + 1, sizeof(int));
+    tm_status st = TM_OK;
+    for (int l = 0; l < pm->n_layers && st == TM_OK; l++)
+        for (int e = 0; e < pm->n_experts && st == TM_OK; e++) {
+            int n = place_count(pm, l, e), slot = l * pm->n_experts + e + 1;
             const int *r = place_ranks(pm, l, e);
             if (!pm->is_moe[l]) {
                 if (n)
-                    return tm_errf(err, TM_EINPUT,
-                                   "placement %s: layer %d is a dense MLP layer but expert %d is placed on rank %d",
-                                   pm->policy, l, e, r[0]);
+                    st = tm_errf(err, TM_EINPUT,
+                                 "placement %s: layer %d is a dense MLP layer but expert %d is placed on rank %d",
+                                 pm->policy, l, e, r[0]);
                 continue;
             }
             if (n == 0)
-                return tm_errf(err, TM_EINPUT, "placement %s: layer %d expert %d is hosted by no worker",
-                               pm->policy, l, e);
-            for (int i = 0; i < n; i++) {
+                st = tm_errf(err, TM_EINPUT, "placement %s: layer %d expert %d is hosted by no worker", pm->policy,
+                             l, e);
+            for (int i = 0; i < n && st == TM_OK; i++) {
                 if (r[i] < 1 || r[i] > pm->n_workers)
-                    return tm_errf(err, TM_EINPUT,
-                                   "placement %s: layer %d expert %d: rank %d is out of range (workers are ranks "
-                                   "1..%d)",
-                                   pm->policy, l, e, r[i], pm->n_workers);
-                for (int j = 0; j < i; j++)
-                    if (r[j] == r[i])
-                        return tm_errf(err, TM_EINPUT, "placement %s: layer %d expert %d: rank %d listed twice",
-                                       pm->policy, l, e, r[i]);
+                    st = tm_errf(err, TM_EINPUT,
+                                 "placement %s: layer %d expert %d: rank %d is out of range (workers are ranks "
+                                 "1..%d)",
+                                 pm->policy, l, e, r[i], pm->n_workers);
+                else if (seen[r[i]] == slot)
+                    st = tm_errf(err, TM_EINPUT, "placement %s: layer %d expert %d: rank %d listed twice",
+                                 pm->policy, l, e, r[i]);
+                else
+                    seen[r[i]] = slot;
             }
         }
-    return TM_OK;
+    free(seen);
+    return st;
 }
 
 /* ---- policies ------------------------------------------------------------- */

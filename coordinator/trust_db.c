@@ -56,10 +56,7 @@ trust_db_params trust_db_default_params(void)
 static tm_status sql_status(trust_db *db)
 {
     int rc = db->db ? sqlite3_errcode(db->db) : SQLITE_OK;
-    return rc == SQLITE_NOTADB || rc == SQLITE_CORRUPT || rc == SQLITE_CANTOPEN || rc == SQLITE_READONLY ||
-                   rc == SQLITE_AUTH || rc == SQLITE_PERM
-               ? TM_EINPUT
-               : TM_EFAIL;
+    return rc == SQLITE_NOTADB || rc == SQLITE_CORRUPT ? TM_EINPUT : TM_EFAIL;
 }
 
 static tm_status sql_fail(trust_db *db, tm_err *err, const char *what)
