@@ -3,6 +3,8 @@
 #   make test    build and run every test (unit, CLI, MPI)
 #   make asan    the same test suite under AddressSanitizer/UBSan
 #   make bench   benchmark programs; figures go to bench/RESULTS.md by hand
+#   make fuzz    build the libFuzzer harnesses with clang and run each for
+#                FUZZ_SECONDS (tests/fuzz/README.md)
 ifeq ($(origin CC),default)
 CC := mpicc
 endif
@@ -31,8 +33,15 @@ TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 BENCH_SRC := $(wildcard bench/bench_*.c)
 BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
+# each harness twice: a replay program with $(CC) for `make test`, and a
+# libFuzzer binary with clang for `make fuzz`
+FUZZ_NAMES  := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_REPLAY := $(patsubst %,$(BUILD)/fuzz/replay_%,$(FUZZ_NAMES))
+FUZZ_BUILD  ?= build-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_FLAGS  := -O1 -g -march=x86-64-v3 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
 
-.PHONY: all deps test asan bench clean
+.PHONY: all deps test asan bench clean fuzz fuzz-build
 # generated sources and objects are kept, not deleted as intermediates
 .SECONDARY:
 all: $(BUILD)/trustmoe
@@ -69,7 +78,16 @@ $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(BUILD)/libtrustmoe.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
-test: $(BUILD)/trustmoe $(TEST_BIN)
+$(BUILD)/fuzz/replay_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(BUILD)/obj/tests/fuzz/replay.o $(BUILD)/libtrustmoe.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+# built under BUILD=$(FUZZ_BUILD) with CFLAGS carrying -fsanitize=fuzzer-no-link
+$(BUILD)/fuzz/fuzz_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(BUILD)/libtrustmoe.a
+	@mkdir -p $(dir $@)
+	$(CC) $(FUZZ_FLAGS) -fsanitize=fuzzer -o $@ $^ $(LDLIBS)
+
+test: $(BUILD)/trustmoe $(TEST_BIN) $(FUZZ_REPLAY)
 	BUILD=$(BUILD) ./tests/run_tests.sh
 
 asan:
@@ -79,7 +97,15 @@ asan:
 bench: $(BUILD)/trustmoe $(BENCH_BIN)
 	BUILD=$(BUILD) ./bench/run_bench.sh
 
+# Open MPI's mpicc compiles with clang when OMPI_CC says so
+fuzz-build:
+	OMPI_CC=clang $(MAKE) BUILD=$(FUZZ_BUILD) CFLAGS="$(FUZZ_FLAGS) -fsanitize=fuzzer-no-link" \
+	    $(patsubst %,$(FUZZ_BUILD)/fuzz/fuzz_%,$(FUZZ_NAMES))
+
+fuzz: fuzz-build
+	./tests/fuzz/run_fuzz.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_NAMES)
+
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan $(FUZZ_BUILD)
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

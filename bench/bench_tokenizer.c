@@ -11,6 +11,7 @@
  * bench/tokenizer.sh runs it next to the Hugging Face JS tokenizer.
  */
 #include "tokenizer.h"
+#include "input.h"
 
 #include <dirent.h>
 #include <stdlib.h>

@@ -1,5 +1,6 @@
 /* placement.c: (layer, expert) -> worker ranks; policies, file, validation, print. */
 #include "placement.h"
+#include "input.h"
 
 #include <cJSON.h>
 #include <stdlib.h>
@@ -31,33 +32,39 @@ static void place_alloc(place_map *pm, int n_layers, int n_experts, int n_worker
 tm_status place_validate(const place_map *pm, tm_err *err)
 {
     if (pm->n_workers < 1) return tm_errf(err, TM_EINPUT, "placement: no worker ranks (run with mpirun -np 2 or more)");
-    for (int l = 0; l < pm->n_layers; l++)
-        for (int e = 0; e < pm->n_experts; e++) {
-            int n = place_count(pm, l, e);
+    /* seen[rank] == the (layer, expert) slot + 1 that last listed it: the
+     * duplicate check stays linear in the replicas */
+    int *seen = tm_calloc((size_t)pm->n_workers + 1, sizeof(int));
+    tm_status st = TM_OK;
+    for (int l = 0; l < pm->n_layers && st == TM_OK; l++)
+        for (int e = 0; e < pm->n_experts && st == TM_OK; e++) {
+            int n = place_count(pm, l, e), slot = l * pm->n_experts + e + 1;
             const int *r = place_ranks(pm, l, e);
             if (!pm->is_moe[l]) {
                 if (n)
-                    return tm_errf(err, TM_EINPUT,
-                                   "placement %s: layer %d is a dense MLP layer but expert %d is placed on rank %d",
-                                   pm->policy, l, e, r[0]);
+                    st = tm_errf(err, TM_EINPUT,
+                                 "placement %s: layer %d is a dense MLP layer but expert %d is placed on rank %d",
+                                 pm->policy, l, e, r[0]);
                 continue;
             }
             if (n == 0)
-                return tm_errf(err, TM_EINPUT, "placement %s: layer %d expert %d is hosted by no worker",
-                               pm->policy, l, e);
-            for (int i = 0; i < n; i++) {
+                st = tm_errf(err, TM_EINPUT, "placement %s: layer %d expert %d is hosted by no worker", pm->policy,
+                             l, e);
+            for (int i = 0; i < n && st == TM_OK; i++) {
                 if (r[i] < 1 || r[i] > pm->n_workers)
-                    return tm_errf(err, TM_EINPUT,
-                                   "placement %s: layer %d expert %d: rank %d is out of range (workers are ranks "
-                                   "1..%d)",
-                                   pm->policy, l, e, r[i], pm->n_workers);
-                for (int j = 0; j < i; j++)
-                    if (r[j] == r[i])
-                        return tm_errf(err, TM_EINPUT, "placement %s: layer %d expert %d: rank %d listed twice",
-                                       pm->policy, l, e, r[i]);
+                    st = tm_errf(err, TM_EINPUT,
+                                 "placement %s: layer %d expert %d: rank %d is out of range (workers are ranks "
+                                 "1..%d)",
+                                 pm->policy, l, e, r[i], pm->n_workers);
+                else if (seen[r[i]] == slot)
+                    st = tm_errf(err, TM_EINPUT, "placement %s: layer %d expert %d: rank %d listed twice",
+                                 pm->policy, l, e, r[i]);
+                else
+                    seen[r[i]] = slot;
             }
         }
-    return TM_OK;
+    free(seen);
+    return st;
 }
 
 /* ---- policies ------------------------------------------------------------- */
@@ -80,6 +87,34 @@ static void place_policy(place_map *pm, int round_robin, int replicas)
 
 /* ---- balanced by measured load ----------------------------------------------- */
 
+/* Workers ordered by (load, rank) in a binary min-heap: taking the first R
+ * gives R distinct workers, the least loaded first, in O(R log W). */
+static int heap_less(const double *load, int a, int b) { return load[a] < load[b] || (load[a] == load[b] && a < b); }
+
+static void heap_down(int *h, int n, const double *load, int i)
+{
+    for (;;) {
+        int l = 2 * i + 1, r = l + 1, m = i;
+        if (l < n && heap_less(load, h[l], h[m])) m = l;
+        if (r < n && heap_less(load, h[r], h[m])) m = r;
+        if (m == i) return;
+        int t = h[i];
+        h[i] = h[m];
+        h[m] = t;
+        i = m;
+    }
+}
+
+static void heap_up(int *h, const double *load, int i)
+{
+    while (i > 0 && heap_less(load, h[i], h[(i - 1) / 2])) {
+        int p = (i - 1) / 2, t = h[i];
+        h[i] = h[p];
+        h[p] = t;
+        i = p;
+    }
+}
+
 /* Longest-processing-time placement per layer: experts in decreasing order of
  * measured tokens (ties: lower id), each replica on the least-loaded worker
  * not yet holding that expert (ties: lower rank).  An expert's load is split
@@ -87,7 +122,7 @@ static void place_policy(place_map *pm, int round_robin, int replicas)
 static tm_status place_balanced(place_map *pm, const char *path, int replicas, tm_err *err)
 {
     char *text = NULL;
-    tm_status st = tm_read_file(path, &text, NULL, err);
+    tm_status st = tm_read_input(path, "placement statistics", TM_CAP_JSON, &text, NULL, err);
     if (st != TM_OK) return st;
     cJSON *root = cJSON_Parse(text);
     free(text);
@@ -101,6 +136,7 @@ static tm_status place_balanced(place_map *pm, const char *path, int replicas, t
     }
     double *count = tm_calloc((size_t)E, sizeof(double)), *load = tm_calloc((size_t)W, sizeof(double));
     int *order = tm_malloc((size_t)E * sizeof(int)), n = 0;
+    int *heap = tm_malloc((size_t)W * sizeof(int)), *took = tm_malloc((size_t)replicas * sizeof(int));
     pm->ranks = tm_malloc(((size_t)L * E * replicas + 1) * sizeof(int));
     for (int l = 0; l < L && st == TM_OK; l++) {
         const cJSON *row = cJSON_GetArrayItem(et, l);
@@ -111,10 +147,10 @@ static tm_status place_balanced(place_map *pm, const char *path, int replicas, t
                          cJSON_IsArray(row) ? cJSON_GetArraySize(row) : -1, E);
             break;
         }
-        for (int e = 0; e < E; e++) {
-            const cJSON *v = cJSON_GetArrayItem(row, e);
-            count[e] = cJSON_IsNumber(v) && v->valuedouble > 0 ? v->valuedouble : 0.0;
-            order[e] = e;
+        int e_at = 0;
+        for (const cJSON *v = row->child; v && e_at < E; v = v->next, e_at++) {
+            count[e_at] = cJSON_IsNumber(v) && v->valuedouble > 0 && v->valuedouble < 1e300 ? v->valuedouble : 0.0;
+            order[e_at] = e_at;
         }
         for (int i = 1; i < E; i++) /* insertion sort: stable, E is at most a few hundred */
             for (int j = i; j > 0 && count[order[j]] > count[order[j - 1]]; j--) {
@@ -122,22 +158,27 @@ static tm_status place_balanced(place_map *pm, const char *path, int replicas, t
                 order[j] = order[j - 1];
                 order[j - 1] = t;
             }
-        for (int w = 0; w < W; w++) load[w] = 0.0;
+        for (int w = 0; w < W; w++) {
+            load[w] = 0.0;
+            heap[w] = w; /* all loads equal: rank order is a heap */
+        }
         int *start = pm->ranks + n;
         int *slot_of = tm_malloc((size_t)E * sizeof(int));
         for (int i = 0; i < E; i++) {
             int e = order[i];
             slot_of[e] = (int)(pm->ranks + n - start);
             double share = (count[e] + 1.0) / replicas;
-            for (int r = 0; r < replicas; r++) {
-                int best = -1;
-                for (int w = 0; w < W; w++) {
-                    int taken = 0;
-                    for (int q = 0; q < r; q++) taken |= pm->ranks[n - r + q] == w + 1;
-                    if (!taken && (best < 0 || load[w] < load[best])) best = w;
-                }
-                pm->ranks[n++] = best + 1;
-                load[best] += share;
+            int hn = W;
+            for (int r = 0; r < replicas; r++) { /* pop the R least loaded */
+                took[r] = heap[0];
+                heap[0] = heap[--hn];
+                heap_down(heap, hn, load, 0);
+                pm->ranks[n++] = took[r] + 1;
+            }
+            for (int r = 0; r < replicas; r++) { /* and push them back loaded */
+                load[took[r]] += share;
+                heap[hn] = took[r];
+                heap_up(heap, load, hn++);
             }
         }
         /* ranks were written in load order; CSR wants expert order */
@@ -154,6 +195,8 @@ static tm_status place_balanced(place_map *pm, const char *path, int replicas, t
     free(count);
     free(load);
     free(order);
+    free(heap);
+    free(took);
     cJSON_Delete(root);
     return st;
 }
@@ -166,17 +209,13 @@ typedef struct {
 
 static int json_int(const cJSON *j, int *out)
 {
-    if (!cJSON_IsNumber(j)) return -1;
-    double v = j->valuedouble;
-    if (v != (double)(int)v) return -1;
-    *out = (int)v;
-    return 0;
+    return tm_json_i32(j, INT32_MIN, INT32_MAX, out) ? 0 : -1;
 }
 
 static tm_status place_file(place_map *pm, const char *path, tm_err *err)
 {
     char *text = NULL;
-    tm_status st = tm_read_file(path, &text, NULL, err);
+    tm_status st = tm_read_input(path, "placement file", TM_CAP_JSON, &text, NULL, err);
     if (st != TM_OK) return st;
     cJSON *root = cJSON_Parse(text);
     triple *t = NULL;
@@ -369,6 +408,11 @@ int placement_print(FILE *f, const tm_config *c, tm_dtype weight_dtype, const ch
             replicas > 0 ? replicas : 1, from_file ? " (from file)" : "");
     fprintf(f, "experts: %d MoE layers of %d, %d experts each, %.3f MiB per expert (%s)\n", n_moe, pm.n_layers,
             pm.n_experts, mib(eb), tm_dtype_name(weight_dtype));
+    /* hosts[(r - 1) * E + e]: rank r holds expert e of the layer printed;
+     * filled from the CSR so printing is linear in workers x experts */
+    unsigned char *hosts = tm_malloc((size_t)n_workers * pm.n_experts);
+    int *rank_experts = tm_calloc((size_t)n_workers + 1, sizeof(int));
+    for (int i = 0; i < pm.offsets[pm.n_layers * pm.n_experts]; i++) rank_experts[pm.ranks[i]]++;
     for (int l = 0; l < pm.n_layers;) {
         int l1 = l;
         while (l1 + 1 < pm.n_layers && layers_equal(&pm, l, l1 + 1)) l1++;
@@ -379,16 +423,21 @@ int placement_print(FILE *f, const tm_config *c, tm_dtype weight_dtype, const ch
             l = l1 + 1;
             continue;
         }
+        memset(hosts, 0, (size_t)n_workers * pm.n_experts);
+        for (int e = 0; e < pm.n_experts; e++)
+            for (int i = 0; i < place_count(&pm, l, e); i++)
+                hosts[(size_t)(place_ranks(&pm, l, e)[i] - 1) * pm.n_experts + e] = 1;
         for (int r = 1; r <= n_workers; r++) {
+            const unsigned char *hr = hosts + (size_t)(r - 1) * pm.n_experts;
             fprintf(f, "%s rank %d:", r > 1 ? " |" : "", r);
             int any = 0;
             for (int e = 0; e < pm.n_experts;) {
-                if (!place_hosts(&pm, r, l, e)) {
+                if (!hr[e]) {
                     e++;
                     continue;
                 }
                 int e1 = e;
-                while (e1 + 1 < pm.n_experts && place_hosts(&pm, r, l, e1 + 1)) e1++;
+                while (e1 + 1 < pm.n_experts && hr[e1 + 1]) e1++;
                 if (e1 > e) fprintf(f, "%s%d-%d", any ? "," : " ", e, e1);
                 else fprintf(f, "%s%d", any ? "," : " ", e);
                 any = 1;
@@ -401,13 +450,15 @@ int placement_print(FILE *f, const tm_config *c, tm_dtype weight_dtype, const ch
     }
     int max_e = 0, sum_e = 0;
     for (int r = 1; r <= n_workers; r++) {
-        int n = place_rank_experts(&pm, r);
-        fprintf(f, "rank %d: %d experts, %.2f MiB of expert weights\n", r, n, mib(place_rank_bytes(&pm, r)));
+        int n = rank_experts[r];
+        fprintf(f, "rank %d: %d experts, %.2f MiB of expert weights\n", r, n, mib((size_t)n * eb));
         max_e = TM_MAX(max_e, n);
         sum_e += n;
     }
     fprintf(f, "total: %d expert instances, %.2f MiB; max/mean experts per rank %.3f\n", sum_e,
             mib((size_t)sum_e * eb), sum_e ? (double)max_e * n_workers / sum_e : 0.0);
+    free(hosts);
+    free(rank_experts);
     place_free(&pm);
     return 0;
 }

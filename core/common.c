@@ -83,28 +83,3 @@ size_t tm_rss_bytes(void)
     if (n != 2) return 0;
     return (size_t)resident * (size_t)sysconf(_SC_PAGESIZE);
 }
-
-tm_status tm_read_file(const char *path, char **out, size_t *len, tm_err *err)
-{
-    *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return tm_errf(err, TM_EINPUT, "%s: cannot open: %s", path, strerror(errno));
-    size_t cap = 1 << 16, n = 0;
-    char *buf = tm_malloc(cap);
-    for (;;) {
-        if (n + 1 >= cap) buf = tm_realloc(buf, cap *= 2);
-        size_t got = fread(buf + n, 1, cap - n - 1, f);
-        n += got;
-        if (got == 0) break;
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        free(buf);
-        return tm_errf(err, TM_EINPUT, "%s: read error", path);
-    }
-    buf[n] = '\0';
-    *out = buf;
-    if (len) *len = n;
-    return TM_OK;
-}

@@ -65,8 +65,6 @@ double tm_now(void);
 /* Resident set size of this process in bytes (from /proc/self/statm). */
 size_t tm_rss_bytes(void);
 
-/* Read a whole file into a NUL-terminated buffer; *len excludes the NUL. */
-tm_status tm_read_file(const char *path, char **out, size_t *len, tm_err *err);
 
 #define TM_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define TM_MIN(a, b) ((a) < (b) ? (a) : (b))

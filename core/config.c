@@ -1,10 +1,12 @@
 /* config.c: config.json parsing and validation. */
 #include "config.h"
+#include "input.h"
 
 #include <cJSON.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* ---- field access -------------------------------------------------------- */
 
@@ -27,11 +29,12 @@ static int get_int(ctx *x, const cJSON *o, const char *key, int def)
             x->st = tm_errf(x->err, TM_EINPUT, "%s: missing field '%s'", x->file, key);
         return def == REQUIRED ? 0 : def;
     }
-    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || fabs(v->valuedouble) > 2e9) {
-        if (x->st == TM_OK) x->st = tm_errf(x->err, TM_EINPUT, "%s: field '%s' must be an integer", x->file, key);
+    int i;
+    if (!tm_json_i32(v, INT32_MIN, INT32_MAX, &i)) {
+        if (x->st == TM_OK) x->st = tm_errf(x->err, TM_EINPUT, "%s: field '%s' must be a 32-bit integer", x->file, key);
         return 0;
     }
-    return (int)v->valuedouble;
+    return i;
 }
 
 static double get_num(ctx *x, const cJSON *o, const char *key, double def, int required)
@@ -41,8 +44,8 @@ static double get_num(ctx *x, const cJSON *o, const char *key, double def, int r
         if (required && x->st == TM_OK) x->st = tm_errf(x->err, TM_EINPUT, "%s: missing field '%s'", x->file, key);
         return def;
     }
-    if (!cJSON_IsNumber(v)) {
-        if (x->st == TM_OK) x->st = tm_errf(x->err, TM_EINPUT, "%s: field '%s' must be a number", x->file, key);
+    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble)) {
+        if (x->st == TM_OK) x->st = tm_errf(x->err, TM_EINPUT, "%s: field '%s' must be a finite number", x->file, key);
         return def;
     }
     return v->valuedouble;
@@ -67,8 +70,14 @@ static void copy_str(char *dst, size_t cap, const cJSON *v)
 /* eos_token_id may be an int or a list of ints. */
 static void read_eos(ctx *x, tm_config *c, const cJSON *v)
 {
+    int id;
     if (cJSON_IsNumber(v)) {
-        if (c->n_eos < CFG_MAX_EOS && !cfg_is_eos(c, (int)v->valuedouble)) c->eos_ids[c->n_eos++] = (int)v->valuedouble;
+        if (!tm_json_i32(v, 0, INT32_MAX, &id)) {
+            if (x->st == TM_OK)
+                x->st = tm_errf(x->err, TM_EINPUT, "%s: eos_token_id %g is not a token id", x->file, v->valuedouble);
+            return;
+        }
+        if (c->n_eos < CFG_MAX_EOS && !cfg_is_eos(c, id)) c->eos_ids[c->n_eos++] = id;
     } else if (cJSON_IsArray(v)) {
         for (const cJSON *e = v->child; e; e = e->next) read_eos(x, c, e);
     }
@@ -111,7 +120,8 @@ static tm_status parse_text_config(tm_config *c, ctx *x, const cJSON *t)
         if (!cJSON_IsArray(mlp_only) && x->st == TM_OK)
             x->st = tm_errf(x->err, TM_EINPUT, "%s: mlp_only_layers must be a list", x->file);
         for (const cJSON *e = cJSON_IsArray(mlp_only) ? mlp_only->child : NULL; e; e = e->next) {
-            int l = cJSON_IsNumber(e) ? (int)e->valuedouble : -1;
+            int l;
+            if (!tm_json_i32(e, 0, INT32_MAX, &l)) l = -1;
             if (l < 0 || l >= c->num_layers || l >= CFG_MAX_LAYERS) {
                 if (x->st == TM_OK)
                     x->st = tm_errf(x->err, TM_EINPUT, "%s: mlp_only_layers holds %d, outside 0..%d", x->file, l,
@@ -142,7 +152,11 @@ static tm_status parse_text_config(tm_config *c, ctx *x, const cJSON *t)
             if (cJSON_GetArraySize(ms) != 3) {
                 if (x->st == TM_OK) x->st = tm_errf(x->err, TM_EINPUT, "%s: mrope_section must have 3 entries", x->file);
             } else {
-                for (int i = 0; i < 3; i++) c->mrope_section[i] = (int)cJSON_GetArrayItem(ms, i)->valuedouble;
+                for (int i = 0; i < 3; i++)
+                    if (!tm_json_i32(cJSON_GetArrayItem(ms, i), 0, CFG_MAX_HEAD_DIM, &c->mrope_section[i]) &&
+                        x->st == TM_OK)
+                        x->st = tm_errf(x->err, TM_EINPUT, "%s: mrope_section[%d] must be an integer in 0..%d",
+                                        x->file, i, CFG_MAX_HEAD_DIM);
                 c->has_mrope = 1;
             }
         }
@@ -168,6 +182,19 @@ static tm_status validate(const tm_config *c, const char *file, tm_err *err)
 #undef POS
     if (c->num_layers > CFG_MAX_LAYERS)
         return tm_errf(err, TM_EINPUT, "%s: num_hidden_layers %d exceeds %d", file, c->num_layers, CFG_MAX_LAYERS);
+    /* kernel and table limits: forward's RoPE table, the expert masks */
+    if (c->head_dim > CFG_MAX_HEAD_DIM)
+        return tm_errf(err, TM_EINPUT, "%s: head_dim %d exceeds %d", file, c->head_dim, CFG_MAX_HEAD_DIM);
+    if (c->num_experts > CFG_MAX_EXPERTS)
+        return tm_errf(err, TM_EINPUT, "%s: num_experts %d exceeds %d", file, c->num_experts, CFG_MAX_EXPERTS);
+    /* products the engine forms in int: heads x head_dim, vocab and hidden rows */
+    if ((int64_t)c->num_heads * c->head_dim > CFG_MAX_WIDTH || (int64_t)c->hidden_size > CFG_MAX_WIDTH ||
+        (int64_t)c->moe_intermediate_size > CFG_MAX_WIDTH || (int64_t)c->intermediate_size > CFG_MAX_WIDTH ||
+        (int64_t)c->vocab_size > CFG_MAX_VOCAB)
+        return tm_errf(err, TM_EINPUT,
+                       "%s: hidden_size, intermediate sizes and num_attention_heads x head_dim must be at most %d, "
+                       "vocab_size at most %d",
+                       file, CFG_MAX_WIDTH, CFG_MAX_VOCAB);
     if (c->top_k > c->num_experts)
         return tm_errf(err, TM_EINPUT, "%s: num_experts_per_tok %d exceeds num_experts %d", file, c->top_k,
                        c->num_experts);
@@ -179,7 +206,7 @@ static tm_status validate(const tm_config *c, const char *file, tm_err *err)
         return tm_errf(err, TM_EINPUT, "%s: rope_theta %g must be a finite number above 1", file, c->rope_theta);
     if (!(c->rms_norm_eps > 0.0f)) return tm_errf(err, TM_EINPUT, "%s: rms_norm_eps must be positive", file);
     if (c->has_mrope) {
-        int sum = c->mrope_section[0] + c->mrope_section[1] + c->mrope_section[2];
+        int64_t sum = (int64_t)c->mrope_section[0] + c->mrope_section[1] + c->mrope_section[2];
         if (sum != c->head_dim / 2 || c->mrope_section[0] < 0 || c->mrope_section[1] < 0 || c->mrope_section[2] < 0)
             return tm_errf(err, TM_EINPUT, "%s: mrope_section [%d, %d, %d] must sum to head_dim/2 = %d", file,
                            c->mrope_section[0], c->mrope_section[1], c->mrope_section[2], c->head_dim / 2);
@@ -233,7 +260,7 @@ tm_status cfg_load(tm_config *c, const char *dir, tm_err *err)
 {
     char path[4096], *text = NULL;
     snprintf(path, sizeof path, "%s/config.json", dir);
-    tm_status st = tm_read_file(path, &text, NULL, err);
+    tm_status st = tm_read_input(path, "config", TM_CAP_CONFIG, &text, NULL, err);
     if (st != TM_OK) return st;
     st = cfg_parse(c, text, path, err);
     free(text);
@@ -241,7 +268,8 @@ tm_status cfg_load(tm_config *c, const char *dir, tm_err *err)
 
     /* generation_config.json may add eos ids; it is optional. */
     snprintf(path, sizeof path, "%s/generation_config.json", dir);
-    if (tm_read_file(path, &text, NULL, NULL) == TM_OK) {
+    if (access(path, F_OK) == 0) {
+        if ((st = tm_read_input(path, "generation config", TM_CAP_CONFIG, &text, NULL, err)) != TM_OK) return st;
         cJSON *g = cJSON_Parse(text);
         if (!g) {
             free(text);
@@ -251,6 +279,7 @@ tm_status cfg_load(tm_config *c, const char *dir, tm_err *err)
         read_eos(&x, c, get(g, "eos_token_id"));
         cJSON_Delete(g);
         free(text);
+        if (x.st != TM_OK) return x.st;
     }
     return TM_OK;
 }

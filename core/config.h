@@ -15,6 +15,10 @@
 
 #define CFG_MAX_LAYERS 1024
 #define CFG_MAX_EOS 8
+#define CFG_MAX_HEAD_DIM 1024      /* forward's RoPE angle table holds head_dim / 2 */
+#define CFG_MAX_EXPERTS 4096       /* per layer; sizes the per-layer expert masks   */
+#define CFG_MAX_WIDTH (1 << 20)    /* hidden, intermediate, heads x head_dim        */
+#define CFG_MAX_VOCAB (1 << 24)
 
 typedef struct {
     char model_type[64];      /* top-level model_type                         */

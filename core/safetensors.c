@@ -1,5 +1,6 @@
 /* safetensors.c: mapping, header parsing and validation of safetensors files. */
 #include "safetensors.h"
+#include "input.h"
 
 #include <cJSON.h>
 #include <errno.h>
@@ -90,12 +91,12 @@ void st_release(const st_set *s, const st_tensor *t)
 
 static int64_t json_int(const cJSON *v, int *ok)
 {
-    if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > 9.0e15 ||
-        v->valuedouble != (double)(int64_t)v->valuedouble) {
+    int64_t i;
+    if (!tm_json_int(v, 0, (int64_t)9e15, &i)) {
         *ok = 0;
         return 0;
     }
-    return (int64_t)v->valuedouble;
+    return i;
 }
 
 static tm_status parse_tensor(st_set *s, int file_idx, const cJSON *item, tm_err *err)
@@ -157,14 +158,9 @@ static tm_status add_file(st_set *s, const char *path, tm_err *err)
 {
     tm_status st = TM_OK;
     cJSON *hdr = NULL;
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return tm_errf(err, TM_EINPUT, "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        close(fd);
-        return tm_errf(err, TM_EINPUT, "%s: not a regular file", path);
-    }
-    size_t size = (size_t)sb.st_size;
+    int fd;
+    size_t size;
+    if ((st = tm_open_input(path, "safetensors file", TM_CAP_NONE, &fd, &size, err)) != TM_OK) return st;
     if (size == 0) {
         close(fd);
         return tm_errf(err, TM_EINPUT, "%s: empty file", path);
@@ -225,7 +221,7 @@ static tm_status open_index(st_set *s, const char *dir, const char *index_path, 
 {
     char *text = NULL;
     cJSON *root = NULL;
-    tm_status st = tm_read_file(index_path, &text, NULL, err);
+    tm_status st = tm_read_input(index_path, "safetensors index", TM_CAP_INDEX, &text, NULL, err);
     if (st != TM_OK) return st;
     root = cJSON_Parse(text);
     const cJSON *wm = root ? cJSON_GetObjectItemCaseSensitive(root, "weight_map") : NULL;

@@ -36,7 +36,7 @@ static void rotate(float *x, int n_heads, int head_dim, const float *ang)
     }
 }
 
-#define ROPE_MAX_HALF 512
+#define ROPE_MAX_HALF (CFG_MAX_HEAD_DIM / 2) /* config validation keeps head_dim within it */
 
 void rope_apply(float *x, int n_heads, int head_dim, const float *inv_freq, int pos)
 {

@@ -1,6 +1,7 @@
 /* mkmodel.c: seeded synthetic checkpoints (format in mkmodel.h); the
  * `trustmoe mkmodel` command is coordinator/cli/cmd_mkmodel.c. */
 #include "mkmodel.h"
+#include "input.h"
 
 #include "config.h"
 #include "dtype.h"

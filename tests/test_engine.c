@@ -1,6 +1,7 @@
 /* test_engine.c: the single-process engine against Hugging Face fixtures,
  * plus RoPE/MRoPE, config forms and dtype conversions. */
 #include "config.h"
+#include "input.h"
 #include "dtype.h"
 #include "kernels.h"
 #include "model.h"

@@ -12,6 +12,7 @@
  * Run from the repository root.
  */
 #include "tokenizer.h"
+#include "input.h"
 
 #include <CUnit/Basic.h>
 
@@ -661,6 +662,36 @@ static void test_bad_files(void)
     j = mini_json("", "", "{\"id\":300,\"content\":\"<x>\",\"lstrip\":true}");
     CU_ASSERT_EQUAL(load_text(j, &err, &t), TM_EINPUT);
     CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "added_tokens[0]"));
+    free(j);
+
+    /* A merge whose second part alone fills the merge buffer: refused, and
+     * never written past the buffer (2 x the longest token + 8 bytes). */
+    char *vocab = malloc(1024), *merge = malloc(2048);
+    memset(vocab, 0, 1024);
+    memset(merge, 0, 2048);
+    vocab[0] = '"';
+    memset(vocab + 1, 'a', 300);
+    strcat(vocab, "\":256");
+    strcpy(merge, "[\"");
+    memset(merge + strlen(merge), 'a', 300);
+    strcat(merge, "\",\"");
+    memset(merge + strlen(merge), 'b', 600);
+    strcat(merge, "\"]");
+    j = mini_json(vocab, merge, "");
+    CU_ASSERT_EQUAL(load_text(j, &err, &t), TM_EINPUT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "model.merges[0]: unknown token 'bbbb"));
+    free(j);
+    free(vocab);
+    free(merge);
+
+    /* One huge id: refused by the count of tokens present, not allocated. */
+    j = mini_json("\"ab\":2147483646", "", "");
+    CU_ASSERT_EQUAL(load_text(j, &err, &t), TM_EINPUT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "model.vocab: id 2147483646 is far beyond the 257 tokens present"));
+    free(j);
+    j = mini_json("", "", "{\"id\":500000000,\"content\":\"<x>\"}");
+    CU_ASSERT_EQUAL(load_text(j, &err, &t), TM_EINPUT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "id 500000000 is far beyond"));
     free(j);
 
     /* A different pre-tokenizer regex is refused, not silently mis-tokenized. */

@@ -4,6 +4,7 @@
 #include <CUnit/Basic.h>
 
 #include "cunit_run.h"
+#include "input.h"
 #include <cJSON.h>
 #include <math.h>
 #include <stdlib.h>

@@ -84,6 +84,7 @@ tm_status cli_parse_opts(int argc, char **argv, cli_opts *o, tm_err *err)
     memset(o, 0, sizeof *o);
     o->n_predict = 16;
     o->threads = 1;
+    o->max_batch = 256;
     o->load = model_default_load_params();
     o->samp = sampler_default_params();
     o->dist = dist_default_params();
@@ -106,6 +107,9 @@ tm_status cli_parse_opts(int argc, char **argv, cli_opts *o, tm_err *err)
         } else if (!strcmp(a, "--prompts")) {
             NEED();
             o->prompts_file = v;
+        } else if (!strcmp(a, "--max-batch")) {
+            NEED();
+            st = cli_parse_int(a, v, 1, 1 << 16, &o->max_batch, err);
         } else if (!strcmp(a, "--system")) {
             NEED();
             o->system = v;
@@ -254,7 +258,7 @@ tm_status cli_start_backend(const cli_opts *o, const tm_model *m, tm_state *s, m
     return st;
 }
 
-void cli_finish(moe_backend *be, int started, int rc, const tm_state *s)
+int cli_finish(moe_backend *be, int started, int rc, const tm_state *s)
 {
-    dist_finish(started ? be : NULL, rc, s);
+    return dist_finish(started ? be : NULL, rc, s);
 }

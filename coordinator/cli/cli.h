@@ -26,6 +26,7 @@ typedef struct {
     int ctx;                  /* -c (0: prompt + n) */
     int threads;              /* -t */
     int json;                 /* --json */
+    int max_batch;            /* --max-batch: prompts of one --prompts run (default 256) */
     model_load_params load;
     sampler_params samp;
     dist_params dist;         /* --placement, --replicas, --wire-dtype, ... */
@@ -63,6 +64,6 @@ tm_status cli_start_backend(const cli_opts *o, const tm_model *m, tm_state *s, m
                             tm_err *err);
 /* Writes statistics, shuts workers down and finalizes MPI (aborting the job
  * when rc != 0 before the workers were started). */
-void cli_finish(moe_backend *be, int started, int rc, const tm_state *s);
+int cli_finish(moe_backend *be, int started, int rc, const tm_state *s);
 
 #endif

@@ -3,6 +3,7 @@
  * model folder has a tokenizer. */
 #include "cli.h"
 #include "commands.h"
+#include "input.h"
 #include "kernels.h"
 #include "tokenizer.h"
 
@@ -58,11 +59,32 @@ static tm_status encode_text(const tok_tokenizer *tok, const cli_opts *o, const 
     return TM_OK;
 }
 
+/* Every id of every prompt is a row of the embedding: checked once, before
+ * context classification or the forward pass reads one. */
+static tm_status check_prompt_ids(const gen_seq *seqs, int n_seqs, const tm_config *c, const char *dir,
+                                  tm_err *err)
+{
+    for (int q = 0; q < n_seqs; q++)
+        for (int i = 0; i < seqs[q].n_prompt; i++)
+            if (seqs[q].prompt[i] < 0 || seqs[q].prompt[i] >= c->vocab_size)
+                return tm_errf(err, TM_EINPUT, "prompt %d: token id %d at position %d is outside the vocab of %s (0..%d)",
+                               q + 1, (int)seqs[q].prompt[i], i, dir ? dir : "the model", c->vocab_size - 1);
+    return TM_OK;
+}
+
 static tm_status read_prompts(const tok_tokenizer *tok, const cli_opts *o, gen_seq **seqs, int *n_seqs, tm_err *err)
 {
     char *text = NULL;
-    tm_status st = tm_read_file(o->prompts_file, &text, NULL, err);
+    size_t text_len = 0;
+    tm_status st = tm_read_input(o->prompts_file, "prompts file", TM_CAP_PROMPTS, &text, &text_len, err);
     if (st != TM_OK) return st;
+    const char *nul = memchr(text, '\0', text_len);
+    if (nul) {
+        int at = 1;
+        for (const char *p = text; p < nul; p++) at += *p == '\n';
+        free(text);
+        return tm_errf(err, TM_EINPUT, "%s:%d: a NUL byte in the prompts file", o->prompts_file, at);
+    }
     int cap = 8, n = 0, line_no = 0;
     gen_seq *v = tm_calloc((size_t)cap, sizeof *v);
     for (char *line = text, *next; line && *line; line = next) {
@@ -72,6 +94,12 @@ static tm_status read_prompts(const tok_tokenizer *tok, const cli_opts *o, gen_s
         size_t len = strlen(line);
         if (len && line[len - 1] == '\r') line[--len] = '\0';
         if (!len) continue;
+        if (n == o->max_batch) {
+            /* every prompt of the batch holds a KV cache of the whole context */
+            st = tm_errf(err, TM_EINPUT, "%s:%d: more than %d prompts (--max-batch)", o->prompts_file, line_no,
+                         o->max_batch);
+            break;
+        }
         if (n == cap) v = tm_realloc(v, sizeof *v * (size_t)(cap *= 2));
         memset(&v[n], 0, sizeof v[n]);
         st = is_id_list(line) ? cli_parse_ids(line, &v[n].prompt, &v[n].n_prompt, err)
@@ -197,6 +225,7 @@ static tm_status gen_setup(gen_run *g, tm_err *err)
     if ((st = cli_load_model(&g->o, &g->m, &g->mask, err)) != TM_OK) return st;
     g->have_model = 1;
     const tm_config *cfg = &g->m.cfg;
+    if ((st = check_prompt_ids(g->seqs, g->n_seqs, cfg, o->model_dir, err)) != TM_OK) return st;
     int longest = 0;
     for (int q = 0; q < g->n_seqs; q++) {
         g->total_prompt += g->seqs[q].n_prompt;
@@ -402,7 +431,8 @@ int cmd_generate(int argc, char **argv)
                "                         [--temp T --top-k K --top-p P -s SEED] [--chat] [--system TEXT] [--json]\n"
                "Generates with a KV cache; --temp 0 is greedy.  Text streams to stdout when the model\n"
                "folder has tokenizer.json.  --prompts runs one prompt per line (text, or ids '1,2,3')\n"
-               "as one batch: attention per sequence, each layer's experts batched across all of them.\n"
+               "as one batch: attention per sequence, each layer's experts batched across all of them;\n"
+               "--max-batch N caps the prompts of one batch (default 256).\n"
                "--chat wraps the prompt in the Qwen3 chat template (with --system as a system turn).\n"
                "Generation stops at an eos id (config.json, generation_config.json) or after -n tokens.\n");
         cli_usage_common(stdout);
@@ -428,7 +458,7 @@ int cmd_generate(int argc, char **argv)
         (st = gen_prefill(g, &err)) == TM_OK && (st = gen_decode(g, &err)) == TM_OK)
         gen_report(g);
     if (st != TM_OK) rc = cli_fail("generate", &err, st);
-    cli_finish(&g->be, g->started, rc, g->have_state ? &g->s : NULL);
+    rc = cli_finish(&g->be, g->started, rc, g->have_state ? &g->s : NULL);
     if (rc == 0 && g->have_trust && g->o.dist.stats_json &&
         add_selection_stats(g->o.dist.stats_json, &g->tr, &err) != TM_OK)
         rc = cli_fail("generate", &err, TM_EFAIL);

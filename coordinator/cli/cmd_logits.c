@@ -77,7 +77,7 @@ int cmd_logits(int argc, char **argv)
 out:
     if (f) fclose(f);
     if (st != TM_OK) rc = cli_fail("logits", &err, st);
-    cli_finish(&be, started, rc, have_state ? &s : NULL);
+    rc = cli_finish(&be, started, rc, have_state ? &s : NULL);
     if (have_trust) trust_run_close(&tr);
     free(logits);
     free(ids);

@@ -9,6 +9,7 @@
  * stderr.
  */
 #include "cli.h"
+#include "input.h"
 #include "commands.h"
 
 #include "common.h"

@@ -3,6 +3,7 @@
  * fold window quality into the reputation database, or measure perplexity
  * and expert diversity. */
 #include "commands.h"
+#include "input.h"
 
 #include <cJSON.h>
 #include <math.h>
@@ -245,8 +246,9 @@ static int fit_contexts(int argc, char **argv)
     unsigned char *no_experts = NULL;
     /* Only the embeddings are needed: load no expert. */
     if (o.load.expert_mask == NULL) {
-        /* the config is not known before loading: a mask as large as any */
-        no_experts = tm_calloc((size_t)CFG_MAX_LAYERS * 4096, 1);
+        /* the config is not known before loading: a mask as large as any
+         * config validation admits */
+        no_experts = tm_calloc((size_t)CFG_MAX_LAYERS * CFG_MAX_EXPERTS, 1);
         o.load.expert_mask = no_experts;
     }
     if ((st = model_load(&m, o.model_dir, &o.load, &err))) goto out;
@@ -317,7 +319,9 @@ static int show(int argc, char **argv)
     if (!st && !to.db_path) st = tm_errf(&err, TM_EINPUT, "--trust-db PATH is required");
     if (st) return cli_fail(cmd, &err, st);
     trust_db db;
-    if ((st = trust_db_open(&db, to.db_path, NULL, &err))) return cli_fail(cmd, &err, st);
+    trust_db_params dp = trust_db_default_params();
+    dp.read_only = 1;
+    if ((st = trust_db_open(&db, to.db_path, &dp, &err))) return cli_fail(cmd, &err, st);
     printf("%s: schema version %d\n", to.db_path, trust_db_schema_version(&db));
     sqlite3_stmt *q = NULL;
     const char *sql = "SELECT model, context, count(*), sum(evidence), avg(trust), min(trust), max(trust) "
@@ -352,7 +356,9 @@ static int open_db_only(const char *cmd, int argc, char **argv, trust_db *db)
     tm_status st = trust_opts_take(&argc, argv, &to, &err);
     if (!st && argc > 1) st = tm_errf(&err, TM_EINPUT, "unknown option '%s'", argv[1]);
     if (!st && !to.db_path) st = tm_errf(&err, TM_EINPUT, "--trust-db PATH is required");
-    if (!st) st = trust_db_open(db, to.db_path, NULL, &err);
+    trust_db_params dp = trust_db_default_params();
+    dp.read_only = 1;
+    if (!st) st = trust_db_open(db, to.db_path, &dp, &err);
     return st ? cli_fail(cmd, &err, st) : 0;
 }
 

@@ -33,6 +33,8 @@ void dist_set_step(moe_backend *be, int step);
 /* Writes stats, shuts the workers down, finalizes MPI.  be may be NULL (or a
  * backend not made here) when start never ran: then with workers waiting the
  * job is aborted with exit_code, else MPI is finalized. */
-void dist_finish(moe_backend *be, int exit_code, const tm_state *s);
+/* Returns the exit code: exit_code, or 1 when it was 0 and --stats-json
+ * could not be written. */
+int dist_finish(moe_backend *be, int exit_code, const tm_state *s);
 
 #endif

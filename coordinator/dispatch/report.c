@@ -170,7 +170,7 @@ static cJSON *rank_json(const dist_ctx *c, const report_totals *x, int r)
 
 /* The --stats-json document: the same figures, per-rank detail and the
  * per-layer expert loads. */
-static void write_stats_json(const dist_ctx *c, const report_totals *x)
+static int write_stats_json(const dist_ctx *c, const report_totals *x)
 {
     cJSON *j = cJSON_CreateObject();
     cJSON_AddNumberToObject(j, "ranks", c->size);
@@ -221,34 +221,39 @@ static void write_stats_json(const dist_ctx *c, const report_totals *x)
     }
     char *text = cJSON_Print(j);
     FILE *f = fopen(c->p.stats_json, "w");
-    if (!f || fputs(text, f) < 0 || fputc('\n', f) < 0 || fclose(f) != 0)
+    int bad = !f || fputs(text, f) < 0 || fputc('\n', f) < 0;
+    if (f && fclose(f) != 0) bad = 1;
+    if (bad)
         fprintf(stderr, "trustmoe: --stats-json %s: cannot write: %s\n", c->p.stats_json, strerror(errno));
     else
         fprintf(stderr, "trustmoe: statistics written to %s\n", c->p.stats_json);
     free(text);
     cJSON_Delete(j);
+    return bad;
 }
 
-static void report(dist_ctx *c, const tm_state *s)
+/* Returns nonzero when --stats-json could not be written. */
+static int report(dist_ctx *c, const tm_state *s)
 {
     report_totals x = totals_of(c, s);
     if (c->distributed || c->p.stats_json) print_report(c, &x);
-    if (c->p.stats_json) write_stats_json(c, &x);
+    return c->p.stats_json ? write_stats_json(c, &x) : 0;
 }
 
-void dist_finish(moe_backend *be, int exit_code, const tm_state *s)
+int dist_finish(moe_backend *be, int exit_code, const tm_state *s)
 {
     dist_ctx *c = dist_ctx_of(be);
     if (!c) {
         if (dist_mpi_active() && dist_size() > 1 && dist_rank() == 0)
             dist_die(exit_code ? exit_code : 1, "stopping the job before the workers were started");
         dist_finalize();
-        return;
+        return exit_code;
     }
     dist_step_close(c);
     if (c->distributed) collect_worker_stats(c, exit_code);
-    report(c, s);
+    if (report(c, s) && exit_code == 0) exit_code = 1;
     dist_ctx_free(c);
     be->ctx = NULL;
     dist_finalize();
+    return exit_code;
 }

@@ -2,6 +2,7 @@
  * decode, streaming decode, chat template.  See tokenizer.h for the pipeline;
  * the pre-tokenizer and UTF-8/NFC helpers are in tok_pretok.c. */
 #include "tokenizer.h"
+#include "input.h"
 
 #include <cJSON.h>
 #include <pthread.h>
@@ -151,11 +152,12 @@ static void byte_level_inverse(int16_t inv[0x144])
 
 /* Byte-level token text -> raw bytes in out (room for strlen(s) bytes).
  * Returns the length, or -1 when s has a character outside the map. */
-static long byte_level_to_raw(const int16_t inv[0x144], const char *s, uint8_t *out)
+static long byte_level_to_raw(const int16_t inv[0x144], const char *s, uint8_t *out, size_t cap)
 {
     const uint8_t *p = (const uint8_t *)s;
     long n = 0;
     while (*p) {
+        if ((size_t)n >= cap) return -1; /* longer than any token: cannot match, must not overflow */
         uint32_t c;
         if (p[0] < 0x80) c = *p++;
         else if ((p[0] & 0xE0) == 0xC0 && (p[1] & 0xC0) == 0x80) {
@@ -180,13 +182,16 @@ static int json_is_type(const cJSON *o, const char *type)
     return cJSON_IsString(ty) && !strcmp(ty->valuestring, type);
 }
 
+/* Ids a tokenizer of n tokens may use: real vocabularies are dense, with a
+ * few reserved ids between the vocab and the added tokens. */
+static size_t tok_id_limit(size_t n) { return 2 * n + 4096; }
+
 /* A JSON number that is an id: an integer in [0, 2^31 - 1). */
 static int json_id(const cJSON *v, int32_t *id)
 {
-    if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble >= 2147483647.0 ||
-        v->valuedouble != (double)(int64_t)v->valuedouble)
-        return 0;
-    *id = (int32_t)v->valuedouble;
+    int i;
+    if (!tm_json_i32(v, 0, INT32_MAX - 1, &i)) return 0;
+    *id = i;
     return 1;
 }
 
@@ -237,7 +242,7 @@ static tm_status check_pipeline(const char *path, const cJSON *root, tm_err *err
 /* Pass 1 over vocab and added_tokens: checks each id and sizes the tables
  * (ids up to the largest, one byte arena for every token's text). */
 static tm_status size_tables(tok_tokenizer *t, const char *path, const cJSON *vocab, const cJSON *added,
-                             size_t *n_added_out, tm_err *err)
+                             size_t *n_added_out, size_t *n_bytes_out, tm_err *err)
 {
     char q1[64];
     size_t n_vocab = 0, n_added = 0, n_bytes = 0;
@@ -268,6 +273,11 @@ static tm_status size_tables(tok_tokenizer *t, const char *path, const cJSON *vo
         ai++;
     }
     if (n_vocab == 0) return tm_errf(err, TM_EINPUT, "%s: model.vocab: empty", path);
+    /* the id tables are indexed by id: allocate by what is present, not by
+     * whatever id a file names */
+    if ((size_t)max_id >= tok_id_limit(n_vocab + n_added))
+        return tm_errf(err, TM_EINPUT, "%s: model.vocab: id %d is far beyond the %zu tokens present (at most %zu)",
+                       path, (int)max_id, n_vocab + n_added, tok_id_limit(n_vocab + n_added) - 1);
 
     t->n_ids = (size_t)max_id + 1;
     t->tok_off = tm_malloc(t->n_ids * sizeof *t->tok_off);
@@ -278,13 +288,14 @@ static tm_status size_tables(tok_tokenizer *t, const char *path, const cJSON *vo
     t->vslots = tm_malloc((t->vmask + 1) * sizeof *t->vslots);
     memset(t->vslots, 0xff, (t->vmask + 1) * sizeof *t->vslots);
     *n_added_out = n_added;
+    *n_bytes_out = n_bytes;
     return TM_OK;
 }
 
 /* Pass 2: vocab entries, stored as raw bytes from *off on; every byte must
  * have a token of its own. */
-static tm_status load_vocab(tok_tokenizer *t, const char *path, const cJSON *vocab, const int16_t *inv, size_t *off,
-                            tm_err *err)
+static tm_status load_vocab(tok_tokenizer *t, const char *path, const cJSON *vocab, const int16_t *inv,
+                            size_t n_bytes, size_t *off, tm_err *err)
 {
     char q1[64];
     int32_t id = 0;
@@ -292,7 +303,7 @@ static tm_status load_vocab(tok_tokenizer *t, const char *path, const cJSON *voc
     cJSON_ArrayForEach(e, vocab)
     {
         json_id(e, &id);
-        long n = byte_level_to_raw(inv, e->string, t->bytes + *off);
+        long n = byte_level_to_raw(inv, e->string, t->bytes + *off, n_bytes - *off);
         if (n < 0)
             return tm_errf(err, TM_EINPUT, "%s: model.vocab[%s]: character outside the byte-level alphabet", path,
                            quoted(e->string, q1));
@@ -384,7 +395,8 @@ static tm_status load_merges(tok_tokenizer *t, const char *path, const cJSON *me
     t->mmask = pow2_at_least(n_merges * 2) - 1;
     t->mslots = tm_malloc((t->mmask + 1) * sizeof *t->mslots);
     for (size_t i = 0; i <= t->mmask; i++) t->mslots[i].key = UINT64_MAX;
-    uint8_t *raw = tm_malloc(2 * t->max_tok_len + 8);
+    size_t rawcap = 2 * t->max_tok_len + 8;
+    uint8_t *raw = tm_malloc(rawcap);
     uint32_t rank = 0;
     const cJSON *e;
     cJSON_ArrayForEach(e, merges)
@@ -396,7 +408,7 @@ static tm_status load_merges(tok_tokenizer *t, const char *path, const cJSON *me
         size_t rawlen = 0;
         for (int k = 0; k < 2; k++) {
             size_t sl = strlen(part[k]);
-            long n = sl <= t->max_tok_len * 2 ? byte_level_to_raw(inv, part[k], raw + rawlen) : -1;
+            long n = sl <= t->max_tok_len * 2 ? byte_level_to_raw(inv, part[k], raw + rawlen, rawcap - rawlen) : -1;
             ids[k] = n < 0 ? -1 : vocab_find(t, raw + rawlen, (size_t)n);
             if (ids[k] < 0) {
                 st = tm_errf(err, TM_EINPUT, "%s: model.merges[%u]: unknown token %s", path, rank,
@@ -436,9 +448,9 @@ static tm_status load_tables(tok_tokenizer *t, const char *path, const cJSON *ro
         return tm_errf(err, TM_EINPUT, "%s: added_tokens: not an array", path);
     t->ignore_merges = json_is_true(model, "ignore_merges");
 
-    size_t n_added = 0, off = 0;
-    tm_status st = size_tables(t, path, vocab, added, &n_added, err);
-    if (!st) st = load_vocab(t, path, vocab, inv, &off, err);
+    size_t n_added = 0, n_bytes = 0, off = 0;
+    tm_status st = size_tables(t, path, vocab, added, &n_added, &n_bytes, err);
+    if (!st) st = load_vocab(t, path, vocab, inv, n_bytes, &off, err);
     if (st) return st;
     load_added(t, added, n_added, &off);
     return load_merges(t, path, merges, inv, err);
@@ -453,7 +465,7 @@ tm_status tok_load(const char *path, tok_tokenizer **out, tm_err *err)
     tok_tokenizer *t = NULL;
     *out = NULL;
 
-    st = tm_read_file(path, &text, &len, err);
+    st = tm_read_input(path, "tokenizer", TM_CAP_TOKENIZER, &text, &len, err);
     if (st != TM_OK) goto fail;
     root = cJSON_ParseWithLength(text, len);
     if (!root) {
@@ -805,7 +817,7 @@ int32_t tok_token_id(const tok_tokenizer *t, const char *token)
     int16_t inv[0x144];
     byte_level_inverse(inv);
     uint8_t *raw = tm_malloc(n);
-    long r = byte_level_to_raw(inv, token, raw);
+    long r = byte_level_to_raw(inv, token, raw, n);
     if (r > 0) id = vocab_find(t, raw, (size_t)r);
     free(raw);
     return id;

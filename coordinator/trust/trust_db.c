@@ -1,9 +1,18 @@
 /* trust_db.c: the SQLite reputation store (schema and rules in trust_db.h). */
 #include "trust_db.h"
+#include "config.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#define TRUST_DB_MAX_CONTEXTS 4096               /* as trust fit-contexts --contexts */
+#define TRUST_DB_MAX_CENTROID_FLOATS (1 << 26)  /* k x dim of one context set        */
+#define TRUST_DB_MAX_EVIDENCE ((int64_t)1 << 62) /* room to count on without overflow */
+
+/* Trust is an EMA of qualities in [0, 1]. */
+static int trust_value_ok(double t) { return t >= 0.0 && t <= 1.0; }
 
 /* ---- schema --------------------------------------------------------------- */
 
@@ -42,9 +51,17 @@ trust_db_params trust_db_default_params(void)
     return p;
 }
 
+/* A damaged file or one that is not a database is bad input; anything else
+ * (locks, I/O, a full disk) is a runtime failure. */
+static tm_status sql_status(trust_db *db)
+{
+    int rc = db->db ? sqlite3_errcode(db->db) : SQLITE_OK;
+    return rc == SQLITE_NOTADB || rc == SQLITE_CORRUPT ? TM_EINPUT : TM_EFAIL;
+}
+
 static tm_status sql_fail(trust_db *db, tm_err *err, const char *what)
 {
-    return tm_errf(err, TM_EFAIL, "%s: %s: %s", db->path ? db->path : "trust db", what,
+    return tm_errf(err, sql_status(db), "%s: %s: %s", db->path ? db->path : "trust db", what,
                    db->db ? sqlite3_errmsg(db->db) : "no database");
 }
 
@@ -52,7 +69,7 @@ static tm_status exec(trust_db *db, const char *sql, const char *what, tm_err *e
 {
     char *msg = NULL;
     if (sqlite3_exec(db->db, sql, NULL, NULL, &msg) == SQLITE_OK) return TM_OK;
-    tm_status st = tm_errf(err, TM_EFAIL, "%s: %s: %s", db->path, what, msg ? msg : "?");
+    tm_status st = tm_errf(err, sql_status(db), "%s: %s: %s", db->path, what, msg ? msg : "?");
     sqlite3_free(msg);
     return st;
 }
@@ -123,12 +140,30 @@ tm_status trust_db_open(trust_db *db, const char *path, const trust_db_params *p
         st = tm_errf(err, TM_EINPUT, "%s: trust EMA rate %g must lie in (0, 1]", path, db->p.ema_rate);
         goto fail;
     }
-    if (sqlite3_open_v2(path, &db->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
-        SQLITE_OK) {
+    /* SQLite takes "" as a private temporary database: not a place to keep trust */
+    if (!path[0]) {
+        st = tm_errf(err, TM_EINPUT, "--trust-db: empty path (name a database file)");
+        goto fail;
+    }
+    int flags = db->p.read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+    if (sqlite3_open_v2(path, &db->db, flags, NULL) != SQLITE_OK) {
         st = sql_fail(db, err, "cannot open");
         goto fail;
     }
     sqlite3_busy_timeout(db->db, db->p.busy_timeout_ms);
+    if (db->p.read_only) {
+        int v = user_version(db);
+        if (v < 0) {
+            st = sql_fail(db, err, "read schema version");
+            goto fail;
+        }
+        if (v != TRUST_DB_SCHEMA_VERSION) {
+            st = tm_errf(err, TM_EINPUT, "%s: schema version %d, not %d (opened read-only, so not migrated)", path,
+                         v, TRUST_DB_SCHEMA_VERSION);
+            goto fail;
+        }
+        goto statements;
+    }
     /* journal_mode answers with the mode now in force; anything but "wal"
      * (a read-only directory, a network file system) is refused. */
     sqlite3_stmt *q = NULL;
@@ -146,6 +181,7 @@ tm_status trust_db_open(trust_db *db, const char *path, const trust_db_params *p
     if (st) goto fail;
     st = migrate(db, err);
     if (st) goto fail;
+statements:
     if ((st = prepare(db, &db->get_entry,
                       "SELECT trust, evidence, last_quality, last_credit, last_used, window "
                       "FROM trust WHERE model=?1 AND context=?2 AND layer=?3 AND expert=?4",
@@ -266,6 +302,15 @@ tm_status trust_db_get(trust_db *db, const char *model, int layer, int expert, c
         e->last_quality = sqlite3_column_double(q, 2);
         e->last_credit = sqlite3_column_double(q, 3);
         e->last_used = sqlite3_column_int64(q, 4);
+        if (!trust_value_ok(e->trust) || e->evidence < 0 || e->evidence > TRUST_DB_MAX_EVIDENCE || !isfinite(e->last_quality) ||
+            !isfinite(e->last_credit)) {
+            st = tm_errf(err, TM_EINPUT,
+                         "%s: trust row (%s, %s, layer %d, expert %d): trust %g, evidence %lld, quality %g, "
+                         "credit %g out of range",
+                         db->path, model, ctx, layer, expert, e->trust, (long long)e->evidence, e->last_quality,
+                         e->last_credit);
+            goto done;
+        }
         int bytes = sqlite3_column_bytes(q, 5);
         const unsigned char *blob = sqlite3_column_blob(q, 5);
         if (bytes % 4 != 0 || bytes / 4 > TRUST_WINDOW) {
@@ -277,6 +322,12 @@ tm_status trust_db_get(trust_db *db, const char *model, int layer, int expert, c
         }
         e->n_window = bytes / 4;
         if (bytes) le_to_f32(blob, e->n_window, e->window);
+        for (int i = 0; i < e->n_window; i++)
+            if (!isfinite(e->window[i])) {
+                st = tm_errf(err, TM_EINPUT, "%s: trust row (%s, %s, layer %d, expert %d): window value %d is not finite",
+                             db->path, model, ctx, layer, expert, i);
+                goto done;
+            }
     } else if (rc != SQLITE_DONE) {
         st = sql_fail(db, err, "read trust entry");
     }
@@ -504,8 +555,16 @@ tm_status trust_db_load_table(trust_db *db, const char *model, trust_table *t, t
             goto done;
         }
         size_t i = (size_t)l * t->n_experts + e;
-        t->trust[i] = (float)sqlite3_column_double(q, 2);
+        double tv = sqlite3_column_double(q, 2);
         int64_t ev = sqlite3_column_int64(q, 3);
+        if (!trust_value_ok(tv) || ev < 0 || ev > TRUST_DB_MAX_EVIDENCE) {
+            st = tm_errf(err, TM_EINPUT,
+                         "%s: model \"%s\" context \"%s\": layer %d expert %d: trust %g or evidence %lld out of "
+                         "range",
+                         db->path, model, t->context, l, e, tv, (long long)ev);
+            goto done;
+        }
+        t->trust[i] = (float)tv;
         t->evidence[i] = ev > INT32_MAX ? INT32_MAX : (int32_t)ev;
     }
     if (rc != SQLITE_DONE) st = sql_fail(db, err, "load trust table");
@@ -593,9 +652,12 @@ tm_status trust_db_load_contexts(trust_db *db, const char *model, trust_contexts
     sqlite3_finalize(q);
     q = NULL;
     if (st || rc == SQLITE_DONE) return st;
-    if (k < 1 || dim < 1) {
-        return tm_errf(err, TM_EINPUT, "%s: model \"%s\": context set with k=%d dim=%d", db->path,
-                       model, k, dim);
+    /* bounded before 4 * dim or k * dim is formed or allocated */
+    if (k < 1 || dim < 1 || k > TRUST_DB_MAX_CONTEXTS || dim > CFG_MAX_WIDTH ||
+        (int64_t)k * dim > TRUST_DB_MAX_CENTROID_FLOATS) {
+        return tm_errf(err, TM_EINPUT, "%s: model \"%s\": context set with k=%d dim=%d (want 1..%d contexts "
+                       "of 1..%d floats, %d floats in all)", db->path, model, k, dim, TRUST_DB_MAX_CONTEXTS,
+                       CFG_MAX_WIDTH, TRUST_DB_MAX_CENTROID_FLOATS);
     }
     trust_contexts_init(c, k, dim);
     if (sqlite3_prepare_v2(db->db,
@@ -609,7 +671,7 @@ tm_status trust_db_load_contexts(trust_db *db, const char *model, trust_contexts
     while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
         int j = sqlite3_column_int(q, 0);
         int bytes = sqlite3_column_bytes(q, 2);
-        if (j < 0 || j >= k || bytes != 4 * dim) {
+        if (j < 0 || j >= k || (int64_t)bytes != 4 * (int64_t)dim) {
             st = tm_errf(err, TM_EINPUT,
                          "%s: model \"%s\": context %d: centroid of %d bytes (want context < %d, "
                          "%d bytes)",
@@ -617,7 +679,19 @@ tm_status trust_db_load_contexts(trust_db *db, const char *model, trust_contexts
             goto fail;
         }
         c->n_samples[j] = sqlite3_column_int64(q, 1);
-        le_to_f32(sqlite3_column_blob(q, 2), dim, c->centroids + (size_t)j * dim);
+        float *cj = c->centroids + (size_t)j * dim;
+        le_to_f32(sqlite3_column_blob(q, 2), dim, cj);
+        for (int i = 0; i < dim; i++)
+            if (!isfinite(cj[i])) {
+                st = tm_errf(err, TM_EINPUT, "%s: model \"%s\": context %d: centroid value %d is not finite",
+                             db->path, model, j, i);
+                goto fail;
+            }
+        if (c->n_samples[j] < 0) {
+            st = tm_errf(err, TM_EINPUT, "%s: model \"%s\": context %d: n_samples %lld is negative", db->path,
+                         model, j, (long long)c->n_samples[j]);
+            goto fail;
+        }
         seen++;
     }
     if (rc != SQLITE_DONE) {

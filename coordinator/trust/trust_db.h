@@ -49,6 +49,8 @@ typedef struct {
     int sync_full;       /* 1: fsync every commit (power-loss durable);
                             default 0: synchronous=NORMAL, which keeps every
                             commit across a process crash                   */
+    int read_only;       /* 1: open read-only, never migrate or switch the
+                            journal; the schema must be the current one     */
 } trust_db_params;
 
 trust_db_params trust_db_default_params(void);
@@ -62,6 +64,8 @@ typedef struct {
     sqlite3_stmt *get_pair, *put_pair, *add_subst;
 } trust_db;
 
+/* Every number read back is input: a row out of range, a non-finite value or
+ * a file that is not a database gives TM_EINPUT naming the file and row. */
 tm_status trust_db_open(trust_db *db, const char *path, const trust_db_params *p, tm_err *err);
 void trust_db_close(trust_db *db);
 

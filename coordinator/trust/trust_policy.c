@@ -1,5 +1,6 @@
 /* trust_policy.c: the expert authorization policy (format in trust_policy.h). */
 #include "trust_policy.h"
+#include "input.h"
 
 #include <cJSON.h>
 #include <stdlib.h>
@@ -18,10 +19,10 @@ static tm_status parse_ids(const cJSON *arr, uint8_t *flags, int limit, const ch
     const cJSON *v;
     cJSON_ArrayForEach(v, arr)
     {
-        if (!cJSON_IsNumber(v) || v->valuedouble != (double)(int)v->valuedouble)
+        int id;
+        if (!tm_json_i32(v, INT32_MIN, INT32_MAX, &id))
             return tm_errf(err, TM_EINPUT, "%s: rules[%d]: %s[%d]: not an integer", path, ri, field,
                            i);
-        int id = (int)v->valuedouble;
         if (id < 0 || id >= limit)
             return tm_errf(err, TM_EINPUT, "%s: rules[%d]: %s[%d]: %s %d out of range (%d %ss)",
                            path, ri, field, i, what, id, limit, what);
@@ -128,7 +129,7 @@ tm_status trust_policy_load(trust_policy *p, const char *path, int n_layers, int
 {
     char *text = NULL;
     memset(p, 0, sizeof *p);
-    tm_status st = tm_read_file(path, &text, NULL, err);
+    tm_status st = tm_read_input(path, "policy", TM_CAP_POLICY, &text, NULL, err);
     if (st) return st;
     st = trust_policy_parse(p, text, path, n_layers, n_experts, err);
     free(text);
