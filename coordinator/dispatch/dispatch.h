@@ -34,5 +34,9 @@ void dist_set_step(moe_backend *be, int step);
  * backend not made here) when start never ran: then with workers waiting the
  * job is aborted with exit_code, else MPI is finalized. */
 void dist_finish(moe_backend *be, int exit_code, const tm_state *s);
+/* The exchange statistics so far as Prometheus text (per-phase time, per
+ * (layer, expert) and per-rank load) into buf[cap]; returns the bytes
+ * written (0 for a backend not made here). */
+size_t dist_prometheus(moe_backend *be, char *buf, size_t cap);
 
 #endif

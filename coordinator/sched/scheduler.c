@@ -177,6 +177,22 @@ int sched_cancel(sched *sc, void *ctx)
     return 0;
 }
 
+void sched_end_all(sched *sc, sched_stop why)
+{
+    for (int i = 0; i < sc->p.max_seqs; i++)
+        if (sc->slots[i].used) slot_end(sc, &sc->slots[i], why);
+    int qcap = TM_MAX(sc->p.max_queue, 1);
+    pending *q = sc->queue;
+    while (sc->q_len > 0) {
+        pending *e = &q[sc->q_head];
+        sc->q_head = (sc->q_head + 1) % qcap;
+        sc->q_len--;
+        free(e->prompt);
+        e->prompt = NULL;
+        if (e->r.on_done) e->r.on_done(e->r.ctx, why, 0);
+    }
+}
+
 /* The step's tokens: each decoding sequence's last token, and prompt chunks
  * up to the chunk budget; slots ascending.  Returns the token count; fills
  * the rows whose logits are sampled. */
@@ -243,8 +259,7 @@ tm_status sched_step(sched *sc, tm_err *err)
     tm_status st = model_forward_rows(sc->m, &sc->s, sc->ids, sc->seq, T, sc->be, sc->sel, sc->rows, n_rows,
                                       sc->logits, err);
     if (st != TM_OK) {
-        for (int i = 0; i < sc->p.max_seqs; i++)
-            if (sc->slots[i].used) slot_end(sc, &sc->slots[i], SCHED_STOP_ERROR);
+        sched_end_all(sc, SCHED_STOP_ERROR);
         return st;
     }
     deliver(sc, n_rows);

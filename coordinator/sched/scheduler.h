@@ -104,6 +104,9 @@ tm_status sched_add(sched *sc, const int32_t *prompt, int n, const sched_request
  * SCHED_STOP_ERROR and returns the error. */
 tm_status sched_step(sched *sc, tm_err *err);
 
+/* Ends every sequence, running or waiting, with `why` (on_done is called). */
+void sched_end_all(sched *sc, sched_stop why);
+
 /* Sequences in slots, and waiting. */
 int sched_running(const sched *sc);
 int sched_queued(const sched *sc);
