@@ -3,6 +3,7 @@
  * the scheduler until SIGINT or SIGTERM. */
 #include "commands.h"
 
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -117,6 +118,14 @@ int cmd_serve(int argc, char **argv)
     if (st != TM_OK) return cli_fail("serve", &err, st);
     /* a server's workers wait for the next request as long as it runs */
     if (!so.idle_given) o.dist.idle_timeout = 1e9;
+    /* mpirun passes SIGINT/SIGTERM to every rank: the coordinator stops the
+     * server and shuts the workers down in order, so workers ignore them */
+    int rank, size;
+    dist_init(NULL, NULL, &rank, &size);
+    if (rank > 0) {
+        signal(SIGINT, SIG_IGN);
+        signal(SIGTERM, SIG_IGN);
+    }
     if (cli_run_worker(&o, &rc)) return rc;
 
     tok_tokenizer *tok = NULL;

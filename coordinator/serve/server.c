@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 extern const char serve_page_html[];
 
@@ -719,8 +720,8 @@ tm_status serve_run(const serve_params *p, const serve_engine *e, tm_err *err)
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
     int port = info ? info->port : p->port;
-    fprintf(stderr, "trustmoe serve: model %s on http://%s:%d/ (max %d sequences of %d tokens, queue %d)\n",
-            p->model_name, p->host, port, s->sc->p.max_seqs, s->sc->p.ctx, s->sc->p.max_queue);
+    fprintf(stderr, "trustmoe serve: model %s on http://%s:%d/ (max %d sequences of %d tokens, queue %d; pid %d)\n",
+            p->model_name, p->host, port, s->sc->p.max_seqs, s->sc->p.ctx, s->sc->p.max_queue, (int)getpid());
     if (p->port_file) {
         FILE *f = fopen(p->port_file, "w");
         if (!f || fprintf(f, "%d\n", port) < 0 || fclose(f) != 0) {
