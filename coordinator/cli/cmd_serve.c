@@ -133,7 +133,6 @@ int cmd_serve(int argc, char **argv)
     sched sc;
     moe_backend be = {0};
     trust_run tr;
-    tm_selector sel = {NULL, NULL};
     unsigned char *mask = NULL;
     int have_model = 0, have_sched = 0, started = 0, have_trust = 0;
     char tok_path[4200];
@@ -152,16 +151,15 @@ int cmd_serve(int argc, char **argv)
     if ((st = sched_init(&sc, &m, &be, NULL, &so.sch, &err)) != TM_OK) goto out;
     have_sched = 1;
     if ((st = cli_start_backend(&o, &m, &sc.s, &be, &started, &err)) != TM_OK) goto out;
-    if (selecting) {
-        /* the server's selection for every request, under the general context */
-        int32_t none = 0;
-        if ((st = cli_trust_begin(&tr, &to, &m, &none, 0, &sel, &err)) != TM_OK) goto out;
-        have_trust = 1;
-        sc.sel = &sel;
-    }
+    /* the server's selection (a request may switch it): one context for
+     * every request, --context NAME or "general" */
+    if ((st = trust_run_open(&tr, &to, &m, &err)) != TM_OK) goto out;
+    have_trust = 1;
+    tr.quiet = !selecting;
+    if ((st = trust_run_begin_request(&tr, &m, NULL, 0, &err)) != TM_OK) goto out;
     so.sp.samp = o.samp;
     if (!strcmp(so.sp.model_name, "trustmoe")) so.sp.model_name = model_name_of(&o);
-    serve_engine e = {.m = &m, .sc = &sc, .be = &be, .tok = tok, .exchange_metrics = dist_prometheus};
+    serve_engine e = {.m = &m, .sc = &sc, .be = &be, .tok = tok, .trust = &tr, .exchange_metrics = dist_prometheus};
     st = serve_run(&so.sp, &e, &err);
 out:
     if (st != TM_OK) rc = cli_fail("serve", &err, st);

@@ -95,6 +95,8 @@ int sched_running(const sched *sc)
 
 int sched_queued(const sched *sc) { return sc->q_len; }
 
+const sched_request *sched_token_request(const sched *sc, int t) { return &sc->slots[sc->seq[t]].r; }
+
 tm_status sched_add(sched *sc, const int32_t *prompt, int n, const sched_request *r, tm_err *err)
 {
     if (n < 1) return tm_errf(err, TM_EINPUT, "empty prompt");

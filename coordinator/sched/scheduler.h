@@ -56,6 +56,8 @@ typedef struct {
     void *ctx;
 } sched_request;
 
+
+
 typedef struct {
     int max_seqs;     /* sequences decoding at once (KV slots) */
     int ctx;          /* KV cache tokens per sequence (prompt + generated) */
@@ -103,6 +105,10 @@ tm_status sched_add(sched *sc, const int32_t *prompt, int n, const sched_request
  * or was decoding.  A forward failure ends every live sequence with
  * SCHED_STOP_ERROR and returns the error. */
 tm_status sched_step(sched *sc, tm_err *err);
+
+/* During sched_step's forward call (e.g. from an expert selector): the
+ * request whose token is row t of the call. */
+const sched_request *sched_token_request(const sched *sc, int t);
 
 /* Ends every sequence, running or waiting, with `why` (on_done is called). */
 void sched_end_all(sched *sc, sched_stop why);

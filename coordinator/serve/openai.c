@@ -242,6 +242,31 @@ static int get_sampling(const cJSON *body, const openai_ctx *e, srv_req *q, bad 
     return 0;
 }
 
+/* "trustmoe": {"select": "router"|"blend"|"trust-first", "alpha": A}: this
+ * request's expert selection over the server's. */
+static int get_selection(const cJSON *body, const openai_ctx *e, srv_req *q, bad *b)
+{
+    q->sel_mode = e->sel_mode;
+    q->sel_alpha = e->sel_alpha;
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(body, "trustmoe");
+    if (!t || cJSON_IsNull(t)) return 0;
+    if (!cJSON_IsObject(t)) return fail(b, 400, "trustmoe", "'trustmoe' must be an object");
+    const cJSON *sel = cJSON_GetObjectItemCaseSensitive(t, "select");
+    if (sel && !cJSON_IsNull(sel)) {
+        tm_err err;
+        if (!cJSON_IsString(sel) || trust_select_mode_parse(sel->valuestring, &q->sel_mode, &err) != TM_OK)
+            return fail(b, 400, "trustmoe.select", "'trustmoe.select' must be \"router\", \"blend\" or \"trust-first\"");
+    }
+    double alpha = q->sel_alpha;
+    int rc = get_number(t, "alpha", 0, 1, &alpha, b);
+    if (rc) {
+        free(*b->err_json);
+        return fail(b, 400, "trustmoe.alpha", "'trustmoe.alpha' must be a number in [0, 1]");
+    }
+    q->sel_alpha = (float)alpha;
+    return 0;
+}
+
 int openai_parse_request(const cJSON *body, int chat, const openai_ctx *e, srv_req *q,
                          char **err_json)
 {
@@ -271,6 +296,7 @@ int openai_parse_request(const cJSON *body, int chat, const openai_ctx *e, srv_r
     }
     if ((rc = get_sampling(body, e, q, &b))) return rc;
     if ((rc = get_stops(body, q, &b))) return rc;
+    if ((rc = get_selection(body, e, q, &b))) return rc;
     if ((rc = chat ? chat_prompt(body, e, q, &b) : completion_prompt(body, e, q, &b))) return rc;
     if (q->n_prompt < 1) return fail(&b, 400, chat ? "messages" : "prompt", "the prompt has no tokens");
     long max_tokens = e->ctx - q->n_prompt;

@@ -12,6 +12,7 @@
 #include "sampler.h"
 #include "scheduler.h"
 #include "tokenizer.h"
+#include "trust_select.h"
 
 #define SRV_MAX_STOPS 8
 #define SRV_MAX_LOGPROBS 20
@@ -36,6 +37,8 @@ typedef struct srv_req {
     int n_prompt;
     sched_request r;
     int32_t stop_ids[3];
+    trust_select_mode sel_mode; /* "trustmoe": {"select": ..., "alpha": ...} over the server's */
+    float sel_alpha;
     char *stops[SRV_MAX_STOPS];
     int n_stops;
     size_t max_stop;       /* longest stop string */
@@ -70,6 +73,8 @@ typedef struct {
     int vocab;                /* the model's vocabulary */
     const tok_tokenizer *tok; /* NULL: prompts are token ids */
     sampler_params samp;      /* defaults for fields a request leaves out */
+    trust_select_mode sel_mode; /* the server's expert selection */
+    float sel_alpha;
 } openai_ctx;
 
 /* Parses a completions (chat = 0) or chat completions body into q: prompt

@@ -38,6 +38,8 @@ typedef struct {
     serve_params p;
     serve_engine e;
     openai_ctx oc;         /* what the JSON shapes need */
+    tm_selector trust_sel; /* the trust run's selector, which serve_select calls */
+    tm_selector sel;       /* serve_select: each token with its request's selection */
     sched *sc;
     struct MHD_Daemon *d;
     pthread_mutex_t mu;
@@ -213,6 +215,22 @@ static void on_done(void *ctx, sched_stop why, int n)
     req_unref(s, q);
     pthread_mutex_unlock(&s->mu);
     (void)n;
+}
+
+/* Each token's experts by its own request's selection: the model's routing,
+ * or the trust run's selector set to the request's mode and alpha. */
+static int serve_select(void *ctx, int layer, int t, const float *probs, int k, int norm_topk, int32_t *ids,
+                        float *w)
+{
+    srv *s = ctx;
+    const srv_req *q = sched_token_request(s->sc, t)->ctx;
+    if (q->sel_mode == TRUST_SELECT_ROUTER || !s->e.trust) {
+        model_route_topk(probs, s->e.m->cfg.num_experts, k, norm_topk, ids, w);
+        return 0;
+    }
+    s->e.trust->sel.p.mode = q->sel_mode;
+    s->e.trust->sel.p.alpha = q->sel_alpha;
+    return s->trust_sel.select(s->trust_sel.ctx, layer, t, probs, k, norm_topk, ids, w);
 }
 
 /* ---- the serving loop ------------------------------------------------------------ */
@@ -697,7 +715,15 @@ tm_status serve_run(const serve_params *p, const serve_engine *e, tm_err *err)
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->wake, NULL);
     s->sc = e->sc;
-    s->oc = (openai_ctx){p->model_name, e->sc->p.ctx, e->m->cfg.vocab_size, e->tok, p->samp};
+    s->oc = (openai_ctx){p->model_name, e->sc->p.ctx, e->m->cfg.vocab_size, e->tok, p->samp, TRUST_SELECT_ROUTER,
+                         1.0f};
+    if (e->trust) {
+        s->oc.sel_mode = e->trust->o.mode;
+        s->oc.sel_alpha = e->trust->o.alpha;
+        s->trust_sel = trust_run_selector(e->trust);
+    }
+    s->sel = (tm_selector){serve_select, s};
+    s->sc->sel = &s->sel;
     tm_status st = TM_OK;
     g_srv = s;
 

@@ -34,6 +34,7 @@
 #include "scheduler.h"
 #include "sampler.h"
 #include "tokenizer.h"
+#include "trust_run.h"
 
 typedef struct {
     const char *host;      /* address to bind (default 127.0.0.1) */
@@ -52,6 +53,10 @@ typedef struct {
                                       max_seqs, ctx and max_queue are the server's limits */
     moe_backend *be;
     const tok_tokenizer *tok;      /* NULL: prompts must be token ids */
+    /* The server's trust selection (its database, policy and context), which
+     * a request's "trustmoe" object can switch per request; NULL: every
+     * request takes the model's own routing. */
+    trust_run *trust;
     /* Appends Prometheus lines about the expert exchange to buf[cap]
      * (per-layer time, per-expert load); returns the bytes written.  Called
      * on the serving thread. */

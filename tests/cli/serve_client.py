@@ -157,6 +157,19 @@ def full(expected):
         t.join()
     check("6 concurrent requests equal their sequential answers", together == alone, (together, alone))
 
+    # expert selection per request
+    st, js = completion("The jury said", 12, trustmoe={"select": "router"})
+    check("trustmoe.select router: the model's routing", st == 200 and js["choices"][0]["text"] == expected, js)
+    st, js = completion("The jury said", 12, trustmoe={"select": "blend", "alpha": 1.0})
+    check("blend with alpha 1: the router's choice", st == 200 and js["choices"][0]["text"] == expected, js)
+    st, js = completion("The jury said", 12, trustmoe={"select": "blend", "alpha": 0.0})
+    check("blend with alpha 0 (prior trust only): other experts, other text",
+          st == 200 and js["choices"][0]["text"] != expected, js)
+    st, js = completion("The jury said", 4, trustmoe={"select": "best"})
+    error_case("unknown selection", st, 400, js, "trustmoe.select")
+    st, js = completion("The jury said", 4, trustmoe={"select": "blend", "alpha": 2})
+    error_case("alpha out of range", st, 400, js, "trustmoe.alpha")
+
     # seeded sampling repeats
     a = completion("The jury said", 10, temperature=0.9, seed=7)[1]["choices"][0]["text"]
     b = completion("The jury said", 10, temperature=0.9, seed=7)[1]["choices"][0]["text"]
