@@ -11,7 +11,7 @@ endif
 BUILD   ?= build
 OPT     ?= -O2
 CFLAGS  ?= $(OPT) -g -march=x86-64-v3
-PKGS    := openblas cunit libcjson libutf8proc sqlite3 libprotobuf-c
+PKGS    := openblas cunit libcjson libutf8proc sqlite3 libprotobuf-c libmicrohttpd
 PROTOC  ?= protoc-c
 DEPS_OK := $(BUILD)/.deps-ok
 

@@ -412,3 +412,23 @@ tm_status model_forward_batch(const tm_model *m, tm_state *s, const int32_t *ids
     if (st == TM_OK) advance(s, T);
     return st;
 }
+
+tm_status model_forward_rows(const tm_model *m, tm_state *s, const int32_t *ids, const int *seq, int T,
+                             moe_backend *be, const tm_selector *sel, const int *rows, int n_rows, float *logits,
+                             tm_err *err)
+{
+    const tm_config *c = &m->cfg;
+    const int H = c->hidden_size;
+    tm_status st = place_tokens(s, seq, T, err);
+    if (st == TM_OK) st = run(m, s, ids, T, be, sel, NULL, 0, err);
+    if (st != TM_OK) return st;
+    double th = tm_now();
+    for (int i = 0; i < n_rows; i++) {
+        TM_ASSERT(rows[i] >= 0 && rows[i] < T);
+        kern_rmsnorm(s->xn + (size_t)i * H, s->x + (size_t)rows[i] * H, m->final_norm, H, c->rms_norm_eps);
+    }
+    if (n_rows > 0) kern_matmul(&m->lm_head, s->xn, n_rows, logits);
+    s->t_head += tm_now() - th;
+    advance(s, T);
+    return TM_OK;
+}

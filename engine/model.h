@@ -157,6 +157,13 @@ tm_status model_forward(const tm_model *m, tm_state *s, const int32_t *ids, int 
 tm_status model_forward_batch(const tm_model *m, tm_state *s, const int32_t *ids, const int *seq, int T,
                               moe_backend *be, const tm_selector *sel, float *logits, tm_err *err);
 
+/* Batched as above, with the LM head only over rows[0..n_rows) (ascending
+ * token indices): logits [n_rows, vocab].  The scheduler's step: a prompt
+ * chunk needs no logits until its last token. */
+tm_status model_forward_rows(const tm_model *m, tm_state *s, const int32_t *ids, const int *seq, int T,
+                             moe_backend *be, const tm_selector *sel, const int *rows, int n_rows, float *logits,
+                             tm_err *err);
+
 /* RoPE helpers (exposed for tests). */
 void rope_inv_freq(float *inv_freq, int head_dim, float theta);
 /* Rotate-half RoPE over n_heads heads of x[n_heads, head_dim] at position pos. */

@@ -12,10 +12,15 @@ sampler_params sampler_default_params(void)
     return p;
 }
 
-void sampler_init(sampler *s, const sampler_params *p, int vocab)
+void sampler_reset(sampler *s, const sampler_params *p)
 {
     s->p = *p;
     s->state = p->seed * 0x9E3779B97F4A7C15ull + 1;
+}
+
+void sampler_init(sampler *s, const sampler_params *p, int vocab)
+{
+    sampler_reset(s, p);
     s->vocab = vocab;
     s->idx = tm_malloc(sizeof(int) * (size_t)vocab);
     s->prob = tm_malloc(sizeof(float) * (size_t)vocab);

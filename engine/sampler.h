@@ -23,6 +23,8 @@ typedef struct {
 sampler_params sampler_default_params(void);
 void sampler_init(sampler *s, const sampler_params *p, int vocab);
 void sampler_free(sampler *s);
+/* New parameters and seed for the next sequence; keeps the buffers. */
+void sampler_reset(sampler *s, const sampler_params *p);
 /* Greedy picks the largest logit, ties to the lower id. */
 int sampler_sample(sampler *s, const float *logits);
 int sampler_argmax(const float *logits, int n);

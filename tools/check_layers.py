@@ -23,8 +23,11 @@ LAYERS = {
     "coordinator/text": ["core"],
     "coordinator/trust": ["core", "engine"],
     "coordinator/dispatch": ["core", "proto", "engine", "cluster"],
+    "coordinator/sched": ["core", "engine"],
     "coordinator/cli": ["core", "proto", "engine", "cluster", "worker", "coordinator/text",
-                        "coordinator/trust", "coordinator/dispatch"],
+                        "coordinator/trust", "coordinator/dispatch", "coordinator/sched",
+                        "coordinator/serve"],
+    "coordinator/serve": ["core", "engine", "coordinator/text", "coordinator/trust", "coordinator/sched"],
 }
 GENERATED = {"trustmoe.pb-c.h": "proto"}  # built from proto/trustmoe.proto
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)

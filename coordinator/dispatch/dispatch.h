@@ -36,5 +36,9 @@ void dist_set_step(moe_backend *be, int step);
 /* Returns the exit code: exit_code, or 1 when it was 0 and --stats-json
  * could not be written. */
 int dist_finish(moe_backend *be, int exit_code, const tm_state *s);
+/* The exchange statistics so far as Prometheus text (per-phase time, per
+ * (layer, expert) and per-rank load) into buf[cap]; returns the bytes
+ * written (0 for a backend not made here). */
+size_t dist_prometheus(moe_backend *be, char *buf, size_t cap);
 
 #endif

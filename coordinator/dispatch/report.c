@@ -240,6 +240,45 @@ static int report(dist_ctx *c, const tm_state *s)
     return c->p.stats_json ? write_stats_json(c, &x) : 0;
 }
 
+size_t dist_prometheus(moe_backend *be, char *buf, size_t cap)
+{
+    const dist_ctx *c = dist_ctx_of(be);
+    if (!c || cap == 0) return 0;
+    size_t w = 0;
+#define OUT(...) (w += (size_t)snprintf(buf + w, w < cap ? cap - w : 0, __VA_ARGS__))
+    double calls = c->n_layer_calls ? (double)c->n_layer_calls : 1.0;
+    OUT("# HELP trustmoe_moe_layer_calls_total MoE layer calls (one per MoE layer per forward pass).\n"
+        "# TYPE trustmoe_moe_layer_calls_total counter\ntrustmoe_moe_layer_calls_total %llu\n",
+        (unsigned long long)c->n_layer_calls);
+    OUT("# HELP trustmoe_exchange_seconds_total Expert exchange time by phase, over all MoE layer calls.\n"
+        "# TYPE trustmoe_exchange_seconds_total counter\n"
+        "trustmoe_exchange_seconds_total{phase=\"dispatch\"} %.6f\n"
+        "trustmoe_exchange_seconds_total{phase=\"wait\"} %.6f\n"
+        "trustmoe_exchange_seconds_total{phase=\"combine\"} %.6f\n"
+        "trustmoe_exchange_seconds_total{phase=\"local\"} %.6f\n",
+        c->t_dispatch, c->t_wait, c->t_combine, c->t_local);
+    OUT("# HELP trustmoe_exchange_per_layer_call_microseconds Mean exchange time per MoE layer call.\n"
+        "# TYPE trustmoe_exchange_per_layer_call_microseconds gauge\n"
+        "trustmoe_exchange_per_layer_call_microseconds{phase=\"dispatch\"} %.2f\n"
+        "trustmoe_exchange_per_layer_call_microseconds{phase=\"wait\"} %.2f\n"
+        "trustmoe_exchange_per_layer_call_microseconds{phase=\"combine\"} %.2f\n",
+        1e6 * c->t_dispatch / calls, 1e6 * c->t_wait / calls, 1e6 * c->t_combine / calls);
+    OUT("# HELP trustmoe_expert_tokens_total Tokens routed to each (layer, expert).\n"
+        "# TYPE trustmoe_expert_tokens_total counter\n");
+    for (int l = 0; l < c->L && w < cap; l++) {
+        if (!cfg_layer_is_moe(&c->m->cfg, l)) continue;
+        for (int e = 0; e < c->E && w < cap; e++)
+            OUT("trustmoe_expert_tokens_total{layer=\"%d\",expert=\"%d\"} %llu\n", l, e,
+                (unsigned long long)c->expert_tokens[(size_t)l * c->E + e]);
+    }
+    OUT("# HELP trustmoe_rank_expert_tokens_total (token, expert) evaluations per rank.\n"
+        "# TYPE trustmoe_rank_expert_tokens_total counter\n");
+    for (int r = c->distributed ? 1 : 0; r < c->size && w < cap; r++)
+        OUT("trustmoe_rank_expert_tokens_total{rank=\"%d\"} %llu\n", r, (unsigned long long)c->rank_pairs[r]);
+#undef OUT
+    return TM_MIN(w, cap - 1);
+}
+
 int dist_finish(moe_backend *be, int exit_code, const tm_state *s)
 {
     dist_ctx *c = dist_ctx_of(be);

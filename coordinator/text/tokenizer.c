@@ -950,14 +950,21 @@ size_t tok_stream_flush(tok_stream *s, char *out, size_t cap)
 
 /* ---- chat template ---- */
 
+char *tok_chat_render(const char *const *roles, const char *const *contents, int n)
+{
+    static const char turn_fmt[] = "<|im_start|>%s\n%s<|im_end|>\n";
+    static const char reply[] = "<|im_start|>assistant\n";
+    size_t cap = sizeof reply;
+    for (int i = 0; i < n; i++) cap += strlen(roles[i]) + strlen(contents[i]) + sizeof turn_fmt;
+    char *out = tm_malloc(cap);
+    size_t w = 0;
+    for (int i = 0; i < n; i++) w += (size_t)snprintf(out + w, cap - w, turn_fmt, roles[i], contents[i]);
+    snprintf(out + w, cap - w, "%s", reply);
+    return out;
+}
+
 char *tok_chat_prompt(const char *system_or_null, const char *user)
 {
-    static const char sys_fmt[] = "<|im_start|>system\n%s<|im_end|>\n";
-    static const char user_fmt[] = "<|im_start|>user\n%s<|im_end|>\n<|im_start|>assistant\n";
-    size_t n = strlen(user) + sizeof user_fmt + (system_or_null ? strlen(system_or_null) + sizeof sys_fmt : 0);
-    char *out = tm_malloc(n);
-    size_t w = 0;
-    if (system_or_null) w += (size_t)snprintf(out, n, sys_fmt, system_or_null);
-    snprintf(out + w, n - w, user_fmt, user);
-    return out;
+    const char *roles[2] = {"system", "user"}, *texts[2] = {system_or_null, user};
+    return system_or_null ? tok_chat_render(roles, texts, 2) : tok_chat_render(roles + 1, texts + 1, 1);
 }

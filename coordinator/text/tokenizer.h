@@ -100,6 +100,9 @@ size_t tok_stream_flush(tok_stream *s, char *out, size_t cap);
  *   "<|im_start|>user\n{msg}<|im_end|>\n<|im_start|>assistant\n"
  * Returns a malloc'd string. */
 char *tok_chat_prompt(const char *system_or_null, const char *user);
+/* The same template over a conversation: one turn per (role, content), then
+ * the assistant's open turn.  malloc'd. */
+char *tok_chat_render(const char *const *roles, const char *const *contents, int n);
 
 /* ---- parts shared between tokenizer.c and tok_pretok.c ---- */
 

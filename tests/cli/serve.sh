@@ -1,0 +1,103 @@
+#!/bin/bash
+# `trustmoe serve` end to end: the OpenAI API checked by tests/cli/serve_client.py
+# (greedy completions equal `generate`, streaming, stops, logprobs, concurrent
+# requests, every bad-input class), 429 past the queue bound, bad flags, a
+# clean stop on SIGTERM, and the same answers from a coordinator and two
+# workers under mpirun.
+cd "$(dirname "$0")/../.." || exit 2
+source tests/cli/mpi_lib.bash
+M=models/brown-moe
+
+# start_server LOG PORTFILE CMD...: runs CMD in the background, waits for the port
+start_server() {
+    local log=$1 pf=$2; shift 2
+    rm -f "$pf"
+    "$@" >"$log.out" 2>"$log" &
+    SERVER_PID=$!
+    for _ in $(seq 300); do
+        [ -s "$pf" ] && { PORT=$(cat "$pf"); return 0; }
+        kill -0 $SERVER_PID 2>/dev/null || break
+        sleep 0.1
+    done
+    echo "server did not start: $(cat "$log")"
+    return 1
+}
+# stop_server NAME: SIGTERM, then the exit status within 20 s
+stop_server() {
+    kill -TERM $SERVER_PID
+    for _ in $(seq 200); do
+        kill -0 $SERVER_PID 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 $SERVER_PID 2>/dev/null; then
+        bad "$1: still running 20 s after SIGTERM"
+        kill -9 $SERVER_PID
+        return
+    fi
+    wait $SERVER_PID
+    local rc=$?
+    [ $rc -eq 0 ] && ok "$1: exits 0 on SIGTERM" || bad "$1: exit $rc after SIGTERM"
+}
+
+expected=$("$TRUSTMOE" generate -m $M -p "The jury said" -n 12 --temp 0 2>/dev/null)
+
+if start_server "$TMP/s1" "$TMP/p1" "$TRUSTMOE" serve -m $M --port 0 --port-file "$TMP/p1" --max-body 65536; then
+    if python3 tests/cli/serve_client.py "$PORT" brown-moe "$expected" >"$TMP/client1" 2>&1; then
+        ok "API checks: $(tail -1 "$TMP/client1")"
+    else
+        bad "API checks:"; grep -v '^ok' "$TMP/client1" | head -20
+    fi
+    # a second server on the same port cannot listen
+    "$TRUSTMOE" serve -m $M --port "$PORT" >/dev/null 2>"$TMP/busy"; rc=$?
+    [ $rc -eq 2 ] && grep -q "cannot listen" "$TMP/busy" && [ "$(wc -l <"$TMP/busy")" -eq 1 ] &&
+        ok "port in use: exit 2, $(cat "$TMP/busy")" || bad "port in use: rc $rc, $(cat "$TMP/busy")"
+    stop_server "one process"
+else
+    bad "one-process server did not start"
+fi
+
+if start_server "$TMP/s2" "$TMP/p2" "$TRUSTMOE" serve -m $M --port 0 --port-file "$TMP/p2" --max-seqs 1 --max-queue 0; then
+    python3 tests/cli/serve_client.py "$PORT" brown-moe --capacity >"$TMP/client2" 2>&1 &&
+        ok "capacity: $(grep 429 "$TMP/client2")" || { bad "capacity:"; cat "$TMP/client2"; }
+    stop_server "capacity server"
+else
+    bad "capacity server did not start"
+fi
+
+for args in "--port 70000" "--host 300.1.2.3" "--max-seqs 0" "--ctx-size 100000"; do
+    # shellcheck disable=SC2086
+    "$TRUSTMOE" serve -m $M $args >/dev/null 2>"$TMP/e"; rc=$?
+    [ $rc -eq 2 ] && [ "$(wc -l <"$TMP/e")" -eq 1 ] && ok "serve $args: exit 2, $(cat "$TMP/e")" ||
+        bad "serve $args: rc $rc, $(cat "$TMP/e")"
+done
+
+# a coordinator and two workers: the same greedy answer; SIGTERM to rank 0
+# stops the job in order (exit 0), SIGTERM to mpirun leaves no rank behind
+MPI_SERVE=(timeout -k 5 120 mpirun --oversubscribe -np 3 "$TRUSTMOE" serve -m $M --port 0)
+if start_server "$TMP/s3" "$TMP/p3" "${MPI_SERVE[@]}" --port-file "$TMP/p3"; then
+    got=$(python3 tests/cli/serve_client.py "$PORT" brown-moe --greedy "The jury said" 12)
+    [ "$got" == "$expected" ] && ok "mpirun -np 3: completion equals one-process generate" ||
+        bad "mpirun -np 3: [$got] vs [$expected]"
+    grep -q "2 workers ready" "$TMP/s3" && ok "mpirun -np 3: two workers hold the experts" ||
+        bad "mpirun -np 3: no workers? $(head -5 "$TMP/s3")"
+    MPIRUN_PID=$SERVER_PID
+    SERVER_PID=$(sed -n 's/.*trustmoe serve: model .*; pid \([0-9]*\)).*/\1/p' "$TMP/s3")
+    kill -TERM "$SERVER_PID"
+    wait $MPIRUN_PID; rc=$?
+    [ $rc -eq 0 ] && grep -q "stopping (signal)" "$TMP/s3" && ok "mpirun -np 3: SIGTERM to rank 0 stops the job, exit 0" ||
+        bad "mpirun -np 3: exit $rc after SIGTERM to rank 0"
+else
+    bad "mpirun -np 3 server did not start"
+fi
+if start_server "$TMP/s4" "$TMP/p4" "${MPI_SERVE[@]}" --port-file "$TMP/p4"; then
+    kill -TERM $SERVER_PID
+    for _ in $(seq 200); do kill -0 $SERVER_PID 2>/dev/null || break; sleep 0.1; done
+    sleep 0.5
+    pgrep -f "port-file $TMP/p4" >/dev/null && bad "mpirun -np 3: ranks left after SIGTERM to mpirun" ||
+        ok "mpirun -np 3: SIGTERM to mpirun leaves no rank running"
+    grep -q "stopping (signal)" "$TMP/s4" && ok "mpirun -np 3: the coordinator stopped the workers in order" ||
+        bad "mpirun -np 3: $(tail -3 "$TMP/s4")"
+else
+    bad "mpirun -np 3 server did not start (second)"
+fi
+finish
