@@ -19,7 +19,14 @@ for try in 1 2 3 4 5 6 7 8; do
     sleep "0.$((RANDOM % 5 + 1))"
     kill -KILL "$pid" 2>/dev/null
     wait "$pid" 2>/dev/null
-    out=$("$TRUSTMOE" trust check --trust-db "$dir/killed.db") || { echo "FAIL: integrity_check: $out"; exit 1; }
+    # killed before the database or its schema was first committed: nothing to check
+    [ -s "$dir/killed.db" ] || continue
+    out=$("$TRUSTMOE" trust check --trust-db "$dir/killed.db" 2>&1)
+    if [ $? -ne 0 ]; then
+        case "$out" in *"schema version 0"*) continue ;; esac
+        echo "FAIL: integrity_check: $out"
+        exit 1
+    fi
     n=$(printf '%s\n' "$out" | sed -n 's/^progress .*: \([0-9]*\) windows$/\1/p')
     [ -z "$n" ] && continue   # killed before the first window committed
     "$TRUSTMOE" trust train -m "$MODEL" --corpus "$dir/corpus.ids" --trust-db "$dir/redo.db" \
