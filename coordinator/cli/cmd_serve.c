@@ -38,6 +38,8 @@ static void serve_usage(FILE *f)
                "                       alongside the decoding sequences (default 256)\n"
                "  --max-body BYTES     request body cap, 413 above (default 1048576)\n"
                "  --served-model-name NAME  the model id of /v1/models (default: the folder's name)\n"
+               "  --shutdown-grace S   on SIGTERM/SIGINT, seconds running requests may take to finish\n"
+               "                       before they are cancelled (default 10)\n"
                "--temp, --top-k, --top-p and -s set the sampling a request leaves out.  Workers of an\n"
                "MPI job wait for requests without a deadline unless --idle-timeout is given.\n");
 }
@@ -54,7 +56,7 @@ static tm_status take_serve_flags(int *argc, char **argv, serve_opts *so, tm_err
         if (!strcmp(a, "--idle-timeout")) so->idle_given = 1;
         if (!strcmp(a, "--host") || !strcmp(a, "--port") || !strcmp(a, "--port-file") || !strcmp(a, "--max-seqs") ||
             !strcmp(a, "--ctx-size") || !strcmp(a, "--max-queue") || !strcmp(a, "--chunk") ||
-            !strcmp(a, "--max-body") || !strcmp(a, "--served-model-name")) {
+            !strcmp(a, "--max-body") || !strcmp(a, "--served-model-name") || !strcmp(a, "--shutdown-grace")) {
             if (!v) return tm_errf(err, TM_EINPUT, "%s needs a value", a);
             n = 2;
             if (!strcmp(a, "--host")) so->sp.host = v;
@@ -68,6 +70,11 @@ static tm_status take_serve_flags(int *argc, char **argv, serve_opts *so, tm_err
             else if (!strcmp(a, "--max-queue")) st = cli_parse_int(a, v, 0, 1 << 20, &so->sch.max_queue, err);
             else if (!strcmp(a, "--chunk")) st = cli_parse_int(a, v, 1, 1 << 20, &so->sch.chunk, err);
             else if (!strcmp(a, "--served-model-name")) so->sp.model_name = v;
+            else if (!strcmp(a, "--shutdown-grace")) {
+                float g = 0;
+                st = cli_parse_float(a, v, 0, 3600, &g, err);
+                so->sp.grace = g;
+            }
             else {
                 int bytes = 0;
                 st = cli_parse_int(a, v, 1024, 1 << 30, &bytes, err);

@@ -13,5 +13,6 @@ int cmd_mkmodel(int argc, char **argv);
 int cmd_trust(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+int cmd_chat(int argc, char **argv);
 
 #endif

@@ -17,6 +17,7 @@ static const command commands[] = {
     {"tokenize", cmd_tokenize, "print the token ids of a text (-p TEXT or -f FILE)"},
     {"detokenize", cmd_detokenize, "print the text of comma-separated token ids"},
     {"trust", cmd_trust, "reputation: fit-contexts, train, show, check, dump"},
+    {"chat", cmd_chat, "a multi-turn chat in the terminal, streaming the replies"},
     {"serve", cmd_serve, "serve an OpenAI-compatible HTTP API with continuous batching"},
     {"eval", cmd_eval, "perplexity and expert diversity over a corpus"},
     {"mkmodel", cmd_mkmodel, "write a seeded random Qwen3-MoE checkpoint (--preset omni30b, omni48-small, tiny)"},

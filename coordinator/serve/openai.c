@@ -30,6 +30,8 @@ char *openai_error(const char *type, const char *param, const char *fmt, ...)
 
 const char *openai_finish_reason(sched_stop why)
 {
+    /* a sequence cut short by a failure or the server stopping: vLLM's "abort" */
+    if (why == SCHED_STOP_ERROR) return "abort";
     return why == SCHED_STOP_LENGTH || why == SCHED_STOP_CONTEXT ? "length" : "stop";
 }
 

@@ -46,7 +46,9 @@ typedef struct {
     pthread_cond_t wake;     /* the serving loop: new request, cancel, metrics wanted, stop */
     srv_req *in_head, *in_tail;
     int n_in, n_live;        /* waiting to enter the scheduler; in it */
-    int stopping;
+    int n_open;              /* requests libmicrohttpd is working on (answered at shutdown) */
+    int draining;            /* a signal came: new requests get 503 */
+    int stopping;            /* the loop ended: connections stop waiting */
     /* metrics (under mu) */
     uint64_t requests[EP_N][6]; /* by status class: 2xx 4xx(not 429) 429 5xx, [4] total */
     uint64_t prompt_tokens, generated_tokens, finished[3]; /* stop, length, error */
@@ -73,7 +75,7 @@ static void hist_add(histogram *h, const double *le, int nb, double v)
 
 serve_params serve_default_params(void)
 {
-    serve_params p = {.host = "127.0.0.1", .port = 8080, .max_body = 1 << 20, .model_name = "trustmoe",
+    serve_params p = {.host = "127.0.0.1", .port = 8080, .max_body = 1 << 20, .model_name = "trustmoe", .grace = 10.0,
                       .samp = sampler_default_params(), .port_file = NULL};
     return p;
 }
@@ -326,12 +328,22 @@ static void take_work(srv *s)
     }
 }
 
+/* Serves until a signal; then refuses new requests (503), lets the running
+ * ones finish for up to grace seconds, and cancels what is left. */
 static tm_status serve_loop(srv *s, tm_err *err)
 {
+    double t_signal = 0;
     pthread_mutex_lock(&s->mu);
-    while (!g_signalled) {
+    for (;;) {
+        if (g_signalled && !s->draining) {
+            s->draining = 1;
+            t_signal = now_s();
+            fprintf(stderr, "trustmoe serve: stopping: %d requests in flight, %.0f s to finish (--shutdown-grace)\n",
+                    s->n_in + s->n_live, s->p.grace);
+        }
         take_work(s);
         int busy = sched_running(s->sc) + sched_queued(s->sc) > 0;
+        if (s->draining && (!busy || now_s() - t_signal > s->p.grace)) break;
         if (!busy) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
@@ -351,7 +363,7 @@ static tm_status serve_loop(srv *s, tm_err *err)
     s->stopping = 1;
     pthread_cond_broadcast(&s->wake);
     pthread_mutex_unlock(&s->mu);
-    /* every sequence ends; their connections answer and close */
+    /* what is left is cancelled; its connections answer and close */
     sched_end_all(s->sc, SCHED_STOP_ERROR);
     pthread_mutex_lock(&s->mu);
     for (srv_req *q = s->in_head; q; q = q->next) {
@@ -569,7 +581,7 @@ static enum MHD_Result post_generate(srv *s, struct MHD_Connection *c, const cJS
     q->t_arrive = now_s();
 
     pthread_mutex_lock(&s->mu);
-    if (s->stopping) {
+    if (s->draining || s->stopping) {
         req_unref(s, q);
         pthread_mutex_unlock(&s->mu);
         return reply_error(s, c, ep, 503, "server_error", NULL, "the server is stopping");
@@ -639,6 +651,9 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     if (!cn) {
         cn = tm_calloc(1, sizeof *cn);
         *con_cls = cn;
+        pthread_mutex_lock(&s->mu);
+        s->n_open++;
+        pthread_mutex_unlock(&s->mu);
         return MHD_YES;
     }
     if (*upload_size) {
@@ -697,9 +712,14 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 
 static void completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe)
 {
+    srv *s = cls;
     conn *cn = *con_cls;
-    (void)cls, (void)c, (void)toe;
+    (void)c, (void)toe;
     if (!cn) return;
+    pthread_mutex_lock(&s->mu);
+    s->n_open--;
+    pthread_cond_broadcast(&s->wake);
+    pthread_mutex_unlock(&s->mu);
     free(cn->body);
     free(cn);
     *con_cls = NULL;
@@ -762,6 +782,16 @@ tm_status serve_run(const serve_params *p, const serve_engine *e, tm_err *err)
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
     st = serve_loop(s, err);
+    /* the last answers and stream ends go out before the sockets close */
+    pthread_mutex_lock(&s->mu);
+    for (int i = 0; i < 50 && s->n_open > 0; i++) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 100 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+        pthread_cond_timedwait(&s->wake, &s->mu, &ts);
+    }
+    pthread_mutex_unlock(&s->mu);
     fprintf(stderr, "trustmoe serve: stopping (%s)\n", st == TM_OK ? "signal" : err->msg);
 out:
     if (s->d) MHD_stop_daemon(s->d); /* joins the connection threads; they see `stopping` */

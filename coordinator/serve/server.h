@@ -21,8 +21,9 @@
  * Bad requests get 4xx with an OpenAI-style body
  *   {"error": {"message": ..., "type": "invalid_request_error", "param": FIELD, "code": ...}}
  * and the server keeps serving.  Past max_seqs running and max_queue
- * waiting, a request gets 429.  SIGINT or SIGTERM ends serve_run after the
- * running requests are told the server is stopping.
+ * waiting, a request gets 429.  SIGINT or SIGTERM: new requests get 503,
+ * running ones finish within `grace` seconds or are cancelled, then
+ * serve_run returns.
  */
 #ifndef TM_SERVER_H
 #define TM_SERVER_H
@@ -43,6 +44,7 @@ typedef struct {
     const char *model_name; /* the id /v1/models lists and requests must name */
     sampler_params samp;   /* defaults for fields a request leaves out */
     const char *port_file; /* optional: the bound port is written here once listening */
+    double grace;          /* seconds running requests may take to finish after SIGTERM */
 } serve_params;
 
 serve_params serve_default_params(void);

@@ -71,6 +71,28 @@ for args in "--port 70000" "--host 300.1.2.3" "--max-seqs 0" "--ctx-size 100000"
         bad "serve $args: rc $rc, $(cat "$TMP/e")"
 done
 
+# SIGTERM while a request streams: it finishes within the grace period;
+# with no grace it is cut short, and either way the stream ends properly
+if start_server "$TMP/s5" "$TMP/p5" "$TRUSTMOE" serve -m $M --port 0 --port-file "$TMP/p5"; then
+    python3 tests/cli/serve_client.py "$PORT" brown-moe --stream "The jury said" 60 >"$TMP/c5" &
+    cpid=$!
+    python3 tests/cli/serve_client.py "$PORT" brown-moe --wait-running
+    stop_server "SIGTERM during a stream (grace 10 s)"
+    wait $cpid
+    [ "$(cat "$TMP/c5")" == "200 length 60 DONE" ] && ok "the stream finished in the grace period: $(cat "$TMP/c5")" ||
+        bad "grace: $(cat "$TMP/c5")"
+fi
+if start_server "$TMP/s6" "$TMP/p6" "$TRUSTMOE" serve -m $M --port 0 --port-file "$TMP/p6" --shutdown-grace 0; then
+    python3 tests/cli/serve_client.py "$PORT" brown-moe --stream "The jury said" 400 >"$TMP/c6" &
+    cpid=$!
+    python3 tests/cli/serve_client.py "$PORT" brown-moe --wait-running
+    stop_server "SIGTERM during a stream (no grace)"
+    wait $cpid
+    read -r st fin n done <"$TMP/c6"
+    [ "$st" == 200 ] && [ "$fin" == abort ] && [ "$done" == DONE ] && [ "$n" -lt 400 ] && ok "the stream was cut short and closed: $(cat "$TMP/c6")" ||
+        bad "no grace: $(cat "$TMP/c6")"
+fi
+
 # a coordinator and two workers: the same greedy answer; SIGTERM to rank 0
 # stops the job in order (exit 0), SIGTERM to mpirun leaves no rank behind
 MPI_SERVE=(timeout -k 5 120 mpirun --oversubscribe -np 3 "$TRUSTMOE" serve -m $M --port 0)
@@ -82,21 +104,33 @@ if start_server "$TMP/s3" "$TMP/p3" "${MPI_SERVE[@]}" --port-file "$TMP/p3"; the
         bad "mpirun -np 3: no workers? $(head -5 "$TMP/s3")"
     MPIRUN_PID=$SERVER_PID
     SERVER_PID=$(sed -n 's/.*trustmoe serve: model .*; pid \([0-9]*\)).*/\1/p' "$TMP/s3")
+    python3 tests/cli/serve_client.py "$PORT" brown-moe --stream "The jury said" 60 >"$TMP/c3" &
+    cpid=$!
+    python3 tests/cli/serve_client.py "$PORT" brown-moe --wait-running
     kill -TERM "$SERVER_PID"
     wait $MPIRUN_PID; rc=$?
+    wait $cpid
     [ $rc -eq 0 ] && grep -q "stopping (signal)" "$TMP/s3" && ok "mpirun -np 3: SIGTERM to rank 0 stops the job, exit 0" ||
         bad "mpirun -np 3: exit $rc after SIGTERM to rank 0"
+    [ "$(cat "$TMP/c3")" == "200 length 60 DONE" ] && ok "mpirun -np 3: the stream in flight finished first: $(cat "$TMP/c3")" ||
+        bad "mpirun -np 3: stream during SIGTERM: $(cat "$TMP/c3")"
 else
     bad "mpirun -np 3 server did not start"
 fi
+# SIGTERM to mpirun: Open MPI passes it to every rank and kills them after a
+# short delay; whatever the order, no rank is left behind
 if start_server "$TMP/s4" "$TMP/p4" "${MPI_SERVE[@]}" --port-file "$TMP/p4"; then
+    python3 tests/cli/serve_client.py "$PORT" brown-moe --stream "The jury said" 400 >"$TMP/c4" 2>&1 &
+    python3 tests/cli/serve_client.py "$PORT" brown-moe --wait-running
     kill -TERM $SERVER_PID
-    for _ in $(seq 200); do kill -0 $SERVER_PID 2>/dev/null || break; sleep 0.1; done
-    sleep 0.5
-    pgrep -f "port-file $TMP/p4" >/dev/null && bad "mpirun -np 3: ranks left after SIGTERM to mpirun" ||
-        ok "mpirun -np 3: SIGTERM to mpirun leaves no rank running"
-    grep -q "stopping (signal)" "$TMP/s4" && ok "mpirun -np 3: the coordinator stopped the workers in order" ||
-        bad "mpirun -np 3: $(tail -3 "$TMP/s4")"
+    left=1
+    for _ in $(seq 300); do
+        pgrep -f "port-file $TMP/p4" >/dev/null || { left=0; break; }
+        sleep 0.1
+    done
+    [ $left -eq 0 ] && ok "mpirun -np 3: SIGTERM to mpirun during a stream leaves no rank running" ||
+        bad "mpirun -np 3: ranks left 30 s after SIGTERM to mpirun"
+    wait
 else
     bad "mpirun -np 3 server did not start (second)"
 fi

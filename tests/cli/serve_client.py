@@ -67,6 +67,14 @@ def stream(path, body):
     return r.status, r.getheader("Content-Type"), events
 
 
+def metric(name):
+    st, text = request("GET", "/metrics")
+    for line in text.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
 def completion(prompt, n, **kw):
     body = {"model": MODEL, "prompt": prompt, "max_tokens": n, "temperature": 0}
     body.update(kw)
@@ -141,21 +149,24 @@ def full(expected):
     check("chat stream: role first, deltas add up", evs and evs[0]["choices"][0]["delta"].get("role") == "assistant"
           and text == chat, (text, chat))
 
-    # concurrent requests join the batch and each gets its sequential answer
-    prompts = ["The jury said", "It was the", "In the morning", "She had never", "They went to the", "A new"]
-    alone = {}
-    for p in prompts:
-        alone[p] = completion(p, 10)[1]["choices"][0]["text"]
+    # 16 concurrent streaming clients join the batch; each gets its solo answer
+    prompts = ["The jury said", "It was the", "In the morning", "She had never", "They went to the", "A new",
+               "The city of", "He looked at", "When the war", "Most of the", "There is no", "We have been",
+               "After the meeting", "The old man", "This is a", "On the other hand"]
+    alone = {p: completion(p, 10)[1]["choices"][0]["text"] for p in prompts}
     together = {}
 
     def one(p):
-        together[p] = completion(p, 10)[1]["choices"][0]["text"]
+        st, ctype, evs = stream("/v1/completions", {"model": MODEL, "prompt": p, "max_tokens": 10, "temperature": 0,
+                                                    "stream": True})
+        together[p] = "".join(e["choices"][0]["text"] for e in evs if e != "[DONE]")
     ts = [threading.Thread(target=one, args=(p,)) for p in prompts]
     for t in ts:
         t.start()
     for t in ts:
         t.join()
-    check("6 concurrent requests equal their sequential answers", together == alone, (together, alone))
+    check("16 concurrent streams equal their solo answers", together == alone,
+          {p: (together.get(p), alone[p]) for p in prompts if together.get(p) != alone[p]})
 
     # expert selection per request
     st, js = completion("The jury said", 12, trustmoe={"select": "router"})
@@ -204,13 +215,21 @@ def full(expected):
     error_case("unknown endpoint", st, 404, json.loads(text))
     st, text = request("GET", "/v1/completions")
     error_case("wrong method", st, 405, json.loads(text))
-    # a client that leaves mid-stream
+    # a client that leaves mid-stream: its sequence is cancelled
     c = http.client.HTTPConnection("127.0.0.1", PORT, timeout=60)
-    c.request("POST", "/v1/completions", body=json.dumps({"prompt": "The jury said", "max_tokens": 200,
+    c.request("POST", "/v1/completions", body=json.dumps({"prompt": "The jury said", "max_tokens": 400,
                                                           "stream": True}).encode())
     r = c.getresponse()
     r.read1(100) if hasattr(r, "read1") else r.read(1)
+    running_during = metric("trustmoe_sequences_running")
     c.close()
+    import time
+    for _ in range(100):
+        if metric("trustmoe_sequences_running") == 0:
+            break
+        time.sleep(0.1)
+    check("a dropped stream is cancelled: running sequences 1 -> 0",
+          running_during == 1 and metric("trustmoe_sequences_running") == 0, (running_during,))
     st, js = completion("The jury said", 12)
     check("still serving after bad input and a dropped stream", st == 200 and js["choices"][0]["text"] == expected, js)
 
@@ -237,7 +256,25 @@ def capacity():
     c.close()
 
 
-if len(sys.argv) > 3 and sys.argv[3] == "--capacity":
+if len(sys.argv) > 3 and sys.argv[3] == "--wait-running":
+    # waits (up to 60 s) until a sequence is running
+    import time
+    for _ in range(600):
+        if (metric("trustmoe_sequences_running") or 0) >= 1:
+            sys.exit(0)
+        time.sleep(0.1)
+    sys.exit(1)
+elif len(sys.argv) > 3 and sys.argv[3] == "--stream":
+    # --stream PROMPT N: a streamed completion; prints the finish reason and the token count
+    st, ctype, evs = stream("/v1/completions", {"model": MODEL, "prompt": sys.argv[4], "max_tokens": int(sys.argv[5]),
+                                                "temperature": 0, "stream": True,
+                                                "stream_options": {"include_usage": True}})
+    fin = [e["choices"][0]["finish_reason"] for e in evs if e != "[DONE]" and e["choices"] and
+           e["choices"][0]["finish_reason"]]
+    usage = [e["usage"]["completion_tokens"] for e in evs if e != "[DONE]" and e.get("usage")]
+    print(st, fin[0] if fin else None, usage[0] if usage else None, "DONE" if evs and evs[-1] == "[DONE]" else "-")
+    sys.exit(0)
+elif len(sys.argv) > 3 and sys.argv[3] == "--capacity":
     capacity()
 elif len(sys.argv) > 3 and sys.argv[3] == "--greedy":
     st, js = completion(sys.argv[4], int(sys.argv[5]))
