@@ -433,11 +433,23 @@ __attribute__((target("avx2,fma"))) void kern_bf16_widen_avx2(const uint16_t *in
  * stream from memory once and the block (4 rows, ≤ 32 KiB) stays in L1 while
  * the token groups pass over it.  Missing rows or tokens in a partial block
  * point at row or token 0 and their results are dropped, which keeps one
- * code path.  Exact: f32 products and sums, like the matrix-vector kernels. */
+ * code path.  Exact: f32 products and sums, like the matrix-vector kernels.
+ *
+ * Token t's row is xs[t] when xs is given (an expert's tokens scattered over
+ * a batch, read in place), else x + t·cols.  Each output depends only on its
+ * row and token, never on r0, r1 or n, so any split of the rows over threads
+ * gives the same bits.
+ *
+ * While the first token group passes over a block, the next block is
+ * prefetched two cache lines per 16 columns (its whole extent by the end of
+ * the row): a thread's share of an expert is a few rows of 1.5-4 KiB, too
+ * short a stream for the hardware prefetcher to get ahead on. */
+
+#define XROW(t) (xs ? xs[t] : x + (size_t)(t) * (size_t)cols)
 
 __attribute__((target("avx512f,avx512bw,avx512vl"))) void
-kern_bf16_gemm_rows_avx512(const uint16_t *w, int64_t cols, const float *x, int n, float *y, int64_t ldy, int64_t r0,
-                           int64_t r1)
+kern_bf16_gemm_rows_avx512(const uint16_t *w, int64_t cols, const float *x, const float *const *xs, int n, float *y,
+                           int64_t ldy, int64_t r0, int64_t r1)
 {
     int64_t tail = cols & 15;
     __mmask16 tm = (__mmask16)((1u << tail) - 1u);
@@ -446,15 +458,21 @@ kern_bf16_gemm_rows_avx512(const uint16_t *w, int64_t cols, const float *x, int 
         int nr = (int)TM_MIN((int64_t)4, r1 - r);
         const uint16_t *wr[4];
         _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) wr[k] = w + (r + (k < nr ? k : 0)) * cols;
+        /* the next block, or this one again at the end of the range */
+        const char *pf = (const char *)(w + (r + 4 < r1 ? r + 4 : r) * cols);
         for (int t0 = 0; t0 < n; t0 += 4) {
             int nt = TM_MIN(4, n - t0);
             const float *xt[4];
-            _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) xt[j] = x + (size_t)(t0 + (j < nt ? j : 0)) * (size_t)cols;
+            _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) xt[j] = XROW(t0 + (j < nt ? j : 0));
             __m512 acc[4][4];
             _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++)
                 _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) acc[j][k] = _mm512_setzero_ps();
             int64_t c = 0;
             for (; c < cmain; c += 16) {
+                if (!t0) {
+                    _mm_prefetch(pf + 8 * c, _MM_HINT_T0);
+                    _mm_prefetch(pf + 8 * c + 64, _MM_HINT_T0);
+                }
                 __m512 wv[4];
                 _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) wv[k] = CVT16(wr[k] + c);
                 _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
@@ -478,21 +496,27 @@ kern_bf16_gemm_rows_avx512(const uint16_t *w, int64_t cols, const float *x, int 
 
 /* AVX2 has 16 vector registers: four rows by two tokens (8 accumulators). */
 __attribute__((target("avx2,fma"))) void kern_bf16_gemm_rows_avx2(const uint16_t *w, int64_t cols, const float *x,
-                                                                   int n, float *y, int64_t ldy, int64_t r0, int64_t r1)
+                                                                   const float *const *xs, int n, float *y,
+                                                                   int64_t ldy, int64_t r0, int64_t r1)
 {
     for (int64_t r = r0; r < r1; r += 4) {
         int nr = (int)TM_MIN((int64_t)4, r1 - r);
         const uint16_t *wr[4];
         _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) wr[k] = w + (r + (k < nr ? k : 0)) * cols;
+        const char *pf = (const char *)(w + (r + 4 < r1 ? r + 4 : r) * cols);
         for (int t0 = 0; t0 < n; t0 += 2) {
             int nt = TM_MIN(2, n - t0);
             const float *xt[2];
-            _Pragma("GCC unroll 4") for (int j = 0; j < 2; j++) xt[j] = x + (size_t)(t0 + (j < nt ? j : 0)) * (size_t)cols;
+            _Pragma("GCC unroll 4") for (int j = 0; j < 2; j++) xt[j] = XROW(t0 + (j < nt ? j : 0));
             __m256 acc[2][4];
             _Pragma("GCC unroll 4") for (int j = 0; j < 2; j++)
                 _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) acc[j][k] = _mm256_setzero_ps();
             int64_t c = 0;
             for (; c + 8 <= cols; c += 8) {
+                if (!t0 && !(c & 15)) {
+                    _mm_prefetch(pf + 8 * c, _MM_HINT_T0);
+                    _mm_prefetch(pf + 8 * c + 64, _MM_HINT_T0);
+                }
                 __m256 wv[4];
                 _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) wv[k] = CVT8(wr[k] + c);
                 _Pragma("GCC unroll 4") for (int j = 0; j < 2; j++) {
@@ -509,6 +533,8 @@ __attribute__((target("avx2,fma"))) void kern_bf16_gemm_rows_avx2(const uint16_t
         }
     }
 }
+
+#undef XROW
 
 /* ---- f32 rows -------------------------------------------------------------
  * F32 matrices (weights loaded with --weight-dtype f32) inside the thread
@@ -544,7 +570,10 @@ __attribute__((target("avx2,fma"))) void kern_f32_rows_avx2(const float *w, int6
         __m256 a0 = _mm256_setzero_ps();
         int64_t c = 0;
         for (; c + 8 <= cols; c += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w0 + c), _mm256_loadu_ps(x + c), a0);
-        float s = hsum256(a0);
+        /* reduced as the four-row blocks reduce, so a row's result does not
+         * depend on which block it falls in (threads split rows anywhere) */
+        __m256 z = _mm256_setzero_ps();
+        float s = _mm_cvtss_f32(kern_hsum4_256(a0, z, z, z));
         for (; c < cols; c++) s += w0[c] * x[c];
         y[r] = s;
     }

@@ -40,13 +40,14 @@ void kern_bf16_rows4s_avx2(const uint16_t *w, int64_t cols, const float *x, floa
 void kern_bf16_rows4s_avx512(const uint16_t *w, int64_t cols, const float *x, float *y, int64_t r0, int64_t r1);
 void kern_bf16_rows_avx512bf16(const uint16_t *w, int64_t cols, const float *x, float *y, int64_t r0, int64_t r1);
 
-/* Y[n, ldy] columns [r0, r1) = X[n, cols] · Wᵀ (W bf16 [rows, cols]). */
-typedef void (*kern_bf16_gemm_fn)(const uint16_t *w, int64_t cols, const float *x, int n, float *y, int64_t ldy,
-                                  int64_t r0, int64_t r1);
-void kern_bf16_gemm_rows_avx2(const uint16_t *w, int64_t cols, const float *x, int n, float *y, int64_t ldy,
-                              int64_t r0, int64_t r1);
-void kern_bf16_gemm_rows_avx512(const uint16_t *w, int64_t cols, const float *x, int n, float *y, int64_t ldy,
-                                int64_t r0, int64_t r1);
+/* Y[n, ldy] columns [r0, r1) = X[n, cols] · Wᵀ (W bf16 [rows, cols]); token
+ * t's row of X is xs[t] when xs is not NULL, else x + t·cols. */
+typedef void (*kern_bf16_gemm_fn)(const uint16_t *w, int64_t cols, const float *x, const float *const *xs, int n,
+                                  float *y, int64_t ldy, int64_t r0, int64_t r1);
+void kern_bf16_gemm_rows_avx2(const uint16_t *w, int64_t cols, const float *x, const float *const *xs, int n,
+                              float *y, int64_t ldy, int64_t r0, int64_t r1);
+void kern_bf16_gemm_rows_avx512(const uint16_t *w, int64_t cols, const float *x, const float *const *xs, int n,
+                                float *y, int64_t ldy, int64_t r0, int64_t r1);
 
 /* The same for F32 weights (w [rows, cols] f32). */
 void kern_f32_rows_avx2(const float *w, int64_t cols, const float *x, float *y, int64_t r0, int64_t r1);

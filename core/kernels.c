@@ -75,11 +75,11 @@ int kern_isa_supported(kern_isa isa)
 
 static void ensure_isa(void);
 
-static void gemm_rows_scalar(const uint16_t *w, int64_t cols, const float *x, int n, float *y, int64_t ldy,
-                             int64_t r0, int64_t r1)
+static void gemm_rows_scalar(const uint16_t *w, int64_t cols, const float *x, const float *const *xs, int n,
+                             float *y, int64_t ldy, int64_t r0, int64_t r1)
 {
     for (int t = 0; t < n; t++)
-        kern_bf16_rows_scalar(w, cols, x + (size_t)t * (size_t)cols, y + (size_t)t * (size_t)ldy, r0, r1);
+        kern_bf16_rows_scalar(w, cols, xs ? xs[t] : x + (size_t)t * (size_t)cols, y + (size_t)t * (size_t)ldy, r0, r1);
 }
 
 /* The few-token product is always exact: AVX512BF16 uses the AVX-512 one. */
@@ -238,7 +238,7 @@ typedef struct {
 static void direct_range(void *arg, int64_t i0, int64_t i1)
 {
     const direct_task *t = arg;
-    t->fn(t->w->data, t->w->cols, t->x, t->n, t->y, t->w->rows, i0, i1);
+    t->fn(t->w->data, t->w->cols, t->x, NULL, t->n, t->y, t->w->rows, i0, i1);
 }
 
 void kern_matmul_direct(const tm_mat *w, const float *x, int n, float *y)
@@ -250,6 +250,35 @@ void kern_matmul_direct(const tm_mat *w, const float *x, int n, float *y)
     direct_task t = {bf16_gemm, w, x, n, y};
     if (kern_threads() > 1 && w->rows * w->cols >= MATVEC_PAR_MIN) kern_parallel_for(w->rows, MATVEC_ROW_ALIGN, direct_range, &t);
     else direct_range(&t, 0, w->rows);
+}
+
+void kern_matmul_rows(const tm_mat *w, const float *const *x, int n, float *y, int64_t ldy, int64_t r0, int64_t r1)
+{
+    check_mat(w);
+    TM_ASSERT(n >= 0 && 0 <= r0 && r0 <= r1 && r1 <= w->rows);
+    if (!n || r0 == r1) return;
+    ensure_isa();
+    if (w->dtype == TM_DT_BF16) {
+        bf16_gemm(w->data, w->cols, NULL, x, n, y, ldy, r0, r1);
+        return;
+    }
+    for (int t = 0; t < n; t++) f32_rows(w->data, w->cols, x[t], y + (size_t)t * (size_t)ldy, r0, r1);
+}
+
+void kern_matmul_rows_ref(const tm_mat *w, const float *const *x, int n, float *y, int64_t ldy, int64_t r0,
+                          int64_t r1)
+{
+    check_mat(w);
+    for (int t = 0; t < n; t++)
+        for (int64_t r = r0; r < r1; r++) {
+            double acc = 0.0;
+            for (int64_t c = 0; c < w->cols; c++) {
+                float wv = w->dtype == TM_DT_F32 ? ((const float *)w->data)[r * w->cols + c]
+                                                 : tm_bf16_to_f32(((const uint16_t *)w->data)[r * w->cols + c]);
+                acc += (double)wv * (double)x[t][c];
+            }
+            y[(size_t)t * (size_t)ldy + (size_t)r] = (float)acc;
+        }
 }
 
 typedef struct {
@@ -427,7 +456,17 @@ void kern_silu_mul(float *g, const float *u, int n)
         __m256 sx = _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
         _mm256_storeu_ps(g + i, _mm256_mul_ps(sx, _mm256_loadu_ps(u + i)));
     }
-    for (; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    if (i < n) {
+        /* the tail through the same vector code, so an element's result does
+         * not depend on where a caller's range ends (threads split rows) */
+        float gt[8] = {0}, ut[8] = {0};
+        memcpy(gt, g + i, sizeof(float) * (size_t)(n - i));
+        memcpy(ut, u + i, sizeof(float) * (size_t)(n - i));
+        __m256 x = _mm256_loadu_ps(gt);
+        __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), x));
+        _mm256_storeu_ps(gt, _mm256_mul_ps(_mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0f), e)), _mm256_loadu_ps(ut)));
+        memcpy(g + i, gt, sizeof(float) * (size_t)(n - i));
+    }
 }
 
 /* sc[j] = scale · q·k_j for j in [0, L), four keys per step (D % 8 == 0). */

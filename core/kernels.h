@@ -64,6 +64,15 @@ void kern_matmul_ref(const tm_mat *w, const float *x, int n, float *y);
  * kern_matmul uses it for small n; exposed for benchmarks and tests. */
 void kern_matmul_direct(const tm_mat *w, const float *x, int n, float *y);
 
+/* One thread's share of a few-token product: rows [r0, r1) of
+ * Y[n, ldy] = X · Wᵀ, token t's row of X at x[t] (an expert's tokens read in
+ * place from a batch).  Runs on the calling thread (meant for a pool task);
+ * y[t·ldy + r] depends only on row r and token t, so splitting the rows over
+ * any number of threads gives the same bits. */
+void kern_matmul_rows(const tm_mat *w, const float *const *x, int n, float *y, int64_t ldy, int64_t r0, int64_t r1);
+void kern_matmul_rows_ref(const tm_mat *w, const float *const *x, int n, float *y, int64_t ldy, int64_t r0,
+                          int64_t r1);
+
 /* n independent products y[k][w[k].rows] = w[k] · x[k] in one pass of the
  * thread pool (e.g. the down projections of a layer's selected experts), so
  * small matrices do not each pay for a wake-up of the pool. */
@@ -81,7 +90,8 @@ void kern_rmsnorm(float *out, const float *x, const float *w, int n, float eps);
 /* In-place softmax over n values, computed in float32 with max subtraction. */
 void kern_softmax(float *x, int n);
 
-/* g[i] = silu(g[i]) * u[i] */
+/* g[i] = silu(g[i]) * u[i]; each element's result is the same whatever n
+ * and offset it is computed under. */
 void kern_silu_mul(float *g, const float *u, int n);
 
 /* y[i] += a * x[i] */

@@ -54,12 +54,10 @@ typedef struct {
     uint8_t *out;      /* header + [cap, H] wire dtype */
     float *x;          /* [cap, H] f32 rows */
     float *partial;    /* [cap, H] f32 */
-    float *gather;     /* [cap, H] f32 */
-    float *y;          /* [cap, H] f32 */
-    float *scratch;    /* [cap, 2 * inter] f32 */
-    int *count;        /* [E + 1] */
-    int *slot;         /* [cap * K] (row * pairs + j) grouped by expert */
+    int32_t *ids;      /* [cap * K] expert of each (row, slot); -1: none */
+    float *wts;        /* [cap * K] its weight */
     wire_pair *pairs;  /* [cap * K] */
+    expert_group grp;  /* the grouped expert path (expert.h), grown with requests */
 
     uint32_t seq;
     int last_step;
@@ -77,19 +75,15 @@ static void worker_grow(worker *w, int rows, int pairs)
     free(w->out);
     free(w->x);
     free(w->partial);
-    free(w->gather);
-    free(w->y);
-    free(w->scratch);
-    free(w->slot);
+    free(w->ids);
+    free(w->wts);
     free(w->pairs);
     size_t rh = (size_t)cap * w->H;
     w->out = tm_malloc(WIRE_HEADER_BYTES + rh * sizeof(float));
     w->x = tm_malloc(rh * sizeof(float));
     w->partial = tm_malloc(rh * sizeof(float));
-    w->gather = tm_malloc(rh * sizeof(float));
-    w->y = tm_malloc(rh * sizeof(float));
-    w->scratch = tm_malloc((size_t)cap * 2 * TM_MAX(w->inter, 1) * sizeof(float));
-    w->slot = tm_malloc((size_t)cap * w->K * sizeof(int));
+    w->ids = tm_malloc((size_t)cap * w->K * sizeof(int32_t));
+    w->wts = tm_malloc((size_t)cap * w->K * sizeof(float));
     w->pairs = tm_malloc((size_t)cap * w->K * sizeof(wire_pair));
 }
 
@@ -99,12 +93,10 @@ static void worker_free(worker *w)
     free(w->out);
     free(w->x);
     free(w->partial);
-    free(w->gather);
-    free(w->y);
-    free(w->scratch);
-    free(w->count);
-    free(w->slot);
+    free(w->ids);
+    free(w->wts);
     free(w->pairs);
+    expert_group_free(&w->grp);
     if (w->pm.offsets) place_free(&w->pm);
     if (w->have_model) model_free(&w->m);
 }
@@ -244,7 +236,7 @@ static void worker_start(worker *w, const char *model_dir, const dist_params *p,
     free(buf);
     /* On an error the coordinator reports it and aborts the job; we wait in
      * the serve loop like any worker, so there is a single message. */
-    w->count = tm_calloc((size_t)TM_MAX(w->E, 1) + 1, sizeof(int));
+    if (w->have_model && !errbuf[0]) expert_group_init(&w->grp, w->E, w->H, w->inter, 16 * w->K);
     worker_grow(w, 16, w->K);
 }
 
@@ -305,37 +297,19 @@ static void worker_dispatch(worker *w, int count)
     memcpy(w->pairs, act + (size_t)rows * row_bytes, (size_t)rows * P * sizeof(wire_pair));
     double t1 = tm_now();
 
-    /* group (row, slot) by expert: counting sort, experts ascending */
-    int *count_e = w->count, *slot = w->slot;
-    memset(count_e, 0, sizeof(int) * (size_t)(E + 1));
+    /* the grouped path takes (expert, weight) as two arrays; -1 is no pair */
+    int n_pairs = 0;
     for (int i = 0; i < rows * P; i++) {
         int e = w->pairs[i].expert;
-        if (e < 0) continue;
-        if (e >= E || !w->m.layers[layer].experts[e].gate.data)
+        if (e >= 0 && (e >= E || !w->m.layers[layer].experts[e].gate.data))
             dist_die(1, "step %d, layer %d: asked to run expert %d, which this rank does not host (placement "
                      "mismatch)", h.step, layer, e);
-        count_e[e + 1]++;
+        w->ids[i] = e < 0 ? -1 : e;
+        w->wts[i] = w->pairs[i].weight;
+        n_pairs += e >= 0;
     }
-    for (int e = 0; e < E; e++) count_e[e + 1] += count_e[e];
-    int n_pairs = count_e[E];
-    for (int i = 0; i < rows * P; i++) {
-        int e = w->pairs[i].expert;
-        if (e >= 0) slot[count_e[e]++] = i;
-    }
-    for (int e = E; e > 0; e--) count_e[e] = count_e[e - 1];
-    count_e[0] = 0;
-
     memset(w->partial, 0, sizeof(float) * (size_t)rows * H);
-    for (int e = 0; e < E; e++) {
-        int n = count_e[e + 1] - count_e[e];
-        if (!n) continue;
-        const int *s = slot + count_e[e];
-        for (int r = 0; r < n; r++)
-            memcpy(w->gather + (size_t)r * H, w->x + (size_t)(s[r] / P) * H, sizeof(float) * (size_t)H);
-        expert_forward(&w->m.layers[layer].experts[e], w->gather, n, w->y, w->scratch);
-        for (int r = 0; r < n; r++)
-            kern_axpy(w->partial + (size_t)(s[r] / P) * H, w->pairs[s[r]].weight, w->y + (size_t)r * H, H);
-    }
+    expert_group_run(&w->grp, w->m.layers[layer].experts, w->x, rows, w->ids, w->wts, P, w->partial);
     double t2 = tm_now();
 
     /* reply: one pre-summed row per token */
