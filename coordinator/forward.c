@@ -140,17 +140,22 @@ tm_status state_init_batch(tm_state *s, const tm_model *m, int n_seq, int max_ct
     return TM_OK;
 }
 
-/* TRUSTMOE_EXPERT_STATS=1: what the local expert phase read and computed over
- * the state's life, so a benchmark can put its time against the floor of the
- * routing actually taken. */
+/* TRUSTMOE_EXPERT_STATS=1: what the local expert phase read and computed,
+ * for the first forward call (a prefill) and the others (decode steps), so a
+ * benchmark can put its time against the floor of the routing actually
+ * taken. */
 static void report_expert_stats(const tm_state *s)
 {
     const char *env = getenv("TRUSTMOE_EXPERT_STATS");
-    const expert_group *g = &s->grp;
-    if (!env || strcmp(env, "1") || !g->calls) return;
-    fprintf(stderr, "trustmoe: local experts: %llu layer calls, %llu pairs, %.4f GB of expert weights, %.3f GFLOP, "
-                    "%.2f ms\n", (unsigned long long)g->calls, (unsigned long long)g->pairs, g->bytes / 1e9,
-            g->flops / 1e9, 1e3 * g->seconds);
+    if (!env || strcmp(env, "1") || !s->grp.stats.calls) return;
+    const expert_group_stats *a = &s->moe_first, *b = &s->grp.stats;
+    expert_group_stats d = {b->calls - a->calls, b->pairs - a->pairs, b->bytes - a->bytes, b->flops - a->flops,
+                            b->seconds - a->seconds};
+    const expert_group_stats *v[2] = {a, &d};
+    for (int i = 0; i < 2; i++)
+        fprintf(stderr, "trustmoe: local experts, %s: %llu layer calls, %llu pairs, %.4f GB of expert weights, "
+                        "%.3f GFLOP, %.2f ms\n", i ? "later calls" : "first call", (unsigned long long)v[i]->calls,
+                (unsigned long long)v[i]->pairs, v[i]->bytes / 1e9, v[i]->flops / 1e9, 1e3 * v[i]->seconds);
 }
 
 void state_free(tm_state *s)
@@ -203,7 +208,7 @@ static void local_one_token(const tm_model *m, tm_state *s, int layer, const flo
         for (int j = 0, seen = 0; j < k; j++)
             if (ids[j] == e) {
                 kern_axpy(out, w[j], y + (size_t)j * H, H);
-                if (!seen++) s->grp.bytes += expert_bytes(&m->layers[layer].experts[e]);
+                if (!seen++) s->grp.stats.bytes += expert_bytes(&m->layers[layer].experts[e]);
                 done++;
             }
 }
@@ -218,10 +223,10 @@ static int local_run_layer(moe_backend *b, int layer, const float *x, int T, con
     if (T == 1 && k <= KERN_MANY_MAX) {
         double t0 = tm_now();
         local_one_token(m, s, layer, x, ids, w, k, out);
-        s->grp.calls++;
-        s->grp.pairs += (uint64_t)k;
-        s->grp.flops += 6.0 * k * (double)m->cfg.hidden_size * (double)m->cfg.moe_intermediate_size;
-        s->grp.seconds += tm_now() - t0;
+        s->grp.stats.calls++;
+        s->grp.stats.pairs += (uint64_t)k;
+        s->grp.stats.flops += 6.0 * k * (double)m->cfg.hidden_size * (double)m->cfg.moe_intermediate_size;
+        s->grp.stats.seconds += tm_now() - t0;
         return 0;
     }
     expert_group_run(&s->grp, m->layers[layer].experts, x, T, ids, w, k, out);
@@ -248,6 +253,8 @@ moe_backend model_local_backend(const tm_model *m, tm_state *s)
  *      not depend on the thread count or the order taken.
  * Prefill and decode run the same arithmetic per query, so a token gets the
  * same attention output either way. */
+#define ATT_PAR_MIN ((int64_t)1 << 16)
+
 typedef struct {
     const tm_model *m;
     tm_state *s;
@@ -317,10 +324,15 @@ static void attention(const tm_model *m, tm_state *s, int l, int T)
     kern_matmul(&ly->wk, s->xn, T, s->k);
     kern_matmul(&ly->wv, s->xn, T, s->v);
     attn_task a = {m, s, l, T, s->k_cache + (size_t)l * layer_stride, s->v_cache + (size_t)l * layer_stride, 0};
-    kern_parallel_for(T, 1, attn_rope_rows, &a);
-    /* one decode token's few heads are not worth a wake-up of the pool */
-    int slots = T > 1 ? TM_MIN(kern_threads(), s->att_slots) : 1;
-    kern_parallel_for(slots, 1, attn_items, &a);
+    /* Either pass runs on the calling thread when its work (multiply-adds,
+     * roughly) is below a pool wake-up's worth: one decode token, tiny models. */
+    int64_t qkd = (int64_t)(c->num_heads + c->num_kv_heads) * c->head_dim, keys = 0;
+    for (int t = 0; t < T; t++) keys += s->tok_pos[t] + 1;
+    if ((int64_t)T * qkd >= ATT_PAR_MIN) kern_parallel_for(T, 1, attn_rope_rows, &a);
+    else attn_rope_rows(&a, 0, T);
+    int slots = TM_MIN(kern_threads(), s->att_slots);
+    if (keys * 2 * c->num_heads * c->head_dim >= ATT_PAR_MIN && slots > 1) kern_parallel_for(slots, 1, attn_items, &a);
+    else attn_items(&a, 0, 1);
     kern_matmul(&ly->wo, s->att, T, s->xn); /* xn reused as the projection output */
     for (size_t i = 0; i < (size_t)T * H; i++) s->x[i] += s->xn[i];
 }
@@ -407,6 +419,7 @@ static tm_status place_tokens(tm_state *s, const int *seq, int T, tm_err *err)
 
 static void advance(tm_state *s, int T)
 {
+    if (s->n_calls++ == 0) s->moe_first = s->grp.stats;
     for (int t = 0; t < T; t++)
         if (s->tok_pos[t] + 1 > s->seq_len[s->tok_seq[t]]) s->seq_len[s->tok_seq[t]] = s->tok_pos[t] + 1;
 }

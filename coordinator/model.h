@@ -119,6 +119,8 @@ typedef struct {
     float *dec_scratch; /* [top_k, 2 * moe_inter + hidden] one-token expert outputs */
     expert_group grp;   /* the local experts of a batch of T > 1, sized for T * top_k pairs;
                            its counters also take the one-token calls */
+    expert_group_stats moe_first; /* grp's counters after the first forward call */
+    int n_calls;        /* forward calls completed */
     /* per-call observers (may be NULL) */
     void (*on_hidden)(void *ctx, int layer, const float *x, int T); /* residual after each layer */
     void (*on_route)(void *ctx, int layer, const int32_t *ids, const float *w, const float *probs, int T);

@@ -57,6 +57,7 @@ void expert_group_init(expert_group *g, int n_experts, int hidden, int inter, in
     g->n_experts = n_experts;
     g->hidden = hidden;
     g->inter = inter;
+    g->par_min_bytes = EXPERT_GROUP_PAR_MIN_BYTES;
     g->count = tm_calloc((size_t)n_experts + 1, sizeof(int));
     g->active = tm_calloc((size_t)n_experts, sizeof(int));
     group_alloc(g, cap);
@@ -151,15 +152,18 @@ void expert_group_run(expert_group *g, const tm_expert *experts, const float *x,
     g->w = w;
     g->k = k;
     g->out = out;
-    if (n_pairs) {
+    if (n_pairs && bytes < g->par_min_bytes) {
+        gate_up_rows(g, 0, g->inter);
+        down_rows(g, 0, g->hidden);
+    } else if (n_pairs) {
         kern_parallel_for(g->inter, row_align(g->inter), gate_up_rows, g);
         kern_parallel_for(g->hidden, row_align(g->hidden), down_rows, g);
     }
-    g->calls++;
-    g->pairs += (uint64_t)n_pairs;
-    g->bytes += bytes;
-    g->flops += 6.0 * n_pairs * (double)g->hidden * (double)g->inter;
-    g->seconds += tm_now() - t0;
+    g->stats.calls++;
+    g->stats.pairs += (uint64_t)n_pairs;
+    g->stats.bytes += bytes;
+    g->stats.flops += 6.0 * n_pairs * (double)g->hidden * (double)g->inter;
+    g->stats.seconds += tm_now() - t0;
 }
 
 void expert_group_run_ref(const tm_expert *experts, int hidden, int inter, const float *x, int T, const int32_t *ids,

@@ -36,6 +36,13 @@ void expert_forward(const tm_expert *e, const float *x, int n, float *y, float *
  * id), so results are bitwise identical for any thread count, and equal to
  * expert_forward per expert summed in ascending id where expert_forward
  * takes the direct product (BF16, at most 64 tokens or several threads). */
+/* What an expert phase read and computed: bytes of the distinct experts'
+ * weights per layer call, 6·hidden·inter flops per pair. */
+typedef struct {
+    uint64_t calls, pairs;
+    double bytes, flops, seconds;
+} expert_group_stats;
+
 typedef struct {
     int n_experts, hidden, inter;
     int cap;             /* pairs the scratch holds */
@@ -53,10 +60,14 @@ typedef struct {
     const float *w;      /* [T·k] mixing weights */
     int k;
     float *out;          /* [T, hidden] */
-    /* accumulated over calls: what the phase read and computed */
-    uint64_t calls, pairs;
-    double bytes, flops, seconds;
+    double par_min_bytes; /* below this many bytes of active weights a call runs on
+                             the calling thread (default EXPERT_GROUP_PAR_MIN_BYTES) */
+    expert_group_stats stats; /* accumulated over calls */
 } expert_group;
+
+/* A layer's experts under this many bytes take a few microseconds on one
+ * thread, less than two wake-ups of the pool (the tiny test models). */
+#define EXPERT_GROUP_PAR_MIN_BYTES (256.0 * 1024)
 
 /* Scratch for cap pairs (grown by expert_group_run when a call has more). */
 void expert_group_init(expert_group *g, int n_experts, int hidden, int inter, int cap);
