@@ -8,6 +8,9 @@
 #   bench/prefill_pairs.sh --summary LOG     the summary of such a log again
 # Environment (defaults in brackets):
 #   OLD, NEW        the two trustmoe binaries [build/trustmoe for both]
+#   VARIANTS        more than the two: "LABEL@BINARY@VAR=VALUE ..." (the third
+#                   field optional), e.g. "old@$OLD new@$NEW nat@$NEW@TRUSTMOE_EXPERT_LAYOUT=natural";
+#                   ratios are against the one labelled old, floors from the one labelled new
 #   BENCH_KERNELS   for the read-rate and direct-product probes [build/bench/bench_kernels]
 #   MODEL           model arguments [--synthetic omni30b-12]
 #   THREADS [16]  LENS: prompt lengths [64 128 512]  BATCHES: sequences [4 16 64]
@@ -34,27 +37,28 @@ for l in open(sys.argv[1]):
 bw = float(os.environ['BW']) * 1e9
 rate = {4: float(os.environ['D4']), 8: float(os.environ['D8']), 32: float(os.environ['D32'])}
 med = lambda case, v, k: statistics.median(r[k] for r in runs[(case, v)] if k in r)
-def floor_ms(gb, gflop, n):
-    g = rate[min(rate, key=lambda x: abs(x - n))]
-    return max(gb * 1e9 / bw, gflop / g) * 1e3
+variants = sorted({v for _, v in runs}, key=lambda v: (v != 'old', v != 'new', v))
+fl_rate = max(rate.values())  # the fastest product measured: the most demanding floor
+def floor_ms(gb, gflop):
+    return max(gb * 1e9 / bw, gflop / fl_rate) * 1e3
 for case in sorted({c for c, _ in runs}, key=lambda c: (c[0], int(c.lstrip('prefilbatch')))):
-    if not runs[(case, 'old')] or not runs[(case, 'new')]: continue
-    n = len(runs[(case, 'new')])
-    if case.startswith('prefill'):
-        T = int(case[7:])
-        o, w = med(case, 'old', 'prefill_tps'), med(case, 'new', 'prefill_tps')
-        fl = floor_ms(med(case, 'new', 'p_gb'), med(case, 'new', 'p_gflop'), T * 8 / 128)
-        xo, xn = med(case, 'old', 'experts_ms'), med(case, 'new', 'experts_ms')
-        print(f"{case}: prefill tok/s old {o:.1f} new {w:.1f} ({w / o:.2f}x); experts old {xo:.0f} ms new {xn:.0f} ms, "
-              f"floor {fl:.0f} ms: new at {fl / xn:.2f} of floor (old {fl / xo:.2f}); attention old "
-              f"{med(case, 'old', 'attention_ms'):.0f} ms new {med(case, 'new', 'attention_ms'):.0f} ms; {n} rounds")
-    else:
-        B = int(case[5:])
-        o, w = med(case, 'old', 'decode_tps'), med(case, 'new', 'decode_tps')
-        fl = floor_ms(med(case, 'new', 'd_gb'), med(case, 'new', 'd_gflop'), B * 8 / 128)
-        xn = med(case, 'new', 'd_xms')
-        print(f"{case}: decode tok/s old {o:.1f} new {w:.1f} ({w / o:.2f}x); decode experts new {xn:.0f} ms, floor "
-              f"{fl:.0f} ms: {fl / xn:.2f} of floor; {n} rounds")
+    pre = case.startswith('prefill')
+    tps, xk, gk, fk = ('prefill_tps', 'p_xms', 'p_gb', 'p_gflop') if pre else ('decode_tps', 'd_xms', 'd_gb', 'd_gflop')
+    base = med(case, 'old', tps) if runs[(case, 'old')] else None
+    ref = next((v for v in ('new',) + tuple(variants) if runs[(case, v)] and any(gk in r for r in runs[(case, v)])), None)
+    fl = floor_ms(med(case, ref, gk), med(case, ref, fk)) if ref else None
+    parts = []
+    for v in variants:
+        if not runs[(case, v)]: continue
+        t = med(case, v, tps)
+        p = f"{v} {t:.1f} tok/s"
+        if base and v != 'old': p += f" ({t / base:.2f}x old)"
+        x = med(case, v, xk) if any(xk in r for r in runs[(case, v)]) else (med(case, v, 'experts_ms') if pre else None)
+        if x and fl: p += f", experts {x:.0f} ms = {fl / x:.2f} of floor"
+        if pre: p += f", attention {med(case, v, 'attention_ms'):.0f} ms"
+        parts.append(p)
+    n = max(len(runs[(case, v)]) for v in variants)
+    print(f"{case}: floor {fl:.0f} ms; " + '; '.join(parts) + f"; {n} rounds" if fl else f"{case}: " + '; '.join(parts))
 PY
 }
 if [ "${1:-}" = --summary ]; then
@@ -63,6 +67,7 @@ if [ "${1:-}" = --summary ]; then
 fi
 N=${1:-3}
 OLD=${OLD:-build/trustmoe} NEW=${NEW:-build/trustmoe}
+VARIANTS=${VARIANTS:-old@$OLD new@$NEW}
 BK=${BENCH_KERNELS:-build/bench/bench_kernels}
 MODEL=${MODEL:---synthetic omni30b-12}
 TH=${THREADS:-16} LENS=${LENS:-64 128 512} BATCHES=${BATCHES:-4 16 64} NT=${NEW_TOKENS:-9}
@@ -72,8 +77,8 @@ trap 'rm -rf "$tmp"' EXIT
 # probes: read rate (best of the probe's variants) and the direct-product rate per token count
 bw=$("$BK" -t "$TH" -r 5 -m 1024 -s bw | sed -n 's/^read bandwidth ([0-9]* threads*): \([0-9.]*\) GB\/s.*/\1/p')
 "$BK" -t "$TH" -r 3 -s gemm >"$tmp/gemm" 2>/dev/null
-direct() { # direct GFLOP/s of the largest shape's row at n tokens
-    awk -v n="n=$1" '$1 == "omni30b" && $2 == n { print $(NF - 1) }' "$tmp/gemm"
+direct() { # the faster of the direct and even/odd products, GFLOP/s, omni30b's gate shape at n tokens
+    awk -v n="n=$1" '$1 == "omni30b" && $2 == n { print ($6 > $5 ? $6 : $5) }' "$tmp/gemm"
 }
 
 ids() { python3 -c "import sys; print(','.join(str(1 + (i * 7919) % 499) for i in range(int(sys.argv[1]))))" "$1"; }
@@ -85,11 +90,12 @@ for q in range(B): print(','.join(str(1 + (q * 131 + i * 7919) % 499) for i in r
 done
 
 # one run: prints "KEY value" pairs from the JSON timings and the expert statistics
-run() { # BIN ARGS...
-    local bin=$1
+run() { # VARIANT ARGS...
+    local bin envv
+    IFS=@ read -r _ bin envv <<<"$1"
     shift
     # shellcheck disable=SC2086
-    TRUSTMOE_EXPERT_STATS=1 "$bin" generate $MODEL --no-check-finite --temp 0 --json -t "$TH" "$@" \
+    env TRUSTMOE_EXPERT_STATS=1 $envv "$bin" generate $MODEL --no-check-finite --temp 0 --json -t "$TH" "$@" \
         >"$tmp/out" 2>"$tmp/err" || { echo "FAILED"; tail -3 "$tmp/err" >&2; return; }
     python3 - "$tmp/out" "$tmp/err" <<'PY'
 import json, re, sys
@@ -112,15 +118,13 @@ echo "$probe" >"$tmp/log"
 echo "$probe"
 for r in $(seq "$N"); do
     for L in $LENS; do
-        for v in old new; do
-            bin=$OLD; [ $v = new ] && bin=$NEW
-            echo "round $r prefill$L $v: $(run "$bin" --ids "$(ids "$L")" -n 1)"
+        for v in $VARIANTS; do
+            echo "round $r prefill$L ${v%%@*}: $(run "$v" --ids "$(ids "$L")" -n 1)"
         done
     done
     for B in $BATCHES; do
-        for v in old new; do
-            bin=$OLD; [ $v = new ] && bin=$NEW
-            echo "round $r batch$B $v: $(run "$bin" --prompts "$tmp/prompts$B" -n "$NT")"
+        for v in $VARIANTS; do
+            echo "round $r batch$B ${v%%@*}: $(run "$v" --prompts "$tmp/prompts$B" -n "$NT")"
         done
     done
 done | tee -a "$tmp/log"

@@ -32,10 +32,11 @@ void expert_forward(const tm_expert *e, const float *x, int n, float *y, float *
  * Each weight row is read once per layer by one thread, whatever the number
  * of tokens; the blocks are equal row counts of every expert, so the threads
  * read equal bytes and do equal arithmetic.  Every output element has one
- * summation order (kern_matmul_rows, then the combine in ascending expert
- * id), so results are bitwise identical for any thread count, and equal to
- * expert_forward per expert summed in ascending id where expert_forward
- * takes the direct product (BF16, at most 64 tokens or several threads). */
+ * summation order (kern_matmul_rows[_eo], then the combine in ascending
+ * expert id), so results are bitwise identical for any thread count.
+ * Where every matrix allows it (BF16, hidden and inter multiples of 32, an
+ * AVX2 or AVX-512 CPU) the activations are kept in the even/odd layout of
+ * kernels.h, whose product widens the weights with half the instructions. */
 /* What an expert phase read and computed: bytes of the distinct experts'
  * weights per layer call, 6·hidden·inter flops per pair. */
 typedef struct {
@@ -50,13 +51,19 @@ typedef struct {
     int *pair;           /* [cap] flat index t·k + j of each grouped pair */
     int *active;         /* [n_experts] experts with pairs, ascending */
     int n_active;
-    const float **xrow;  /* [cap] input row of each grouped pair (into the caller's x) */
-    const float **hrow;  /* [cap] its row of h */
-    float *h;            /* [cap, inter] f32: gate products, then silu(gate)·up */
+    int natural_only;    /* never the even/odd layout (TRUSTMOE_EXPERT_LAYOUT=natural, to compare) */
+    int eo;              /* this call keeps activations in the even/odd layout (kernels.h) */
+    const float **xrow;  /* [cap] input row of each grouped pair (x, or xp when eo) */
+    const float **hrow;  /* [cap] its input row of the down projection (a, or h when eo) */
+    float *a;            /* [cap, inter] f32: gate products, then silu(gate)·up */
     float *u;            /* [cap, inter] f32: up products */
+    float *h;            /* [cap, inter] f32: a in the even/odd layout */
     float *y;            /* [cap, hidden] f32: down products */
+    int cap_rows;        /* rows xp holds */
+    float *xp;           /* [cap_rows, hidden] f32: the batch's x in the even/odd layout */
     /* the current call, for the pool's tasks */
     const tm_expert *experts; /* [n_experts] */
+    const float *x;      /* [T, hidden] */
     const float *w;      /* [T·k] mixing weights */
     int k;
     float *out;          /* [T, hidden] */

@@ -49,6 +49,14 @@ void kern_bf16_gemm_rows_avx2(const uint16_t *w, int64_t cols, const float *x, c
 void kern_bf16_gemm_rows_avx512(const uint16_t *w, int64_t cols, const float *x, const float *const *xs, int n,
                                 float *y, int64_t ldy, int64_t r0, int64_t r1);
 
+/* The same with X in the even/odd layout (kernels.h), cols % 32 == 0. */
+typedef void (*kern_bf16_gemm_eo_fn)(const uint16_t *w, int64_t cols, const float *const *xs, int n, float *y,
+                                     int64_t ldy, int64_t r0, int64_t r1);
+void kern_bf16_gemm_eo_rows_avx2(const uint16_t *w, int64_t cols, const float *const *xs, int n, float *y,
+                                 int64_t ldy, int64_t r0, int64_t r1);
+void kern_bf16_gemm_eo_rows_avx512(const uint16_t *w, int64_t cols, const float *const *xs, int n, float *y,
+                                   int64_t ldy, int64_t r0, int64_t r1);
+
 /* The same for F32 weights (w [rows, cols] f32). */
 void kern_f32_rows_avx2(const float *w, int64_t cols, const float *x, float *y, int64_t r0, int64_t r1);
 void kern_f32_rows_scalar(const float *w, int64_t cols, const float *x, float *y, int64_t r0, int64_t r1);

@@ -52,6 +52,7 @@ static const kern_bf16_4mat_fn isa_4mat[KERN_ISA_COUNT] = {NULL, kern_bf16_4mat_
 static const int64_t isa_4mat_cols[KERN_ISA_COUNT] = {0, 16, 32, 0}; /* cols must be a multiple */
 static kern_bf16_4mat_fn bf16_4mat;
 static kern_bf16_gemm_fn bf16_gemm;   /* its few-token product */
+static kern_bf16_gemm_eo_fn bf16_gemm_eo; /* the same on even/odd x; NULL under SCALAR */
 /* F32 rows: exact, AVX2 whenever the CPU has it (also under AVX-512). */
 typedef void (*f32_rows_fn)(const float *w, int64_t cols, const float *x, float *y, int64_t r0, int64_t r1);
 static f32_rows_fn f32_rows;
@@ -90,6 +91,13 @@ static kern_bf16_gemm_fn gemm_for(kern_isa isa)
                                   : gemm_rows_scalar;
 }
 
+static kern_bf16_gemm_eo_fn gemm_eo_for(kern_isa isa)
+{
+    return isa >= KERN_ISA_AVX512 ? kern_bf16_gemm_eo_rows_avx512
+           : isa == KERN_ISA_AVX2 ? kern_bf16_gemm_eo_rows_avx2
+                                  : NULL;
+}
+
 int kern_set_isa(kern_isa isa)
 {
     ensure_isa(); /* so a later first use does not override this choice */
@@ -98,6 +106,7 @@ int kern_set_isa(kern_isa isa)
     bf16_rows = isa_fns[isa];
     bf16_4mat = isa_4mat[isa];
     bf16_gemm = gemm_for(isa);
+    bf16_gemm_eo = gemm_eo_for(isa);
     f32_rows = isa == KERN_ISA_SCALAR ? kern_f32_rows_scalar : kern_f32_rows_avx2;
     return 0;
 }
@@ -134,6 +143,7 @@ static void pick_isa(void)
     bf16_rows = isa_fns[best];
     bf16_4mat = isa_4mat[best];
     bf16_gemm = gemm_for(best);
+    bf16_gemm_eo = gemm_eo_for(best);
     f32_rows = best == KERN_ISA_SCALAR ? kern_f32_rows_scalar : kern_f32_rows_avx2;
 }
 
@@ -277,6 +287,42 @@ void kern_matmul_rows_ref(const tm_mat *w, const float *const *x, int n, float *
                                                  : tm_bf16_to_f32(((const uint16_t *)w->data)[r * w->cols + c]);
                 acc += (double)wv * (double)x[t][c];
             }
+            y[(size_t)t * (size_t)ldy + (size_t)r] = (float)acc;
+        }
+}
+
+int kern_eo_usable(const tm_mat *w)
+{
+    ensure_isa();
+    return bf16_gemm_eo && w->dtype == TM_DT_BF16 && w->cols % KERN_EO_CHUNK == 0;
+}
+
+void kern_eo_pack(const float *x, float *out, int64_t cols)
+{
+    TM_ASSERT(cols % KERN_EO_CHUNK == 0);
+    for (int64_t c0 = 0; c0 < cols; c0 += KERN_EO_CHUNK)
+        for (int i = 0; i < KERN_EO_CHUNK / 2; i++) {
+            out[c0 + i] = x[c0 + 2 * i];
+            out[c0 + KERN_EO_CHUNK / 2 + i] = x[c0 + 2 * i + 1];
+        }
+}
+
+void kern_matmul_rows_eo(const tm_mat *w, const float *const *x, int n, float *y, int64_t ldy, int64_t r0, int64_t r1)
+{
+    TM_ASSERT_MSG(kern_eo_usable(w), "kern_matmul_rows_eo: BF16 weights, cols % 32 == 0, an AVX2 or AVX-512 variant");
+    TM_ASSERT(n >= 0 && 0 <= r0 && r0 <= r1 && r1 <= w->rows);
+    if (n && r0 < r1) bf16_gemm_eo(w->data, w->cols, x, n, y, ldy, r0, r1);
+}
+
+void kern_matmul_rows_eo_ref(const tm_mat *w, const float *const *x, int n, float *y, int64_t ldy, int64_t r0,
+                             int64_t r1)
+{
+    check_mat(w);
+    for (int t = 0; t < n; t++)
+        for (int64_t r = r0; r < r1; r++) {
+            double acc = 0.0;
+            for (int64_t c = 0; c < w->cols; c++)
+                acc += (double)tm_bf16_to_f32(((const uint16_t *)w->data)[r * w->cols + c]) * (double)x[t][kern_eo_pos(c)];
             y[(size_t)t * (size_t)ldy + (size_t)r] = (float)acc;
         }
 }

@@ -94,6 +94,50 @@ static void test_matmul_rows(void)
             }
 }
 
+static void test_matmul_rows_eo(void)
+{
+    static const int64_t SHAPES[][2] = {{33, 128}, {48, 64}, {5, 32}, {257, 2048}};
+    if (kern_isa_active() == KERN_ISA_SCALAR) return; /* no even/odd product there */
+    for (size_t s = 0; s < TM_ARRAY_LEN(SHAPES); s++)
+        for (int n = 1; n <= 9; n += 2) {
+            int64_t R = SHAPES[s][0], C = SHAPES[s][1], ld = R + 3;
+            tm_mat w = rand_mat(TM_DT_BF16, R, C, 1.0f);
+            CU_ASSERT(kern_eo_usable(&w));
+            float *xb = rand_vec((size_t)n * (size_t)C), *xe = tm_malloc(sizeof(float) * (size_t)n * (size_t)C);
+            const float **xs = tm_malloc(sizeof(*xs) * (size_t)n);
+            for (int t = 0; t < n; t++) {
+                kern_eo_pack(xb + (size_t)t * C, xe + (size_t)t * C, C);
+                xs[t] = xe + (size_t)t * C;
+                for (int64_t c = 0; c < C; c++) CU_ASSERT(xe[(size_t)t * C + (size_t)kern_eo_pos(c)] == xb[(size_t)t * C + c]);
+            }
+            float *whole = tm_calloc((size_t)n * (size_t)ld, 4), *parts = tm_calloc((size_t)n * (size_t)ld, 4);
+            float *ref = tm_calloc((size_t)n * (size_t)ld, 4);
+            kern_matmul_rows_eo(&w, xs, n, whole, ld, 0, R);
+            /* the reference reads x in the natural layout */
+            for (int t = 0; t < n; t++) xs[t] = xb + (size_t)t * C;
+            kern_matmul_rows_ref(&w, xs, n, ref, ld, 0, R);
+            for (int t = 0; t < n; t++) xs[t] = xe + (size_t)t * C;
+            for (int64_t r0 = 0; r0 < R;) {
+                int64_t step = 1 + irand(9), r1 = TM_MIN(R, r0 + step);
+                kern_matmul_rows_eo(&w, xs, n, parts, ld, r0, r1);
+                r0 = r1;
+            }
+            int bad = 0, differ = 0;
+            for (int t = 0; t < n; t++)
+                for (int64_t r = 0; r < R; r++) {
+                    size_t i = (size_t)t * (size_t)ld + (size_t)r;
+                    double mag = 0;
+                    for (int64_t c = 0; c < C; c++)
+                        mag += fabs(tm_bf16_to_f32(((const uint16_t *)w.data)[r * C + c]) * xb[(size_t)t * C + c]);
+                    bad += !(fabs((double)whole[i] - ref[i]) <= 1e-5 * mag + 1e-30);
+                    differ += memcmp(&whole[i], &parts[i], 4) != 0;
+                }
+            CU_ASSERT_EQUAL(bad, 0);
+            CU_ASSERT_EQUAL(differ, 0);
+            free((void *)w.data), free(xb), free(xe), free((void *)xs), free(whole), free(parts), free(ref);
+        }
+}
+
 /* ---- expert_group_run ------------------------------------------------------- */
 
 typedef struct {
@@ -156,16 +200,25 @@ static void check_group(tm_dtype dt, int H, int I, int E)
             else CU_ASSERT_EQUAL(memcmp(first, out, bytes), 0); /* bitwise across thread counts */
         }
         if (c == 1 && dt == TM_DT_BF16) {
-            /* all T (2..64) tokens on one expert: expert_forward takes the same
-             * direct product, so the two paths agree bit for bit */
+            /* all T (2..64) tokens on one expert against expert_forward: in
+             * the natural layout both take the same direct product and agree
+             * bit for bit; the even/odd layout sums in another order */
             kern_set_threads(2);
             float *y = tm_malloc(bytes), *scr = tm_malloc(sizeof(float) * (size_t)T * 2 * I);
             memcpy(out, out0, bytes);
             expert_forward(&ex[ids[0]], x, T, y, scr);
             for (int t = 0; t < T; t++) kern_axpy(out + (size_t)t * H, w[t], y + (size_t)t * H, H);
-            CU_ASSERT_EQUAL(memcmp(first, out, bytes), 0);
+            if (g.eo) {
+                int bad = 0;
+                for (size_t i = 0; i < (size_t)T * H; i++) bad += !(fabs(out[i] - first[i]) <= 1e-5 * (1.0 + fabs(first[i])));
+                CU_ASSERT_EQUAL(bad, 0);
+            } else {
+                CU_ASSERT_EQUAL(memcmp(first, out, bytes), 0);
+            }
             free(y), free(scr);
         }
+        /* the layout each shape should take under a vector variant */
+        if (kern_isa_active() != KERN_ISA_SCALAR) CU_ASSERT_EQUAL(g.eo, dt == TM_DT_BF16 && H % 32 == 0 && I % 32 == 0);
         free(ids), free(w), free(x), free(out0), free(ref), free(first), free(out);
     }
     kern_set_threads(1);
@@ -178,7 +231,7 @@ static void check_group(tm_dtype dt, int H, int I, int E)
 static void test_group_bf16(void)
 {
     check_group(TM_DT_BF16, 129, 33, 9); /* odd sizes: the kernels' column tails, partial row blocks */
-    check_group(TM_DT_BF16, 64, 128, 6); /* 16-row blocks at every thread count tried */
+    check_group(TM_DT_BF16, 64, 128, 6); /* 16-row blocks at every thread count tried; even/odd layout */
 }
 
 static void test_group_f32(void) { check_group(TM_DT_F32, 40, 24, 5); }
@@ -188,6 +241,7 @@ int main(void)
     if (CU_initialize_registry() != CUE_SUCCESS) return 2;
     CU_pSuite s = CU_add_suite("expert_group", NULL, NULL);
     CU_add_test(s, "matmul_rows vs ref, any row split", test_matmul_rows);
+    CU_add_test(s, "matmul_rows_eo vs ref, any row split", test_matmul_rows_eo);
     CU_add_test(s, "grouped experts vs ref, bf16", test_group_bf16);
     CU_add_test(s, "grouped experts vs ref, f32", test_group_f32);
     return cunit_run();
