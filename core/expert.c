@@ -59,6 +59,7 @@ void expert_group_init(expert_group *g, int n_experts, int hidden, int inter, in
     g->hidden = hidden;
     g->inter = inter;
     g->par_min_bytes = EXPERT_GROUP_PAR_MIN_BYTES;
+    g->eo_min_tokens = EXPERT_GROUP_EO_MIN_TOKENS;
     const char *lay = getenv("TRUSTMOE_EXPERT_LAYOUT");
     g->natural_only = lay && !strcmp(lay, "natural");
     g->count = tm_calloc((size_t)n_experts + 1, sizeof(int));
@@ -166,7 +167,7 @@ void expert_group_run(expert_group *g, const tm_expert *experts, const float *x,
     }
     int n_pairs = count[E];
     /* the even/odd layout where every active expert's matrices take it */
-    g->eo = g->n_active > 0 && !g->natural_only;
+    g->eo = g->n_active > 0 && !g->natural_only && n_pairs >= g->eo_min_tokens * g->n_active;
     for (int a = 0; a < g->n_active; a++) {
         const tm_expert *ex = &experts[g->active[a]];
         g->eo = g->eo && kern_eo_usable(&ex->gate) && kern_eo_usable(&ex->up) && kern_eo_usable(&ex->down);

@@ -35,8 +35,9 @@ void expert_forward(const tm_expert *e, const float *x, int n, float *y, float *
  * summation order (kern_matmul_rows[_eo], then the combine in ascending
  * expert id), so results are bitwise identical for any thread count.
  * Where every matrix allows it (BF16, hidden and inter multiples of 32, an
- * AVX2 or AVX-512 CPU) the activations are kept in the even/odd layout of
- * kernels.h, whose product widens the weights with half the instructions. */
+ * AVX2 or AVX-512 CPU) and the experts have enough tokens each, the
+ * activations are kept in the even/odd layout of kernels.h, whose product
+ * widens the weights with half the instructions. */
 /* What an expert phase read and computed: bytes of the distinct experts'
  * weights per layer call, 6·hidden·inter flops per pair. */
 typedef struct {
@@ -52,6 +53,8 @@ typedef struct {
     int *active;         /* [n_experts] experts with pairs, ascending */
     int n_active;
     int natural_only;    /* never the even/odd layout (TRUSTMOE_EXPERT_LAYOUT=natural, to compare) */
+    int eo_min_tokens;   /* the even/odd layout from this many pairs per active expert on
+                            (default EXPERT_GROUP_EO_MIN_TOKENS) */
     int eo;              /* this call keeps activations in the even/odd layout (kernels.h) */
     const float **xrow;  /* [cap] input row of each grouped pair (x, or xp when eo) */
     const float **hrow;  /* [cap] its input row of the down projection (a, or h when eo) */
@@ -75,6 +78,12 @@ typedef struct {
 /* A layer's experts under this many bytes take a few microseconds on one
  * thread, less than two wake-ups of the pool (the tiny test models). */
 #define EXPERT_GROUP_PAR_MIN_BYTES (256.0 * 1024)
+
+/* The even/odd layout pays where several tokens share each weight row: on
+ * the 16-core host (bench/RESULTS.md) it took 3-8% off the expert phase of
+ * 128- and 512-token prefills (11 and 38 tokens per active expert) and added
+ * 22% to batch-16 decode steps (under 2 per expert). */
+#define EXPERT_GROUP_EO_MIN_TOKENS 8
 
 /* Scratch for cap pairs (grown by expert_group_run when a call has more). */
 void expert_group_init(expert_group *g, int n_experts, int hidden, int inter, int cap);

@@ -412,18 +412,6 @@ kern_bf16_rows_avx512bf16(const uint16_t *w, int64_t cols, const float *x, float
     }
 }
 
-/* ---- widening ------------------------------------------------------------ */
-
-__attribute__((target("avx2,fma"))) void kern_bf16_widen_avx2(const uint16_t *in, float *out, int64_t n)
-{
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        _mm256_storeu_ps(out + i, CVT8(in + i));
-        _mm256_storeu_ps(out + i + 8, CVT8(in + i + 8));
-    }
-    for (; i < n; i++) out[i] = tm_bf16_to_f32(in[i]);
-}
-
 /* ---- few-token products ---------------------------------------------------
  * Y[n, ldy] (columns r0..r1) = X[n, cols] · Wᵀ with W bf16: batched decode and
  * prefill give each expert a handful of tokens, where widening the weights to

@@ -61,7 +61,4 @@ void kern_bf16_gemm_eo_rows_avx512(const uint16_t *w, int64_t cols, const float 
 void kern_f32_rows_avx2(const float *w, int64_t cols, const float *x, float *y, int64_t r0, int64_t r1);
 void kern_f32_rows_scalar(const float *w, int64_t cols, const float *x, float *y, int64_t r0, int64_t r1);
 
-/* out[n] f32 = in[n] bf16, exactly. */
-void kern_bf16_widen_avx2(const uint16_t *in, float *out, int64_t n);
-
 #endif

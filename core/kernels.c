@@ -219,23 +219,11 @@ void kern_matvec_isa(kern_isa isa, const tm_mat *w, const float *x, float *y)
     isa_fns[isa](w->data, w->cols, x, y, 0, w->rows);
 }
 
-/* The register-blocked product beats widening plus sgemm at every token
- * count measured with several threads (the widening is serial), and up to
- * about 64 tokens on one thread (bench/bench_kernels, "BF16-weight GEMM";
- * bench/RESULTS.md). */
-#define KERN_DIRECT_MAX_N 64
-
-/* BF16 weights are widened a block of rows at a time into a per-thread
- * scratch that grows once to MATMUL_BLOCK_ELEMS and is then reused; the block
- * (1 MiB of f32) stays in L2/L3 while sgemm reads it. */
-#define MATMUL_BLOCK_ELEMS ((size_t)1 << 18)
-static _Thread_local float *scratch; /* [MATMUL_BLOCK_ELEMS] f32 */
-
-static void widen(const uint16_t *in, float *out, int64_t n)
-{
-    if (kern_isa_supported(KERN_ISA_AVX2)) kern_bf16_widen_avx2(in, out, n);
-    else tm_convert_to_f32(TM_DT_BF16, in, out, (size_t)n);
-}
+/* BF16 products of several tokens all take the register-blocked direct
+ * product, whatever the thread count: each output's summation order is then
+ * the same for any number of threads (widening blocks for sgemm was up to
+ * 20% faster on one thread above 64 tokens, bench/RESULTS.md, but summed in
+ * another order). */
 
 typedef struct {
     kern_bf16_gemm_fn fn;
@@ -400,29 +388,12 @@ void kern_matmul(const tm_mat *w, const float *x, int n, float *y)
         kern_matvec(w, x, y);
         return;
     }
-    if (w->dtype == TM_DT_BF16 && (n <= KERN_DIRECT_MAX_N || kern_threads() > 1)) {
+    if (w->dtype == TM_DT_BF16) {
         kern_matmul_direct(w, x, n, y);
         return;
     }
-    if (w->dtype == TM_DT_F32) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, (int)w->rows, (int)w->cols, 1.0f, x,
-                    (int)w->cols, w->data, (int)w->cols, 0.0f, y, (int)w->rows);
-        return;
-    }
-    if (!scratch) scratch = tm_malloc(MATMUL_BLOCK_ELEMS * sizeof(float));
-    int64_t block = TM_MAX((int64_t)1, (int64_t)MATMUL_BLOCK_ELEMS / w->cols);
-    if (block * w->cols > (int64_t)MATMUL_BLOCK_ELEMS) {
-        /* A row wider than the block (no such model): one token at a time. */
-        for (int i = 0; i < n; i++) kern_matvec(w, x + (size_t)i * w->cols, y + (size_t)i * w->rows);
-        return;
-    }
-    const uint16_t *wd = w->data;
-    for (int64_t r0 = 0; r0 < w->rows; r0 += block) {
-        int64_t nr = TM_MIN(block, w->rows - r0);
-        widen(wd + r0 * w->cols, scratch, nr * w->cols);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, (int)nr, (int)w->cols, 1.0f, x, (int)w->cols,
-                    scratch, (int)w->cols, 0.0f, y + r0, (int)w->rows);
-    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, (int)w->rows, (int)w->cols, 1.0f, x, (int)w->cols,
+                w->data, (int)w->cols, 0.0f, y, (int)w->rows);
 }
 
 void kern_matmul2(const tm_mat *a, const tm_mat *b, const float *x, int n, float *ya, float *yb)

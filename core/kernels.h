@@ -61,7 +61,7 @@ void kern_matmul_ref(const tm_mat *w, const float *x, int n, float *y);
 
 /* BF16 W only: the register-blocked product (weights widened in registers,
  * four tokens per pass over a block of rows), threaded over rows.
- * kern_matmul uses it for small n; exposed for benchmarks and tests. */
+ * kern_matmul uses it for every n > 1; exposed for benchmarks and tests. */
 void kern_matmul_direct(const tm_mat *w, const float *x, int n, float *y);
 
 /* One thread's share of a few-token product: rows [r0, r1) of

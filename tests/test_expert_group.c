@@ -177,6 +177,7 @@ static void check_group(tm_dtype dt, int H, int I, int E)
     expert_group g;
     expert_group_init(&g, E, H, I, 4); /* small: the runs below make it grow */
     g.par_min_bytes = 0;                /* these experts are small: use the pool anyway */
+    g.eo_min_tokens = 0;                /* and the even/odd layout wherever the shapes allow */
     for (size_t c = 0; c < TM_ARRAY_LEN(CASES); c++) {
         int T = CASES[c].T, k = CASES[c].k, P = T * k;
         int32_t *ids = tm_malloc(sizeof(int32_t) * (size_t)P);
@@ -234,6 +235,30 @@ static void test_group_bf16(void)
     check_group(TM_DT_BF16, 64, 128, 6); /* 16-row blocks at every thread count tried; even/odd layout */
 }
 
+/* The even/odd layout only from eo_min_tokens pairs per active expert on. */
+static void test_group_eo_gate(void)
+{
+    int E = 4, H = 64, I = 32, k = 1;
+    tm_expert *ex = tm_calloc((size_t)E, sizeof *ex);
+    for (int e = 0; e < E; e++) {
+        ex[e].gate = rand_mat(TM_DT_BF16, I, H, 0.1f);
+        ex[e].up = rand_mat(TM_DT_BF16, I, H, 0.1f);
+        ex[e].down = rand_mat(TM_DT_BF16, H, I, 0.1f);
+    }
+    expert_group g;
+    expert_group_init(&g, E, H, I, 16);
+    int32_t ids[16];
+    float w[16], *x = rand_vec(16 * (size_t)H), *out = tm_calloc(16 * (size_t)H, 4);
+    for (int T = 1; T <= 16; T++) {
+        for (int t = 0; t < T; t++) ids[t] = t % 2, w[t] = 0.5f; /* two active experts */
+        expert_group_run(&g, ex, x, T, ids, w, k, out);
+        if (kern_isa_active() != KERN_ISA_SCALAR) CU_ASSERT_EQUAL(g.eo, T >= 2 * EXPERT_GROUP_EO_MIN_TOKENS);
+    }
+    expert_group_free(&g);
+    for (int e = 0; e < E; e++) free((void *)ex[e].gate.data), free((void *)ex[e].up.data), free((void *)ex[e].down.data);
+    free(ex), free(x), free(out);
+}
+
 static void test_group_f32(void) { check_group(TM_DT_F32, 40, 24, 5); }
 
 int main(void)
@@ -244,5 +269,6 @@ int main(void)
     CU_add_test(s, "matmul_rows_eo vs ref, any row split", test_matmul_rows_eo);
     CU_add_test(s, "grouped experts vs ref, bf16", test_group_bf16);
     CU_add_test(s, "grouped experts vs ref, f32", test_group_f32);
+    CU_add_test(s, "even/odd layout from enough tokens per expert", test_group_eo_gate);
     return cunit_run();
 }
