@@ -23,7 +23,8 @@ void expert_forward(const tm_expert *e, const float *x, int n, float *y, float *
  *   out[t] += Σ_j w[t·k + j] · expert_{ids[t·k + j]}(x[t])     (ids < 0 skipped)
  *
  * Pairs are grouped by expert (ascending id, then ascending t·k + j), and the
- * thread pool runs two passes per layer instead of three per expert:
+ * thread pool runs two passes per layer instead of three per expert (a third,
+ * short one first in the even/odd layout, to pack the input rows):
  *   1. gate/up: each thread takes the same block of intermediate rows of every
  *      active expert and computes gate and up for all of that expert's tokens,
  *      then silu(gate)·up for its block;
