@@ -271,9 +271,26 @@ static double sgemm_gflops(int M, int N, int K)
 typedef void (*sbgemm_fn)(enum CBLAS_ORDER, enum CBLAS_TRANSPOSE, enum CBLAS_TRANSPOSE, blasint, blasint, blasint,
                           float, const bfloat16 *, blasint, const bfloat16 *, blasint, float, float *, blasint);
 
-/* kern_matmul (bf16 weights widened, then sgemm) and cblas_sbgemm (x
- * rounded to bf16; -1 if the library lacks it) on Y[n, rows] = X[n, cols] · Wᵀ. */
-static void bf16_gemm_gflops(int n, int rows, int cols, double *g_matmul, double *g_direct, double *g_sbgemm)
+/* The grouped expert path's product: x in the even/odd layout, rows split
+ * over the pool as expert_group_run splits them. */
+typedef struct {
+    const tm_mat *w;
+    const float *const *xs;
+    int n;
+    float *y;
+} eo_task;
+
+static void eo_rows(void *arg, int64_t r0, int64_t r1)
+{
+    const eo_task *t = arg;
+    kern_matmul_rows_eo(t->w, t->xs, t->n, t->y, t->w->rows, r0, r1);
+}
+
+/* kern_matmul (bf16 weights widened, then sgemm), the direct product, the
+ * even/odd product (-1 where unusable) and cblas_sbgemm (x rounded to bf16;
+ * -1 if the library lacks it) on Y[n, rows] = X[n, cols] · Wᵀ. */
+static void bf16_gemm_gflops(int n, int rows, int cols, double *g_matmul, double *g_direct, double *g_eo,
+                             double *g_sbgemm)
 {
     uint16_t *w = tm_malloc((size_t)rows * cols * 2), *xb = tm_malloc((size_t)n * cols * 2);
     float *x = tm_malloc((size_t)n * cols * 4), *y = tm_malloc((size_t)n * rows * 4);
@@ -294,6 +311,24 @@ static void bf16_gemm_gflops(int n, int rows, int cols, double *g_matmul, double
         t[r] = tm_now() - t0;
     }
     *g_direct = gflops_of(2.0 * n * rows * cols, t);
+    *g_eo = -1;
+    if (kern_eo_usable(&m)) {
+        float *xe = tm_malloc((size_t)n * cols * 4);
+        const float **xs = tm_malloc((size_t)n * sizeof *xs);
+        for (int i = 0; i < n; i++) {
+            kern_eo_pack(x + (size_t)i * cols, xe + (size_t)i * cols, cols);
+            xs[i] = xe + (size_t)i * cols;
+        }
+        eo_task et = {&m, xs, n, y};
+        for (int r = -1; r < repeats; r++) {
+            double t0 = tm_now();
+            kern_parallel_for(rows, 16, eo_rows, &et);
+            if (r >= 0) t[r] = tm_now() - t0;
+        }
+        *g_eo = gflops_of(2.0 * n * rows * cols, t);
+        free(xe);
+        free((void *)xs);
+    }
     sbgemm_fn sbgemm = (sbgemm_fn)dlsym(RTLD_DEFAULT, "cblas_sbgemm");
     *g_sbgemm = -1;
     for (int r = -1; r < repeats && sbgemm; r++) {
@@ -403,16 +438,17 @@ int main(int argc, char **argv)
         printf("  M %4d N %4d K %4d   %7.1f\n", sq[i][0], sq[i][1], sq[i][2], sgemm_gflops(sq[i][0], sq[i][1], sq[i][2]));
 
     printf("\nBF16-weight GEMM GFLOP/s, expert gate/up shape (n tokens x rows x cols):\n");
-    printf("  %-28s %12s %12s %12s\n", "shape", "kern_matmul", "direct", "cblas_sbgemm");
+    printf("  %-28s %12s %12s %12s %12s\n", "shape", "kern_matmul", "direct", "even/odd", "cblas_sbgemm");
     for (size_t mi = 0; mi < TM_ARRAY_LEN(models); mi++) {
         static const int NS[] = {4, 8, 16, 32, 128};
         for (size_t k = 0; k < TM_ARRAY_LEN(NS); k++) {
-            double g1, gd, g2;
-            bf16_gemm_gflops(NS[k], models[mi].inter, models[mi].hidden, &g1, &gd, &g2);
+            double g1, gd, ge, g2;
+            bf16_gemm_gflops(NS[k], models[mi].inter, models[mi].hidden, &g1, &gd, &ge, &g2);
             char lab[64];
             snprintf(lab, sizeof lab, "%s n=%d %dx%d", models[mi].name, NS[k], models[mi].inter, models[mi].hidden);
-            if (g2 >= 0) printf("  %-28s %12.1f %12.1f %12.1f\n", lab, g1, gd, g2);
-            else printf("  %-28s %12.1f %12.1f %12s\n", lab, g1, gd, "absent");
+            printf("  %-28s %12.1f %12.1f %12.1f", lab, g1, gd, ge);
+            if (g2 >= 0) printf(" %12.1f\n", g2);
+            else printf(" %12s\n", "absent");
         }
     }
     free(x), free(y);

@@ -1,8 +1,13 @@
-/* expert.c: SwiGLU expert forward. */
+/* expert.c: SwiGLU expert forward, one expert at a time and grouped over a
+ * layer's batch (expert.h says how the grouped path splits the work). */
 #include "expert.h"
 
 #include "common.h"
 #include "kernels.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 void expert_forward(const tm_expert *e, const float *x, int n, float *y, float *scratch)
 {
@@ -14,4 +19,215 @@ void expert_forward(const tm_expert *e, const float *x, int n, float *y, float *
     kern_matmul2(&e->gate, &e->up, x, n, g, u); /* one pass over the pool at n == 1 */
     kern_silu_mul(g, u, (int)(n * inter));
     kern_matmul(&e->down, g, n, y);
+}
+
+double expert_bytes(const tm_expert *e)
+{
+    const tm_mat *m[3] = {&e->gate, &e->up, &e->down};
+    double b = 0;
+    for (int i = 0; i < 3; i++) b += (double)m[i]->rows * (double)m[i]->cols * (double)tm_dtype_size(m[i]->dtype);
+    return b;
+}
+
+/* ---- grouped ------------------------------------------------------------------ */
+
+static void group_alloc(expert_group *g, int cap)
+{
+    free(g->pair);
+    free(g->xrow);
+    free(g->hrow);
+    free(g->a);
+    free(g->u);
+    free(g->h);
+    free(g->y);
+    g->cap = cap;
+    size_t c = (size_t)TM_MAX(cap, 1);
+    g->pair = tm_malloc(c * sizeof(int));
+    g->xrow = tm_malloc(c * sizeof(*g->xrow));
+    g->hrow = tm_malloc(c * sizeof(*g->hrow));
+    g->a = tm_malloc(c * (size_t)g->inter * sizeof(float));
+    g->u = tm_malloc(c * (size_t)g->inter * sizeof(float));
+    g->h = tm_malloc(c * (size_t)g->inter * sizeof(float));
+    g->y = tm_malloc(c * (size_t)g->hidden * sizeof(float));
+}
+
+void expert_group_init(expert_group *g, int n_experts, int hidden, int inter, int cap)
+{
+    memset(g, 0, sizeof *g);
+    TM_ASSERT(n_experts > 0 && hidden > 0 && inter > 0);
+    g->n_experts = n_experts;
+    g->hidden = hidden;
+    g->inter = inter;
+    g->par_min_bytes = EXPERT_GROUP_PAR_MIN_BYTES;
+    g->eo_min_tokens = EXPERT_GROUP_EO_MIN_TOKENS;
+    const char *lay = getenv("TRUSTMOE_EXPERT_LAYOUT");
+    g->natural_only = lay && !strcmp(lay, "natural");
+    g->count = tm_calloc((size_t)n_experts + 1, sizeof(int));
+    g->active = tm_calloc((size_t)n_experts, sizeof(int));
+    group_alloc(g, cap);
+}
+
+void expert_group_free(expert_group *g)
+{
+    free(g->count);
+    free(g->active);
+    free(g->pair);
+    free(g->xrow);
+    free(g->hrow);
+    free(g->a);
+    free(g->u);
+    free(g->h);
+    free(g->y);
+    free(g->xp);
+    memset(g, 0, sizeof *g);
+}
+
+/* Rows per block of a pass: whole cache lines of f32 outputs when every
+ * thread still gets a block, else the kernels' four-row blocks (small
+ * experts: omni48-small's 128 intermediate rows over 16 threads). */
+static int64_t row_align(int64_t rows) { return rows / 16 >= kern_threads() ? 16 : 4; }
+
+/* Pass 0 (even/odd layout only): the batch's input rows [t0, t1) packed. */
+static void pack_rows(void *arg, int64_t t0, int64_t t1)
+{
+    const expert_group *g = arg;
+    for (int64_t t = t0; t < t1; t++)
+        kern_eo_pack(g->x + (size_t)t * g->hidden, g->xp + (size_t)t * g->hidden, g->hidden);
+}
+
+/* Pass 1 over intermediate rows [i0, i1) of every active expert. */
+static void gate_up_rows(void *arg, int64_t i0, int64_t i1)
+{
+    const expert_group *g = arg;
+    size_t I = (size_t)g->inter;
+    for (int a = 0; a < g->n_active; a++) {
+        int e = g->active[a], p0 = g->count[e], n = g->count[e + 1] - p0;
+        const tm_expert *ex = &g->experts[e];
+        float *ga = g->a + (size_t)p0 * I, *u = g->u + (size_t)p0 * I; /* [n, inter] */
+        if (g->eo) {
+            kern_matmul_rows_eo(&ex->gate, g->xrow + p0, n, ga, (int64_t)I, i0, i1);
+            kern_matmul_rows_eo(&ex->up, g->xrow + p0, n, u, (int64_t)I, i0, i1);
+        } else {
+            kern_matmul_rows(&ex->gate, g->xrow + p0, n, ga, (int64_t)I, i0, i1);
+            kern_matmul_rows(&ex->up, g->xrow + p0, n, u, (int64_t)I, i0, i1);
+        }
+        for (int p = 0; p < n; p++) {
+            float *ar = ga + (size_t)p * I;
+            kern_silu_mul(ar + i0, u + (size_t)p * I + i0, (int)(i1 - i0));
+            if (g->eo) {
+                float *hr = g->h + (size_t)(p0 + p) * I;
+                for (int64_t r = i0; r < i1; r++) hr[kern_eo_pos(r)] = ar[r];
+            }
+        }
+    }
+}
+
+/* Pass 2 over hidden rows [i0, i1): the down products, then this block's
+ * columns of out, experts in ascending id. */
+static void down_rows(void *arg, int64_t i0, int64_t i1)
+{
+    const expert_group *g = arg;
+    size_t H = (size_t)g->hidden;
+    for (int a = 0; a < g->n_active; a++) {
+        int e = g->active[a], p0 = g->count[e], n = g->count[e + 1] - p0;
+        float *y = g->y + (size_t)p0 * H; /* [n, hidden] */
+        if (g->eo) kern_matmul_rows_eo(&g->experts[e].down, g->hrow + p0, n, y, (int64_t)H, i0, i1);
+        else kern_matmul_rows(&g->experts[e].down, g->hrow + p0, n, y, (int64_t)H, i0, i1);
+        for (int p = 0; p < n; p++) {
+            int i = g->pair[p0 + p];
+            kern_axpy(g->out + (size_t)(i / g->k) * H + i0, g->w[i], y + (size_t)p * H + i0, (int)(i1 - i0));
+        }
+    }
+}
+
+void expert_group_run(expert_group *g, const tm_expert *experts, const float *x, int T, const int32_t *ids,
+                      const float *w, int k, float *out)
+{
+    double t0 = tm_now();
+    int E = g->n_experts, P = T * k;
+    if (P > g->cap) group_alloc(g, TM_MAX(P, 2 * g->cap));
+    /* counting sort by expert: stable, so each expert's pairs stay in (t, j) order */
+    int *count = g->count;
+    memset(count, 0, sizeof(int) * (size_t)(E + 1));
+    for (int i = 0; i < P; i++) {
+        TM_ASSERT_MSG(ids[i] < E, "expert id out of range");
+        if (ids[i] >= 0) count[ids[i] + 1]++;
+    }
+    g->n_active = 0;
+    double bytes = 0;
+    for (int e = 0; e < E; e++) {
+        if (count[e + 1]) {
+            TM_ASSERT_MSG(experts[e].gate.data && experts[e].up.data && experts[e].down.data,
+                          "grouped experts: expert not loaded");
+            TM_ASSERT(experts[e].gate.rows == g->inter && experts[e].gate.cols == g->hidden);
+            g->active[g->n_active++] = e;
+            bytes += expert_bytes(&experts[e]);
+        }
+        count[e + 1] += count[e];
+    }
+    int n_pairs = count[E];
+    /* the even/odd layout where every active expert's matrices take it */
+    g->eo = g->n_active > 0 && !g->natural_only && n_pairs >= g->eo_min_tokens * g->n_active;
+    for (int a = 0; a < g->n_active; a++) {
+        const tm_expert *ex = &experts[g->active[a]];
+        g->eo = g->eo && kern_eo_usable(&ex->gate) && kern_eo_usable(&ex->up) && kern_eo_usable(&ex->down);
+    }
+    if (g->eo && T > g->cap_rows) {
+        free(g->xp);
+        g->cap_rows = TM_MAX(T, 2 * g->cap_rows);
+        g->xp = tm_malloc((size_t)g->cap_rows * (size_t)g->hidden * sizeof(float));
+    }
+    const float *xin = g->eo ? g->xp : x; /* [T, hidden] */
+    for (int i = 0; i < P; i++)
+        if (ids[i] >= 0) {
+            int p = count[ids[i]]++;
+            g->pair[p] = i;
+            g->xrow[p] = xin + (size_t)(i / k) * (size_t)g->hidden;
+        }
+    float *hbase = g->eo ? g->h : g->a; /* the down projections' input */
+    for (int p = 0; p < n_pairs; p++) g->hrow[p] = hbase + (size_t)p * (size_t)g->inter;
+    for (int e = E; e > 0; e--) count[e] = count[e - 1];
+    count[0] = 0;
+
+    g->experts = experts;
+    g->x = x;
+    g->w = w;
+    g->k = k;
+    g->out = out;
+    if (n_pairs && bytes < g->par_min_bytes) {
+        if (g->eo) pack_rows(g, 0, T);
+        gate_up_rows(g, 0, g->inter);
+        down_rows(g, 0, g->hidden);
+    } else if (n_pairs) {
+        if (g->eo && (int64_t)T * g->hidden >= ((int64_t)1 << 16)) kern_parallel_for(T, 1, pack_rows, g);
+        else if (g->eo) pack_rows(g, 0, T);
+        kern_parallel_for(g->inter, row_align(g->inter), gate_up_rows, g);
+        kern_parallel_for(g->hidden, row_align(g->hidden), down_rows, g);
+    }
+    g->stats.calls++;
+    g->stats.pairs += (uint64_t)n_pairs;
+    g->stats.bytes += bytes;
+    g->stats.flops += 6.0 * n_pairs * (double)g->hidden * (double)g->inter;
+    g->stats.seconds += tm_now() - t0;
+}
+
+void expert_group_run_ref(const tm_expert *experts, int hidden, int inter, const float *x, int T, const int32_t *ids,
+                          const float *w, int k, float *out)
+{
+    float *h = tm_malloc(sizeof(float) * (size_t)inter);
+    float *u = tm_malloc(sizeof(float) * (size_t)inter);
+    float *y = tm_malloc(sizeof(float) * (size_t)hidden);
+    for (int i = 0; i < T * k; i++) {
+        if (ids[i] < 0) continue;
+        const tm_expert *e = &experts[ids[i]];
+        const float *xt = x + (size_t)(i / k) * hidden;
+        kern_matvec_ref(&e->gate, xt, h);
+        kern_matvec_ref(&e->up, xt, u);
+        for (int r = 0; r < inter; r++) h[r] = (float)((double)h[r] / (1.0 + exp(-(double)h[r])) * u[r]);
+        kern_matvec_ref(&e->down, h, y);
+        for (int c = 0; c < hidden; c++) out[(size_t)(i / k) * hidden + c] += w[i] * y[c];
+    }
+    free(h);
+    free(u);
+    free(y);
 }

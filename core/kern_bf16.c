@@ -412,18 +412,6 @@ kern_bf16_rows_avx512bf16(const uint16_t *w, int64_t cols, const float *x, float
     }
 }
 
-/* ---- widening ------------------------------------------------------------ */
-
-__attribute__((target("avx2,fma"))) void kern_bf16_widen_avx2(const uint16_t *in, float *out, int64_t n)
-{
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        _mm256_storeu_ps(out + i, CVT8(in + i));
-        _mm256_storeu_ps(out + i + 8, CVT8(in + i + 8));
-    }
-    for (; i < n; i++) out[i] = tm_bf16_to_f32(in[i]);
-}
-
 /* ---- few-token products ---------------------------------------------------
  * Y[n, ldy] (columns r0..r1) = X[n, cols] · Wᵀ with W bf16: batched decode and
  * prefill give each expert a handful of tokens, where widening the weights to
@@ -433,11 +421,23 @@ __attribute__((target("avx2,fma"))) void kern_bf16_widen_avx2(const uint16_t *in
  * stream from memory once and the block (4 rows, ≤ 32 KiB) stays in L1 while
  * the token groups pass over it.  Missing rows or tokens in a partial block
  * point at row or token 0 and their results are dropped, which keeps one
- * code path.  Exact: f32 products and sums, like the matrix-vector kernels. */
+ * code path.  Exact: f32 products and sums, like the matrix-vector kernels.
+ *
+ * Token t's row is xs[t] when xs is given (an expert's tokens scattered over
+ * a batch, read in place), else x + t·cols.  Each output depends only on its
+ * row and token, never on r0, r1 or n, so any split of the rows over threads
+ * gives the same bits.
+ *
+ * While the first token group passes over a block, the next block is
+ * prefetched two cache lines per 16 columns (its whole extent by the end of
+ * the row): a thread's share of an expert is a few rows of 1.5-4 KiB, too
+ * short a stream for the hardware prefetcher to get ahead on. */
+
+#define XROW(t) (xs ? xs[t] : x + (size_t)(t) * (size_t)cols)
 
 __attribute__((target("avx512f,avx512bw,avx512vl"))) void
-kern_bf16_gemm_rows_avx512(const uint16_t *w, int64_t cols, const float *x, int n, float *y, int64_t ldy, int64_t r0,
-                           int64_t r1)
+kern_bf16_gemm_rows_avx512(const uint16_t *w, int64_t cols, const float *x, const float *const *xs, int n, float *y,
+                           int64_t ldy, int64_t r0, int64_t r1)
 {
     int64_t tail = cols & 15;
     __mmask16 tm = (__mmask16)((1u << tail) - 1u);
@@ -446,15 +446,21 @@ kern_bf16_gemm_rows_avx512(const uint16_t *w, int64_t cols, const float *x, int 
         int nr = (int)TM_MIN((int64_t)4, r1 - r);
         const uint16_t *wr[4];
         _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) wr[k] = w + (r + (k < nr ? k : 0)) * cols;
+        /* the next block, or this one again at the end of the range */
+        const char *pf = (const char *)(w + (r + 4 < r1 ? r + 4 : r) * cols);
         for (int t0 = 0; t0 < n; t0 += 4) {
             int nt = TM_MIN(4, n - t0);
             const float *xt[4];
-            _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) xt[j] = x + (size_t)(t0 + (j < nt ? j : 0)) * (size_t)cols;
+            _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) xt[j] = XROW(t0 + (j < nt ? j : 0));
             __m512 acc[4][4];
             _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++)
                 _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) acc[j][k] = _mm512_setzero_ps();
             int64_t c = 0;
             for (; c < cmain; c += 16) {
+                if (!t0) {
+                    _mm_prefetch(pf + 8 * c, _MM_HINT_T0);
+                    _mm_prefetch(pf + 8 * c + 64, _MM_HINT_T0);
+                }
                 __m512 wv[4];
                 _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) wv[k] = CVT16(wr[k] + c);
                 _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
@@ -478,21 +484,27 @@ kern_bf16_gemm_rows_avx512(const uint16_t *w, int64_t cols, const float *x, int 
 
 /* AVX2 has 16 vector registers: four rows by two tokens (8 accumulators). */
 __attribute__((target("avx2,fma"))) void kern_bf16_gemm_rows_avx2(const uint16_t *w, int64_t cols, const float *x,
-                                                                   int n, float *y, int64_t ldy, int64_t r0, int64_t r1)
+                                                                   const float *const *xs, int n, float *y,
+                                                                   int64_t ldy, int64_t r0, int64_t r1)
 {
     for (int64_t r = r0; r < r1; r += 4) {
         int nr = (int)TM_MIN((int64_t)4, r1 - r);
         const uint16_t *wr[4];
         _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) wr[k] = w + (r + (k < nr ? k : 0)) * cols;
+        const char *pf = (const char *)(w + (r + 4 < r1 ? r + 4 : r) * cols);
         for (int t0 = 0; t0 < n; t0 += 2) {
             int nt = TM_MIN(2, n - t0);
             const float *xt[2];
-            _Pragma("GCC unroll 4") for (int j = 0; j < 2; j++) xt[j] = x + (size_t)(t0 + (j < nt ? j : 0)) * (size_t)cols;
+            _Pragma("GCC unroll 4") for (int j = 0; j < 2; j++) xt[j] = XROW(t0 + (j < nt ? j : 0));
             __m256 acc[2][4];
             _Pragma("GCC unroll 4") for (int j = 0; j < 2; j++)
                 _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) acc[j][k] = _mm256_setzero_ps();
             int64_t c = 0;
             for (; c + 8 <= cols; c += 8) {
+                if (!t0 && !(c & 15)) {
+                    _mm_prefetch(pf + 8 * c, _MM_HINT_T0);
+                    _mm_prefetch(pf + 8 * c + 64, _MM_HINT_T0);
+                }
                 __m256 wv[4];
                 _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) wv[k] = CVT8(wr[k] + c);
                 _Pragma("GCC unroll 4") for (int j = 0; j < 2; j++) {
@@ -506,6 +518,103 @@ __attribute__((target("avx2,fma"))) void kern_bf16_gemm_rows_avx2(const uint16_t
                     for (int64_t cc = c; cc < cols; cc++) s += tm_bf16_to_f32(wr[k][cc]) * xt[j][cc];
                     y[(size_t)(t0 + j) * (size_t)ldy + (size_t)(r + k)] = s;
                 }
+        }
+    }
+}
+
+#undef XROW
+
+/* ---- few-token products, even/odd layout -----------------------------------
+ * The same product where each 32-column chunk of x is stored even columns
+ * first (kernels.h, kern_eo_pack).  One 64-byte load of 32 bf16 weights then
+ * widens with one shift (even columns: the low halves of each 32-bit pair)
+ * and one mask (odd columns: the high halves), against a zero-extension and
+ * a shift per 16 columns above: the widening shares the FMA ports, so this
+ * leaves more of them to the products when several tokens share a row.
+ * cols % 32 == 0 (the caller checks). */
+
+__attribute__((target("avx512f,avx512bw,avx512vl"))) void
+kern_bf16_gemm_eo_rows_avx512(const uint16_t *w, int64_t cols, const float *const *xs, int n, float *y, int64_t ldy,
+                              int64_t r0, int64_t r1)
+{
+    const __m512i hi = _mm512_set1_epi32((int)0xffff0000u);
+    for (int64_t r = r0; r < r1; r += 4) {
+        int nr = (int)TM_MIN((int64_t)4, r1 - r);
+        const uint16_t *wr[4];
+        _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) wr[k] = w + (r + (k < nr ? k : 0)) * cols;
+        const char *pf = (const char *)(w + (r + 4 < r1 ? r + 4 : r) * cols);
+        for (int t0 = 0; t0 < n; t0 += 4) {
+            int nt = TM_MIN(4, n - t0);
+            const float *xt[4];
+            _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) xt[j] = xs[t0 + (j < nt ? j : 0)];
+            __m512 acc[4][4];
+            _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++)
+                _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) acc[j][k] = _mm512_setzero_ps();
+            for (int64_t c = 0; c < cols; c += 32) {
+                if (!t0) {
+                    /* 4 rows x 64 bytes per step: four lines of the next block */
+                    _mm_prefetch(pf + 8 * c, _MM_HINT_T0);
+                    _mm_prefetch(pf + 8 * c + 64, _MM_HINT_T0);
+                    _mm_prefetch(pf + 8 * c + 128, _MM_HINT_T0);
+                    _mm_prefetch(pf + 8 * c + 192, _MM_HINT_T0);
+                }
+                __m512 we[4], wo[4];
+                _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {
+                    __m512i v = _mm512_loadu_si512((const void *)(wr[k] + c));
+                    we[k] = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+                    wo[k] = _mm512_castsi512_ps(_mm512_and_si512(v, hi));
+                }
+                _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
+                    __m512 xe = _mm512_loadu_ps(xt[j] + c), xo = _mm512_loadu_ps(xt[j] + c + 16);
+                    _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {
+                        acc[j][k] = _mm512_fmadd_ps(we[k], xe, acc[j][k]);
+                        acc[j][k] = _mm512_fmadd_ps(wo[k], xo, acc[j][k]);
+                    }
+                }
+            }
+            for (int j = 0; j < nt; j++)
+                for (int k = 0; k < nr; k++) y[(size_t)(t0 + j) * (size_t)ldy + (size_t)(r + k)] = _mm512_reduce_add_ps(acc[j][k]);
+        }
+    }
+}
+
+/* AVX2: four rows by two tokens; a 16-column half of a chunk per row at a
+ * time (its even columns sit at chunk offset 8·half, its odd ones at
+ * 16 + 8·half), the four x vectors held across the rows. */
+__attribute__((target("avx2,fma"))) void kern_bf16_gemm_eo_rows_avx2(const uint16_t *w, int64_t cols,
+                                                                      const float *const *xs, int n, float *y,
+                                                                      int64_t ldy, int64_t r0, int64_t r1)
+{
+    const __m256i hi = _mm256_set1_epi32((int)0xffff0000u);
+    for (int64_t r = r0; r < r1; r += 4) {
+        int nr = (int)TM_MIN((int64_t)4, r1 - r);
+        const uint16_t *wr[4];
+        _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) wr[k] = w + (r + (k < nr ? k : 0)) * cols;
+        const char *pf = (const char *)(w + (r + 4 < r1 ? r + 4 : r) * cols);
+        for (int t0 = 0; t0 < n; t0 += 2) {
+            int nt = TM_MIN(2, n - t0);
+            const float *xt0 = xs[t0], *xt1 = xs[t0 + (nt > 1 ? 1 : 0)];
+            __m256 acc[2][4];
+            _Pragma("GCC unroll 4") for (int j = 0; j < 2; j++)
+                _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) acc[j][k] = _mm256_setzero_ps();
+            for (int64_t c = 0; c < cols; c += 32)
+                for (int h = 0; h < 2; h++) {
+                    if (!t0) {
+                        _mm_prefetch(pf + 8 * c + 128 * h, _MM_HINT_T0);
+                        _mm_prefetch(pf + 8 * c + 128 * h + 64, _MM_HINT_T0);
+                    }
+                    __m256 xe0 = _mm256_loadu_ps(xt0 + c + 8 * h), xo0 = _mm256_loadu_ps(xt0 + c + 16 + 8 * h);
+                    __m256 xe1 = _mm256_loadu_ps(xt1 + c + 8 * h), xo1 = _mm256_loadu_ps(xt1 + c + 16 + 8 * h);
+                    _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {
+                        __m256i v = _mm256_loadu_si256((const __m256i *)(wr[k] + c + 16 * h));
+                        __m256 we = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+                        __m256 wo = _mm256_castsi256_ps(_mm256_and_si256(v, hi));
+                        acc[0][k] = _mm256_fmadd_ps(wo, xo0, _mm256_fmadd_ps(we, xe0, acc[0][k]));
+                        acc[1][k] = _mm256_fmadd_ps(wo, xo1, _mm256_fmadd_ps(we, xe1, acc[1][k]));
+                    }
+                }
+            for (int j = 0; j < nt; j++)
+                for (int k = 0; k < nr; k++) y[(size_t)(t0 + j) * (size_t)ldy + (size_t)(r + k)] = hsum256(acc[j][k]);
         }
     }
 }
@@ -544,7 +653,10 @@ __attribute__((target("avx2,fma"))) void kern_f32_rows_avx2(const float *w, int6
         __m256 a0 = _mm256_setzero_ps();
         int64_t c = 0;
         for (; c + 8 <= cols; c += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w0 + c), _mm256_loadu_ps(x + c), a0);
-        float s = hsum256(a0);
+        /* reduced as the four-row blocks reduce, so a row's result does not
+         * depend on which block it falls in (threads split rows anywhere) */
+        __m256 z = _mm256_setzero_ps();
+        float s = _mm_cvtss_f32(kern_hsum4_256(a0, z, z, z));
         for (; c < cols; c++) s += w0[c] * x[c];
         y[r] = s;
     }

@@ -40,19 +40,25 @@ void kern_bf16_rows4s_avx2(const uint16_t *w, int64_t cols, const float *x, floa
 void kern_bf16_rows4s_avx512(const uint16_t *w, int64_t cols, const float *x, float *y, int64_t r0, int64_t r1);
 void kern_bf16_rows_avx512bf16(const uint16_t *w, int64_t cols, const float *x, float *y, int64_t r0, int64_t r1);
 
-/* Y[n, ldy] columns [r0, r1) = X[n, cols] · Wᵀ (W bf16 [rows, cols]). */
-typedef void (*kern_bf16_gemm_fn)(const uint16_t *w, int64_t cols, const float *x, int n, float *y, int64_t ldy,
-                                  int64_t r0, int64_t r1);
-void kern_bf16_gemm_rows_avx2(const uint16_t *w, int64_t cols, const float *x, int n, float *y, int64_t ldy,
-                              int64_t r0, int64_t r1);
-void kern_bf16_gemm_rows_avx512(const uint16_t *w, int64_t cols, const float *x, int n, float *y, int64_t ldy,
-                                int64_t r0, int64_t r1);
+/* Y[n, ldy] columns [r0, r1) = X[n, cols] · Wᵀ (W bf16 [rows, cols]); token
+ * t's row of X is xs[t] when xs is not NULL, else x + t·cols. */
+typedef void (*kern_bf16_gemm_fn)(const uint16_t *w, int64_t cols, const float *x, const float *const *xs, int n,
+                                  float *y, int64_t ldy, int64_t r0, int64_t r1);
+void kern_bf16_gemm_rows_avx2(const uint16_t *w, int64_t cols, const float *x, const float *const *xs, int n,
+                              float *y, int64_t ldy, int64_t r0, int64_t r1);
+void kern_bf16_gemm_rows_avx512(const uint16_t *w, int64_t cols, const float *x, const float *const *xs, int n,
+                                float *y, int64_t ldy, int64_t r0, int64_t r1);
+
+/* The same with X in the even/odd layout (kernels.h), cols % 32 == 0. */
+typedef void (*kern_bf16_gemm_eo_fn)(const uint16_t *w, int64_t cols, const float *const *xs, int n, float *y,
+                                     int64_t ldy, int64_t r0, int64_t r1);
+void kern_bf16_gemm_eo_rows_avx2(const uint16_t *w, int64_t cols, const float *const *xs, int n, float *y,
+                                 int64_t ldy, int64_t r0, int64_t r1);
+void kern_bf16_gemm_eo_rows_avx512(const uint16_t *w, int64_t cols, const float *const *xs, int n, float *y,
+                                   int64_t ldy, int64_t r0, int64_t r1);
 
 /* The same for F32 weights (w [rows, cols] f32). */
 void kern_f32_rows_avx2(const float *w, int64_t cols, const float *x, float *y, int64_t r0, int64_t r1);
 void kern_f32_rows_scalar(const float *w, int64_t cols, const float *x, float *y, int64_t r0, int64_t r1);
-
-/* out[n] f32 = in[n] bf16, exactly. */
-void kern_bf16_widen_avx2(const uint16_t *in, float *out, int64_t n);
 
 #endif

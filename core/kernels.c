@@ -52,6 +52,7 @@ static const kern_bf16_4mat_fn isa_4mat[KERN_ISA_COUNT] = {NULL, kern_bf16_4mat_
 static const int64_t isa_4mat_cols[KERN_ISA_COUNT] = {0, 16, 32, 0}; /* cols must be a multiple */
 static kern_bf16_4mat_fn bf16_4mat;
 static kern_bf16_gemm_fn bf16_gemm;   /* its few-token product */
+static kern_bf16_gemm_eo_fn bf16_gemm_eo; /* the same on even/odd x; NULL under SCALAR */
 /* F32 rows: exact, AVX2 whenever the CPU has it (also under AVX-512). */
 typedef void (*f32_rows_fn)(const float *w, int64_t cols, const float *x, float *y, int64_t r0, int64_t r1);
 static f32_rows_fn f32_rows;
@@ -75,11 +76,11 @@ int kern_isa_supported(kern_isa isa)
 
 static void ensure_isa(void);
 
-static void gemm_rows_scalar(const uint16_t *w, int64_t cols, const float *x, int n, float *y, int64_t ldy,
-                             int64_t r0, int64_t r1)
+static void gemm_rows_scalar(const uint16_t *w, int64_t cols, const float *x, const float *const *xs, int n,
+                             float *y, int64_t ldy, int64_t r0, int64_t r1)
 {
     for (int t = 0; t < n; t++)
-        kern_bf16_rows_scalar(w, cols, x + (size_t)t * (size_t)cols, y + (size_t)t * (size_t)ldy, r0, r1);
+        kern_bf16_rows_scalar(w, cols, xs ? xs[t] : x + (size_t)t * (size_t)cols, y + (size_t)t * (size_t)ldy, r0, r1);
 }
 
 /* The few-token product is always exact: AVX512BF16 uses the AVX-512 one. */
@@ -90,6 +91,13 @@ static kern_bf16_gemm_fn gemm_for(kern_isa isa)
                                   : gemm_rows_scalar;
 }
 
+static kern_bf16_gemm_eo_fn gemm_eo_for(kern_isa isa)
+{
+    return isa >= KERN_ISA_AVX512 ? kern_bf16_gemm_eo_rows_avx512
+           : isa == KERN_ISA_AVX2 ? kern_bf16_gemm_eo_rows_avx2
+                                  : NULL;
+}
+
 int kern_set_isa(kern_isa isa)
 {
     ensure_isa(); /* so a later first use does not override this choice */
@@ -98,6 +106,7 @@ int kern_set_isa(kern_isa isa)
     bf16_rows = isa_fns[isa];
     bf16_4mat = isa_4mat[isa];
     bf16_gemm = gemm_for(isa);
+    bf16_gemm_eo = gemm_eo_for(isa);
     f32_rows = isa == KERN_ISA_SCALAR ? kern_f32_rows_scalar : kern_f32_rows_avx2;
     return 0;
 }
@@ -134,6 +143,7 @@ static void pick_isa(void)
     bf16_rows = isa_fns[best];
     bf16_4mat = isa_4mat[best];
     bf16_gemm = gemm_for(best);
+    bf16_gemm_eo = gemm_eo_for(best);
     f32_rows = best == KERN_ISA_SCALAR ? kern_f32_rows_scalar : kern_f32_rows_avx2;
 }
 
@@ -209,23 +219,11 @@ void kern_matvec_isa(kern_isa isa, const tm_mat *w, const float *x, float *y)
     isa_fns[isa](w->data, w->cols, x, y, 0, w->rows);
 }
 
-/* The register-blocked product beats widening plus sgemm at every token
- * count measured with several threads (the widening is serial), and up to
- * about 64 tokens on one thread (bench/bench_kernels, "BF16-weight GEMM";
- * bench/RESULTS.md). */
-#define KERN_DIRECT_MAX_N 64
-
-/* BF16 weights are widened a block of rows at a time into a per-thread
- * scratch that grows once to MATMUL_BLOCK_ELEMS and is then reused; the block
- * (1 MiB of f32) stays in L2/L3 while sgemm reads it. */
-#define MATMUL_BLOCK_ELEMS ((size_t)1 << 18)
-static _Thread_local float *scratch; /* [MATMUL_BLOCK_ELEMS] f32 */
-
-static void widen(const uint16_t *in, float *out, int64_t n)
-{
-    if (kern_isa_supported(KERN_ISA_AVX2)) kern_bf16_widen_avx2(in, out, n);
-    else tm_convert_to_f32(TM_DT_BF16, in, out, (size_t)n);
-}
+/* BF16 products of several tokens all take the register-blocked direct
+ * product, whatever the thread count: each output's summation order is then
+ * the same for any number of threads (widening blocks for sgemm was up to
+ * 20% faster on one thread above 64 tokens, bench/RESULTS.md, but summed in
+ * another order). */
 
 typedef struct {
     kern_bf16_gemm_fn fn;
@@ -238,7 +236,7 @@ typedef struct {
 static void direct_range(void *arg, int64_t i0, int64_t i1)
 {
     const direct_task *t = arg;
-    t->fn(t->w->data, t->w->cols, t->x, t->n, t->y, t->w->rows, i0, i1);
+    t->fn(t->w->data, t->w->cols, t->x, NULL, t->n, t->y, t->w->rows, i0, i1);
 }
 
 void kern_matmul_direct(const tm_mat *w, const float *x, int n, float *y)
@@ -250,6 +248,71 @@ void kern_matmul_direct(const tm_mat *w, const float *x, int n, float *y)
     direct_task t = {bf16_gemm, w, x, n, y};
     if (kern_threads() > 1 && w->rows * w->cols >= MATVEC_PAR_MIN) kern_parallel_for(w->rows, MATVEC_ROW_ALIGN, direct_range, &t);
     else direct_range(&t, 0, w->rows);
+}
+
+void kern_matmul_rows(const tm_mat *w, const float *const *x, int n, float *y, int64_t ldy, int64_t r0, int64_t r1)
+{
+    check_mat(w);
+    TM_ASSERT(n >= 0 && 0 <= r0 && r0 <= r1 && r1 <= w->rows);
+    if (!n || r0 == r1) return;
+    ensure_isa();
+    if (w->dtype == TM_DT_BF16) {
+        bf16_gemm(w->data, w->cols, NULL, x, n, y, ldy, r0, r1);
+        return;
+    }
+    for (int t = 0; t < n; t++) f32_rows(w->data, w->cols, x[t], y + (size_t)t * (size_t)ldy, r0, r1);
+}
+
+void kern_matmul_rows_ref(const tm_mat *w, const float *const *x, int n, float *y, int64_t ldy, int64_t r0,
+                          int64_t r1)
+{
+    check_mat(w);
+    for (int t = 0; t < n; t++)
+        for (int64_t r = r0; r < r1; r++) {
+            double acc = 0.0;
+            for (int64_t c = 0; c < w->cols; c++) {
+                float wv = w->dtype == TM_DT_F32 ? ((const float *)w->data)[r * w->cols + c]
+                                                 : tm_bf16_to_f32(((const uint16_t *)w->data)[r * w->cols + c]);
+                acc += (double)wv * (double)x[t][c];
+            }
+            y[(size_t)t * (size_t)ldy + (size_t)r] = (float)acc;
+        }
+}
+
+int kern_eo_usable(const tm_mat *w)
+{
+    ensure_isa();
+    return bf16_gemm_eo && w->dtype == TM_DT_BF16 && w->cols % KERN_EO_CHUNK == 0;
+}
+
+void kern_eo_pack(const float *x, float *out, int64_t cols)
+{
+    TM_ASSERT(cols % KERN_EO_CHUNK == 0);
+    for (int64_t c0 = 0; c0 < cols; c0 += KERN_EO_CHUNK)
+        for (int i = 0; i < KERN_EO_CHUNK / 2; i++) {
+            out[c0 + i] = x[c0 + 2 * i];
+            out[c0 + KERN_EO_CHUNK / 2 + i] = x[c0 + 2 * i + 1];
+        }
+}
+
+void kern_matmul_rows_eo(const tm_mat *w, const float *const *x, int n, float *y, int64_t ldy, int64_t r0, int64_t r1)
+{
+    TM_ASSERT_MSG(kern_eo_usable(w), "kern_matmul_rows_eo: BF16 weights, cols % 32 == 0, an AVX2 or AVX-512 variant");
+    TM_ASSERT(n >= 0 && 0 <= r0 && r0 <= r1 && r1 <= w->rows);
+    if (n && r0 < r1) bf16_gemm_eo(w->data, w->cols, x, n, y, ldy, r0, r1);
+}
+
+void kern_matmul_rows_eo_ref(const tm_mat *w, const float *const *x, int n, float *y, int64_t ldy, int64_t r0,
+                             int64_t r1)
+{
+    check_mat(w);
+    for (int t = 0; t < n; t++)
+        for (int64_t r = r0; r < r1; r++) {
+            double acc = 0.0;
+            for (int64_t c = 0; c < w->cols; c++)
+                acc += (double)tm_bf16_to_f32(((const uint16_t *)w->data)[r * w->cols + c]) * (double)x[t][kern_eo_pos(c)];
+            y[(size_t)t * (size_t)ldy + (size_t)r] = (float)acc;
+        }
 }
 
 typedef struct {
@@ -325,29 +388,12 @@ void kern_matmul(const tm_mat *w, const float *x, int n, float *y)
         kern_matvec(w, x, y);
         return;
     }
-    if (w->dtype == TM_DT_BF16 && (n <= KERN_DIRECT_MAX_N || kern_threads() > 1)) {
+    if (w->dtype == TM_DT_BF16) {
         kern_matmul_direct(w, x, n, y);
         return;
     }
-    if (w->dtype == TM_DT_F32) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, (int)w->rows, (int)w->cols, 1.0f, x,
-                    (int)w->cols, w->data, (int)w->cols, 0.0f, y, (int)w->rows);
-        return;
-    }
-    if (!scratch) scratch = tm_malloc(MATMUL_BLOCK_ELEMS * sizeof(float));
-    int64_t block = TM_MAX((int64_t)1, (int64_t)MATMUL_BLOCK_ELEMS / w->cols);
-    if (block * w->cols > (int64_t)MATMUL_BLOCK_ELEMS) {
-        /* A row wider than the block (no such model): one token at a time. */
-        for (int i = 0; i < n; i++) kern_matvec(w, x + (size_t)i * w->cols, y + (size_t)i * w->rows);
-        return;
-    }
-    const uint16_t *wd = w->data;
-    for (int64_t r0 = 0; r0 < w->rows; r0 += block) {
-        int64_t nr = TM_MIN(block, w->rows - r0);
-        widen(wd + r0 * w->cols, scratch, nr * w->cols);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, (int)nr, (int)w->cols, 1.0f, x, (int)w->cols,
-                    scratch, (int)w->cols, 0.0f, y + r0, (int)w->rows);
-    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, (int)w->rows, (int)w->cols, 1.0f, x, (int)w->cols,
+                w->data, (int)w->cols, 0.0f, y, (int)w->rows);
 }
 
 void kern_matmul2(const tm_mat *a, const tm_mat *b, const float *x, int n, float *ya, float *yb)
@@ -427,7 +473,17 @@ void kern_silu_mul(float *g, const float *u, int n)
         __m256 sx = _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
         _mm256_storeu_ps(g + i, _mm256_mul_ps(sx, _mm256_loadu_ps(u + i)));
     }
-    for (; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    if (i < n) {
+        /* the tail through the same vector code, so an element's result does
+         * not depend on where a caller's range ends (threads split rows) */
+        float gt[8] = {0}, ut[8] = {0};
+        memcpy(gt, g + i, sizeof(float) * (size_t)(n - i));
+        memcpy(ut, u + i, sizeof(float) * (size_t)(n - i));
+        __m256 x = _mm256_loadu_ps(gt);
+        __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), x));
+        _mm256_storeu_ps(gt, _mm256_mul_ps(_mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0f), e)), _mm256_loadu_ps(ut)));
+        memcpy(g + i, gt, sizeof(float) * (size_t)(n - i));
+    }
 }
 
 /* sc[j] = scale · q·k_j for j in [0, L), four keys per step (D % 8 == 0). */

@@ -61,8 +61,39 @@ void kern_matmul_ref(const tm_mat *w, const float *x, int n, float *y);
 
 /* BF16 W only: the register-blocked product (weights widened in registers,
  * four tokens per pass over a block of rows), threaded over rows.
- * kern_matmul uses it for small n; exposed for benchmarks and tests. */
+ * kern_matmul uses it for every n > 1; exposed for benchmarks and tests. */
 void kern_matmul_direct(const tm_mat *w, const float *x, int n, float *y);
+
+/* One thread's share of a few-token product: rows [r0, r1) of
+ * Y[n, ldy] = X · Wᵀ, token t's row of X at x[t] (an expert's tokens read in
+ * place from a batch).  Runs on the calling thread (meant for a pool task);
+ * y[t·ldy + r] depends only on row r and token t, so splitting the rows over
+ * any number of threads gives the same bits. */
+void kern_matmul_rows(const tm_mat *w, const float *const *x, int n, float *y, int64_t ldy, int64_t r0, int64_t r1);
+void kern_matmul_rows_ref(const tm_mat *w, const float *const *x, int n, float *y, int64_t ldy, int64_t r0,
+                          int64_t r1);
+
+/* The even/odd layout: each KERN_EO_CHUNK-column chunk of an activation row
+ * holds its even columns first, then its odd ones, so that the BF16 product
+ * below widens 32 weights with one shift and one mask (kern_bf16.c).  The
+ * grouped expert path keeps its activations in this layout. */
+#define KERN_EO_CHUNK 32
+/* Where column c of a row sits in the layout. */
+static inline int64_t kern_eo_pos(int64_t c)
+{
+    int64_t i = c % KERN_EO_CHUNK;
+    return c - i + (i & 1 ? KERN_EO_CHUNK / 2 : 0) + i / 2;
+}
+/* Whether kern_matmul_rows_eo takes w: BF16, cols % 32 == 0, and an AVX2 or
+ * AVX-512 variant active. */
+int kern_eo_usable(const tm_mat *w);
+/* out[cols] = x[cols] in the layout; cols % 32 == 0. */
+void kern_eo_pack(const float *x, float *out, int64_t cols);
+/* kern_matmul_rows with every x[t] in the layout (same contract: one thread,
+ * each output independent of the row split). */
+void kern_matmul_rows_eo(const tm_mat *w, const float *const *x, int n, float *y, int64_t ldy, int64_t r0, int64_t r1);
+void kern_matmul_rows_eo_ref(const tm_mat *w, const float *const *x, int n, float *y, int64_t ldy, int64_t r0,
+                             int64_t r1);
 
 /* n independent products y[k][w[k].rows] = w[k] · x[k] in one pass of the
  * thread pool (e.g. the down projections of a layer's selected experts), so
@@ -81,7 +112,8 @@ void kern_rmsnorm(float *out, const float *x, const float *w, int n, float eps);
 /* In-place softmax over n values, computed in float32 with max subtraction. */
 void kern_softmax(float *x, int n);
 
-/* g[i] = silu(g[i]) * u[i] */
+/* g[i] = silu(g[i]) * u[i]; each element's result is the same whatever n
+ * and offset it is computed under. */
 void kern_silu_mul(float *g, const float *u, int n);
 
 /* y[i] += a * x[i] */

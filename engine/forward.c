@@ -5,13 +5,11 @@
 
 #include "kernels.h"
 
-#include <cblas.h>
 #include <math.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* Queries per attention block: bounds the scores buffer to [ATT_BLOCK, max_ctx]. */
-#define ATT_BLOCK 64
 
 /* ---- RoPE ---------------------------------------------------------------- */
 
@@ -127,25 +125,46 @@ tm_status state_init_batch(tm_state *s, const tm_model *m, int n_seq, int max_ct
     s->k = tm_calloc(T * kvd, sizeof(float));
     s->v = tm_calloc(T * kvd, sizeof(float));
     s->att = tm_calloc(T * qd, sizeof(float));
-    /* [ATT_BLOCK queries, max_ctx] for a block, [group heads, max_ctx] for a decode step */
-    s->scores = tm_calloc((size_t)TM_MAX(ATT_BLOCK, c->num_heads / c->num_kv_heads) * (size_t)max_ctx, sizeof(float));
+    /* [group heads, max_ctx] per thread of the attention pass */
+    s->att_slots = TM_MAX(1, kern_threads());
+    s->scores = tm_calloc((size_t)s->att_slots * (size_t)(c->num_heads / c->num_kv_heads) * (size_t)max_ctx,
+                          sizeof(float));
     s->probs = tm_calloc(T * (size_t)c->num_experts, sizeof(float));
     s->sel_ids = tm_calloc(T * (size_t)c->top_k, sizeof(int32_t));
     s->sel_w = tm_calloc(T * (size_t)c->top_k, sizeof(float));
     s->moe_out = tm_calloc(T * H, sizeof(float));
     s->mlp_scratch = tm_calloc(T * 2 * inter, sizeof(float));
-    s->mlp_out = tm_calloc(T * H, sizeof(float));
-    s->order = tm_calloc(T * (size_t)c->top_k + (size_t)c->num_experts + 1, sizeof(int));
-    s->gather = tm_calloc(T * H, sizeof(float));
     s->dec_scratch = tm_calloc((size_t)c->top_k * (2 * (size_t)c->moe_intermediate_size + H), sizeof(float));
+    if (c->num_experts > 0 && c->moe_intermediate_size > 0)
+        expert_group_init(&s->grp, c->num_experts, (int)H, c->moe_intermediate_size, (int)T * c->top_k);
     return TM_OK;
+}
+
+/* TRUSTMOE_EXPERT_STATS=1: what the local expert phase read and computed,
+ * for the first forward call (a prefill) and the others (decode steps), so a
+ * benchmark can put its time against the floor of the routing actually
+ * taken. */
+static void report_expert_stats(const tm_state *s)
+{
+    const char *env = getenv("TRUSTMOE_EXPERT_STATS");
+    if (!env || strcmp(env, "1") || !s->grp.stats.calls) return;
+    const expert_group_stats *a = &s->moe_first, *b = &s->grp.stats;
+    expert_group_stats d = {b->calls - a->calls, b->pairs - a->pairs, b->bytes - a->bytes, b->flops - a->flops,
+                            b->seconds - a->seconds};
+    const expert_group_stats *v[2] = {a, &d};
+    for (int i = 0; i < 2; i++)
+        fprintf(stderr, "trustmoe: local experts, %s: %llu layer calls, %llu pairs, %.4f GB of expert weights, "
+                        "%.3f GFLOP, %.2f ms\n", i ? "later calls" : "first call", (unsigned long long)v[i]->calls,
+                (unsigned long long)v[i]->pairs, v[i]->bytes / 1e9, v[i]->flops / 1e9, 1e3 * v[i]->seconds);
 }
 
 void state_free(tm_state *s)
 {
+    report_expert_stats(s);
+    expert_group_free(&s->grp);
     free(s->seq_len); free(s->seq_next); free(s->tok_seq); free(s->tok_pos); free(s->k_cache); free(s->v_cache); free(s->inv_freq); free(s->x); free(s->xn); free(s->q); free(s->k);
     free(s->v); free(s->att); free(s->scores); free(s->probs); free(s->sel_ids); free(s->sel_w);
-    free(s->moe_out); free(s->mlp_scratch); free(s->mlp_out); free(s->order); free(s->gather); free(s->dec_scratch);
+    free(s->moe_out); free(s->mlp_scratch); free(s->dec_scratch);
     memset(s, 0, sizeof *s);
 }
 
@@ -153,9 +172,6 @@ void state_reset(tm_state *s) { memset(s->seq_len, 0, sizeof(int) * (size_t)s->n
 
 /* ---- local experts --------------------------------------------------------- */
 
-/* Tokens are grouped per expert so each expert runs one matrix product over
- * all of its tokens; experts run in ascending id order, so the sum order per
- * token is fixed. */
 /* One token (decode at batch 1): the k experts' gate and up projections run
  * as one pass of 2k matrix-vector products and their down projections as a
  * second, so the thread pool wakes twice per layer instead of 3k times. */
@@ -187,46 +203,33 @@ static void local_one_token(const tm_model *m, tm_state *s, int layer, const flo
         ys[j] = y + (size_t)j * H;
     }
     kern_matvec_many(k, dn, xs, ys);
-    /* ascending expert id, as the batched path sums */
+    /* ascending expert id, as the grouped path sums */
     for (int e = 0, done = 0; done < k; e++)
-        for (int j = 0; j < k; j++)
+        for (int j = 0, seen = 0; j < k; j++)
             if (ids[j] == e) {
                 kern_axpy(out, w[j], y + (size_t)j * H, H);
+                if (!seen++) s->grp.stats.bytes += expert_bytes(&m->layers[layer].experts[e]);
                 done++;
             }
 }
 
+/* A layer's batch of T > 1 tokens goes through the grouped path (expert.h):
+ * two passes of the thread pool per layer, each weight row read once. */
 static int local_run_layer(moe_backend *b, int layer, const float *x, int T, const int32_t *ids, const float *w,
                            int k, float *out)
 {
     tm_state *s = b->ctx;
     const tm_model *m = s->local_model;
     if (T == 1 && k <= KERN_MANY_MAX) {
+        double t0 = tm_now();
         local_one_token(m, s, layer, x, ids, w, k, out);
+        s->grp.stats.calls++;
+        s->grp.stats.pairs += (uint64_t)k;
+        s->grp.stats.flops += 6.0 * k * (double)m->cfg.hidden_size * (double)m->cfg.moe_intermediate_size;
+        s->grp.stats.seconds += tm_now() - t0;
         return 0;
     }
-    int E = m->cfg.num_experts, H = m->cfg.hidden_size;
-    int *count = s->order + (size_t)T * k; /* [E + 1] start offsets */
-    int *slot = s->order;                  /* [T * k] flat (t * k + j) indices grouped by expert */
-    memset(count, 0, sizeof(int) * (size_t)(E + 1));
-    for (int i = 0; i < T * k; i++) count[ids[i] + 1]++;
-    for (int e = 0; e < E; e++) count[e + 1] += count[e];
-    for (int i = 0; i < T * k; i++) slot[count[ids[i]]++] = i;
-    for (int e = E; e > 0; e--) count[e] = count[e - 1];
-    count[0] = 0;
-    for (int e = 0; e < E; e++) {
-        int n = count[e + 1] - count[e];
-        if (!n) continue;
-        const tm_expert *ex = &m->layers[layer].experts[e];
-        TM_ASSERT_MSG(ex->gate.data, "local backend: expert not loaded");
-        for (int r = 0; r < n; r++)
-            memcpy(s->gather + (size_t)r * H, x + (size_t)(slot[count[e] + r] / k) * H, sizeof(float) * (size_t)H);
-        expert_forward(ex, s->gather, n, s->mlp_out, s->mlp_scratch);
-        for (int r = 0; r < n; r++) {
-            int i = slot[count[e] + r];
-            kern_axpy(out + (size_t)(i / k) * H, w[i], s->mlp_out + (size_t)r * H, H);
-        }
-    }
+    expert_group_run(&s->grp, m->layers[layer].experts, x, T, ids, w, k, out);
     return 0;
 }
 
@@ -239,23 +242,38 @@ moe_backend model_local_backend(const tm_model *m, tm_state *s)
 
 /* ---- attention ------------------------------------------------------------- */
 
-static void attention(const tm_model *m, tm_state *s, int l, int T)
-{
-    const tm_config *c = &m->cfg;
-    const tm_layer *ly = &m->layers[l];
-    int H = c->hidden_size, D = c->head_dim, nh = c->num_heads, nkv = c->num_kv_heads;
-    int qd = nh * D, kvd = nkv * D, group = nh / nkv;
-    float scale = 1.0f / sqrtf((float)D);
-    size_t seq_stride = (size_t)s->max_ctx * kvd;
-    float *kl = s->k_cache + (size_t)l * s->n_seq * seq_stride, *vl = s->v_cache + (size_t)l * s->n_seq * seq_stride;
+/* One layer's attention for the T tokens of a call, in two passes of the
+ * thread pool:
+ *   1. per token: q/k RMSNorm, RoPE, and its K and V into the cache;
+ *   2. per (KV head, query token): the group of query heads sharing that KV
+ *      head against the keys of the token's sequence up to its own position
+ *      (causal), through kern_attend_one.  Items are taken from a shared
+ *      counter, longest first, since a late query of a long prompt costs many
+ *      times an early one; each writes only its own output, so the result does
+ *      not depend on the thread count or the order taken.
+ * Prefill and decode run the same arithmetic per query, so a token gets the
+ * same attention output either way. */
+#define ATT_PAR_MIN ((int64_t)1 << 16)
 
-    for (int t = 0; t < T; t++) kern_rmsnorm(s->xn + (size_t)t * H, s->x + (size_t)t * H, ly->attn_norm, H, c->rms_norm_eps);
-    kern_matmul(&ly->wq, s->xn, T, s->q);
-    kern_matmul(&ly->wk, s->xn, T, s->k);
-    kern_matmul(&ly->wv, s->xn, T, s->v);
-    for (int t = 0; t < T; t++) {
+typedef struct {
+    const tm_model *m;
+    tm_state *s;
+    int l, T;
+    float *kl, *vl;          /* this layer's caches: [n_seq, max_ctx, kv_heads * head_dim] f32 */
+    atomic_int next;         /* pass 2: the next item */
+} attn_task;
+
+static void attn_rope_rows(void *arg, int64_t t0, int64_t t1)
+{
+    const attn_task *a = arg;
+    const tm_config *c = &a->m->cfg;
+    const tm_layer *ly = &a->m->layers[a->l];
+    tm_state *s = a->s;
+    int D = c->head_dim, nh = c->num_heads, nkv = c->num_kv_heads, qd = nh * D, kvd = nkv * D;
+    size_t seq_stride = (size_t)s->max_ctx * kvd;
+    for (int64_t t = t0; t < t1; t++) {
         int pos = s->tok_pos[t];
-        float *kc = kl + (size_t)s->tok_seq[t] * seq_stride, *vc = vl + (size_t)s->tok_seq[t] * seq_stride;
+        float *kc = a->kl + (size_t)s->tok_seq[t] * seq_stride, *vc = a->vl + (size_t)s->tok_seq[t] * seq_stride;
         float *q = s->q + (size_t)t * qd, *k = s->k + (size_t)t * kvd;
         for (int h = 0; h < nh; h++) kern_rmsnorm(q + h * D, q + h * D, ly->q_norm, D, c->rms_norm_eps);
         for (int h = 0; h < nkv; h++) kern_rmsnorm(k + h * D, k + h * D, ly->k_norm, D, c->rms_norm_eps);
@@ -270,41 +288,51 @@ static void attention(const tm_model *m, tm_state *s, int l, int T)
         memcpy(kc + (size_t)pos * kvd, k, sizeof(float) * (size_t)kvd);
         memcpy(vc + (size_t)pos * kvd, s->v + (size_t)t * kvd, sizeof(float) * (size_t)kvd);
     }
-    /* Causal attention over runs of consecutive tokens of one sequence, in
-     * blocks of ATT_BLOCK queries: per head, scores = Q·Kᵀ and out = P·V are
-     * two matrix products against the cached K and V of that sequence.  A
-     * lone query (decode) takes kern_attend_one instead. */
-    for (int t0 = 0; t0 < T;) {
-        int q_seq = s->tok_seq[t0], n = 1;
-        while (t0 + n < T && n < ATT_BLOCK && s->tok_seq[t0 + n] == q_seq && s->tok_pos[t0 + n] == s->tok_pos[t0] + n)
-            n++;
-        int p0 = s->tok_pos[t0], L = p0 + n; /* keys 0..L-1 */
-        const float *kc = kl + (size_t)q_seq * seq_stride, *vc = vl + (size_t)q_seq * seq_stride;
-        float *att = s->att + (size_t)t0 * qd;
-        if (n == 1) { /* a decode step: each KV head's group of query heads at once */
-            for (int kh = 0; kh < nkv; kh++)
-                kern_attend_one(s->q + (size_t)t0 * qd + (size_t)kh * group * D, group, kc + (size_t)kh * D,
-                                vc + (size_t)kh * D, kvd, L, D, scale, s->scores, att + (size_t)kh * group * D);
-            t0 += n;
-            continue;
-        }
-        for (int h = 0; h < nh; h++) {
-            int kh = h / group;
-            const float *q = s->q + (size_t)t0 * qd + (size_t)h * D;
-            float *sc = s->scores; /* [n, L] */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, L, D, scale, q, qd, kc + (size_t)kh * D, kvd,
-                        0.0f, sc, L);
-            for (int i = 0; i < n; i++) {
-                float *row = sc + (size_t)i * L;
-                int visible = p0 + i + 1;
-                kern_softmax(row, visible);
-                for (int j = visible; j < L; j++) row[j] = 0.0f;
-            }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, D, L, 1.0f, sc, L, vc + (size_t)kh * D, kvd,
-                        0.0f, att + (size_t)h * D, qd);
-        }
-        t0 += n;
+}
+
+/* The pool calls this once per thread (range [slot, slot + 1)), or once with
+ * the whole range when it runs serially; the slot picks the scores scratch. */
+static void attn_items(void *arg, int64_t slot, int64_t slot_end)
+{
+    attn_task *a = arg;
+    const tm_config *c = &a->m->cfg;
+    tm_state *s = a->s;
+    int D = c->head_dim, nh = c->num_heads, nkv = c->num_kv_heads, group = nh / nkv;
+    int qd = nh * D, kvd = nkv * D, T = a->T;
+    float scale = 1.0f / sqrtf((float)D);
+    size_t seq_stride = (size_t)s->max_ctx * kvd;
+    float *scores = s->scores + (size_t)slot * group * s->max_ctx; /* [group, max_ctx] */
+    (void)slot_end;
+    for (int i; (i = atomic_fetch_add_explicit(&a->next, 1, memory_order_relaxed)) < T * nkv;) {
+        int kh = i % nkv, t = T - 1 - i / nkv; /* longest first */
+        const float *kc = a->kl + (size_t)s->tok_seq[t] * seq_stride, *vc = a->vl + (size_t)s->tok_seq[t] * seq_stride;
+        size_t off = (size_t)t * qd + (size_t)kh * group * D;
+        kern_attend_one(s->q + off, group, kc + (size_t)kh * D, vc + (size_t)kh * D, kvd, s->tok_pos[t] + 1, D, scale,
+                        scores, s->att + off);
     }
+}
+
+static void attention(const tm_model *m, tm_state *s, int l, int T)
+{
+    const tm_config *c = &m->cfg;
+    const tm_layer *ly = &m->layers[l];
+    int H = c->hidden_size, kvd = c->num_kv_heads * c->head_dim;
+    size_t layer_stride = (size_t)s->n_seq * s->max_ctx * kvd;
+
+    for (int t = 0; t < T; t++) kern_rmsnorm(s->xn + (size_t)t * H, s->x + (size_t)t * H, ly->attn_norm, H, c->rms_norm_eps);
+    kern_matmul(&ly->wq, s->xn, T, s->q);
+    kern_matmul(&ly->wk, s->xn, T, s->k);
+    kern_matmul(&ly->wv, s->xn, T, s->v);
+    attn_task a = {m, s, l, T, s->k_cache + (size_t)l * layer_stride, s->v_cache + (size_t)l * layer_stride, 0};
+    /* Either pass runs on the calling thread when its work (multiply-adds,
+     * roughly) is below a pool wake-up's worth: one decode token, tiny models. */
+    int64_t qkd = (int64_t)(c->num_heads + c->num_kv_heads) * c->head_dim, keys = 0;
+    for (int t = 0; t < T; t++) keys += s->tok_pos[t] + 1;
+    if ((int64_t)T * qkd >= ATT_PAR_MIN) kern_parallel_for(T, 1, attn_rope_rows, &a);
+    else attn_rope_rows(&a, 0, T);
+    int slots = TM_MIN(kern_threads(), s->att_slots);
+    if (keys * 2 * c->num_heads * c->head_dim >= ATT_PAR_MIN && slots > 1) kern_parallel_for(slots, 1, attn_items, &a);
+    else attn_items(&a, 0, 1);
     kern_matmul(&ly->wo, s->att, T, s->xn); /* xn reused as the projection output */
     for (size_t i = 0; i < (size_t)T * H; i++) s->x[i] += s->xn[i];
 }
@@ -391,6 +419,7 @@ static tm_status place_tokens(tm_state *s, const int *seq, int T, tm_err *err)
 
 static void advance(tm_state *s, int T)
 {
+    if (s->n_calls++ == 0) s->moe_first = s->grp.stats;
     for (int t = 0; t < T; t++)
         if (s->tok_pos[t] + 1 > s->seq_len[s->tok_seq[t]]) s->seq_len[s->tok_seq[t]] = s->tok_pos[t] + 1;
 }

@@ -45,7 +45,7 @@ typedef struct {
     int norm_topk_prob;
 } mk_preset;
 
-/* The built-in presets: "omni30b", "omni48-small", "tiny".  NULL if unknown. */
+/* The built-in presets: "omni30b", "omni30b-12", "omni48-small", "tiny".  NULL if unknown. */
 const mk_preset *mk_preset_find(const char *name);
 int mk_preset_count(void);
 const mk_preset *mk_preset_at(int i);

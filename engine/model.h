@@ -115,16 +115,18 @@ typedef struct {
     float *k;           /* [T, kv_heads * head_dim] */
     float *v;           /* [T, kv_heads * head_dim] */
     float *att;         /* [T, heads * head_dim] */
-    float *scores;      /* [64, max_ctx] attention probabilities of a query block */
+    float *scores;      /* [att_slots, heads / kv_heads, max_ctx] attention probabilities, per thread */
+    int att_slots;      /* threads the attention pass may use: kern_threads() at state_init */
     float *probs;       /* [T, experts] */
     int32_t *sel_ids;   /* [T, top_k] */
     float *sel_w;       /* [T, top_k] */
     float *moe_out;     /* [T, hidden] */
-    float *mlp_scratch; /* [T, 2 * max(inter, moe_inter)] */
-    float *mlp_out;     /* [T, hidden] */
-    int *order;         /* [T * top_k] grouping scratch */
-    float *gather;      /* [T, hidden] */
+    float *mlp_scratch; /* [T, 2 * max(inter, moe_inter)] dense MLP layers */
     float *dec_scratch; /* [top_k, 2 * moe_inter + hidden] one-token expert outputs */
+    expert_group grp;   /* the local experts of a batch of T > 1, sized for T * top_k pairs;
+                           its counters also take the one-token calls */
+    expert_group_stats moe_first; /* grp's counters after the first forward call */
+    int n_calls;        /* forward calls completed */
     /* per-call observers (may be NULL) */
     void (*on_hidden)(void *ctx, int layer, const float *x, int T); /* residual after each layer */
     void (*on_route)(void *ctx, int layer, const int32_t *ids, const float *w, const float *probs, int T);

@@ -54,12 +54,10 @@ typedef struct {
     uint8_t *out;      /* header + [cap, H] wire dtype */
     float *x;          /* [cap, H] f32 rows */
     float *partial;    /* [cap, H] f32 */
-    float *gather;     /* [cap, H] f32 */
-    float *y;          /* [cap, H] f32 */
-    float *scratch;    /* [cap, 2 * inter] f32 */
-    int *count;        /* [E + 1] */
-    int *slot;         /* [cap * K] (row * pairs + j) grouped by expert */
+    int32_t *ids;      /* [cap * K] expert of each (row, slot); -1: none */
+    float *wts;        /* [cap * K] its weight */
     wire_pair *pairs;  /* [cap * K] */
+    expert_group grp;  /* the grouped expert path (expert.h), grown with requests */
 
     uint32_t seq;
     int last_step;
@@ -77,19 +75,15 @@ static void worker_grow(worker *w, int rows, int pairs)
     free(w->out);
     free(w->x);
     free(w->partial);
-    free(w->gather);
-    free(w->y);
-    free(w->scratch);
-    free(w->slot);
+    free(w->ids);
+    free(w->wts);
     free(w->pairs);
     size_t rh = (size_t)cap * w->H;
     w->out = tm_malloc(WIRE_HEADER_BYTES + rh * sizeof(float));
     w->x = tm_malloc(rh * sizeof(float));
     w->partial = tm_malloc(rh * sizeof(float));
-    w->gather = tm_malloc(rh * sizeof(float));
-    w->y = tm_malloc(rh * sizeof(float));
-    w->scratch = tm_malloc((size_t)cap * 2 * TM_MAX(w->inter, 1) * sizeof(float));
-    w->slot = tm_malloc((size_t)cap * w->K * sizeof(int));
+    w->ids = tm_malloc((size_t)cap * w->K * sizeof(int32_t));
+    w->wts = tm_malloc((size_t)cap * w->K * sizeof(float));
     w->pairs = tm_malloc((size_t)cap * w->K * sizeof(wire_pair));
 }
 
@@ -99,12 +93,10 @@ static void worker_free(worker *w)
     free(w->out);
     free(w->x);
     free(w->partial);
-    free(w->gather);
-    free(w->y);
-    free(w->scratch);
-    free(w->count);
-    free(w->slot);
+    free(w->ids);
+    free(w->wts);
     free(w->pairs);
+    expert_group_free(&w->grp);
     if (w->pm.offsets) place_free(&w->pm);
     if (w->have_model) model_free(&w->m);
 }
@@ -261,7 +253,7 @@ static void worker_start(worker *w, const char *model_dir, const dist_params *p,
     free(buf);
     /* On an error the coordinator reports it and aborts the job; we wait in
      * the serve loop like any worker, so there is a single message. */
-    w->count = tm_calloc((size_t)TM_MAX(w->E, 1) + 1, sizeof(int));
+    if (w->have_model && !errbuf[0]) expert_group_init(&w->grp, w->E, w->H, w->inter, 16 * w->K);
     worker_grow(w, 16, w->K);
 }
 
@@ -310,50 +302,32 @@ static void check_request(worker *w, int count, wire_header *h)
     w->last_step = h->step;
 }
 
-/* Groups the (row, slot) pairs by expert with a counting sort, experts
- * ascending: w->count[e]..w->count[e+1] index w->slot.  Returns the number
- * of (token, expert) pairs; an expert this rank does not host ends the job. */
-static int group_by_expert(worker *w, const wire_header *h, int rows, int P)
+/* The request's (expert, weight) pairs as the two arrays the grouped path
+ * takes (-1: no pair).  Returns the number of (token, expert) pairs; an
+ * expert this rank does not host ends the job. */
+static int take_pairs(worker *w, const wire_header *h, int rows, int P)
 {
     const int E = w->E, layer = h->layer;
-    int *count_e = w->count, *slot = w->slot;
-    memset(count_e, 0, sizeof(int) * (size_t)(E + 1));
+    int n_pairs = 0;
     for (int i = 0; i < rows * P; i++) {
         int e = w->pairs[i].expert;
-        if (e < 0) continue;
-        if (e >= E || !w->m.layers[layer].experts[e].gate.data)
+        if (e >= 0 && (e >= E || !w->m.layers[layer].experts[e].gate.data))
             dist_die(1, "step %d, layer %d: asked to run expert %d, which this rank does not host (placement "
                      "mismatch)", h->step, layer, e);
-        count_e[e + 1]++;
+        w->ids[i] = e < 0 ? -1 : e;
+        w->wts[i] = w->pairs[i].weight;
+        n_pairs += e >= 0;
     }
-    for (int e = 0; e < E; e++) count_e[e + 1] += count_e[e];
-    int n_pairs = count_e[E];
-    for (int i = 0; i < rows * P; i++) {
-        int e = w->pairs[i].expert;
-        if (e >= 0) slot[count_e[e]++] = i;
-    }
-    for (int e = E; e > 0; e--) count_e[e] = count_e[e - 1];
-    count_e[0] = 0;
     return n_pairs;
 }
 
-/* partial[row] = Σ weight · expert(x[row]) over the row's pairs, each expert
- * once over all of its rows, experts ascending: bitwise repeatable. */
+/* partial[row] = Σ weight · expert(x[row]) over the row's pairs: each
+ * expert's weights read once for all of its rows (expert.h's grouped path),
+ * experts summed in ascending id: bitwise repeatable. */
 static void compute_experts(worker *w, int layer, int rows, int P)
 {
-    const int H = w->H, E = w->E;
-    const int *count_e = w->count, *slot = w->slot;
-    memset(w->partial, 0, sizeof(float) * (size_t)rows * H);
-    for (int e = 0; e < E; e++) {
-        int n = count_e[e + 1] - count_e[e];
-        if (!n) continue;
-        const int *s = slot + count_e[e];
-        for (int r = 0; r < n; r++)
-            memcpy(w->gather + (size_t)r * H, w->x + (size_t)(s[r] / P) * H, sizeof(float) * (size_t)H);
-        expert_forward(&w->m.layers[layer].experts[e], w->gather, n, w->y, w->scratch);
-        for (int r = 0; r < n; r++)
-            kern_axpy(w->partial + (size_t)(s[r] / P) * H, w->pairs[s[r]].weight, w->y + (size_t)r * H, H);
-    }
+    memset(w->partial, 0, sizeof(float) * (size_t)rows * w->H);
+    expert_group_run(&w->grp, w->m.layers[layer].experts, w->x, rows, w->ids, w->wts, P, w->partial);
 }
 
 /* The RESULT message in w->out: one pre-summed row per token, with the
@@ -422,7 +396,7 @@ static void worker_dispatch(worker *w, int count)
     wire_unpack_rows(w->dt, act, (size_t)rows * H, w->x);
     memcpy(w->pairs, act + (size_t)rows * row_bytes, (size_t)rows * P * sizeof(wire_pair));
     double t1 = tm_now();
-    int n_pairs = group_by_expert(w, &h, rows, P);
+    int n_pairs = take_pairs(w, &h, rows, P);
     compute_experts(w, h.layer, rows, P);
     double t2 = tm_now();
     size_t send_bytes = pack_reply(w, &h, rows, fire);

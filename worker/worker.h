@@ -6,9 +6,9 @@
  * the handshake and then serves DISPATCH requests until SHUTDOWN:
  *
  *   for each request [rows, hidden] + [rows, pairs] (expert, weight):
- *     group the (row, expert) pairs by expert, ascending;
- *     per expert: gather its rows, expert_forward once over all of them,
- *                 partial[row] += weight · y   (fixed order: bitwise repeatable)
+ *     partial[row] = Σ weight · expert(x[row]) through the grouped path
+ *       (core/expert.h: pairs grouped by expert, two pool passes, each
+ *       weight row read once; fixed order, bitwise repeatable for any -t);
  *     reply with partial [rows, hidden] in the wire dtype.
  *
  * Buffers are sized for the largest request seen so far and reused.
