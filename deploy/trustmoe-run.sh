@@ -21,7 +21,8 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 model="" workers="" hostfile="" local=0 cores=1 worker_model="" show=0 dry=0
 bin=${TRUSTMOE:-$here/build/trustmoe}
 extra=()
-usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
+# the header comment above, up to its first non-comment line
+usage() { sed -n '2,/^[^#]/{/^#/s/^# \{0,1\}//p}' "$0"; exit "${1:-2}"; }
 while [ $# -gt 0 ]; do
     case $1 in
     -m) model=$2; shift 2 ;;

@@ -306,6 +306,16 @@ out:
 
 /* ---- show ---------------------------------------------------------------------------- */
 
+/* show, check and dump only read: opening a missing path would create an
+ * empty database and report on nothing. */
+static tm_status db_must_exist(const char *path, tm_err *err)
+{
+    if (access(path, F_OK) != 0)
+        return tm_errf(err, TM_EINPUT, "--trust-db %s: no such database (trust fit-contexts or train creates one)",
+                       path);
+    return TM_OK;
+}
+
 static int show(int argc, char **argv)
 {
     const char *cmd = "trust show";
@@ -315,6 +325,7 @@ static int show(int argc, char **argv)
     tm_status st = trust_opts_take(&argc, argv, &to, &err);
     if (!st && argc > 1) st = tm_errf(&err, TM_EINPUT, "unknown option '%s'", argv[1]);
     if (!st && !to.db_path) st = tm_errf(&err, TM_EINPUT, "--trust-db PATH is required");
+    if (!st) st = db_must_exist(to.db_path, &err);
     if (st) return cli_fail(cmd, &err, st);
     trust_db db;
     if ((st = trust_db_open(&db, to.db_path, NULL, &err))) return cli_fail(cmd, &err, st);
@@ -323,9 +334,10 @@ static int show(int argc, char **argv)
     const char *sql = "SELECT model, context, count(*), sum(evidence), avg(trust), min(trust), max(trust) "
                       "FROM trust GROUP BY model, context ORDER BY model, context";
     if (sqlite3_prepare_v2(db.db, sql, -1, &q, NULL) == SQLITE_OK) {
-        printf("model  context  entries  evidence  mean_trust  min  max\n");
+        printf("%-26s %-12s %8s %10s %10s %8s %8s\n", "model", "context", "entries", "evidence", "mean_trust",
+               "min", "max");
         while (sqlite3_step(q) == SQLITE_ROW)
-            printf("%s  %s  %lld  %lld  %.4f  %.4f  %.4f\n", sqlite3_column_text(q, 0), sqlite3_column_text(q, 1),
+            printf("%-26s %-12s %8lld %10lld %10.4f %8.4f %8.4f\n", sqlite3_column_text(q, 0), sqlite3_column_text(q, 1),
                    (long long)sqlite3_column_int64(q, 2), (long long)sqlite3_column_int64(q, 3),
                    sqlite3_column_double(q, 4), sqlite3_column_double(q, 5), sqlite3_column_double(q, 6));
     }
@@ -352,6 +364,7 @@ static int open_db_only(const char *cmd, int argc, char **argv, trust_db *db)
     tm_status st = trust_opts_take(&argc, argv, &to, &err);
     if (!st && argc > 1) st = tm_errf(&err, TM_EINPUT, "unknown option '%s'", argv[1]);
     if (!st && !to.db_path) st = tm_errf(&err, TM_EINPUT, "--trust-db PATH is required");
+    if (!st) st = db_must_exist(to.db_path, &err);
     if (!st) st = trust_db_open(db, to.db_path, NULL, &err);
     return st ? cli_fail(cmd, &err, st) : 0;
 }
@@ -392,12 +405,14 @@ static int dump(int argc, char **argv)
     if (sqlite3_prepare_v2(db.db,
                            "SELECT model, context, layer, expert, trust, evidence, last_quality, last_credit, "
                            "hex(window) FROM trust ORDER BY model, context, layer, expert",
-                           -1, &q, NULL) == SQLITE_OK)
+                           -1, &q, NULL) == SQLITE_OK) {
+        printf("model context layer expert trust evidence last_quality last_credit window\n");
         while (sqlite3_step(q) == SQLITE_ROW)
             printf("%s %s %d %d %.17g %lld %.17g %.17g %s\n", sqlite3_column_text(q, 0), sqlite3_column_text(q, 1),
                    sqlite3_column_int(q, 2), sqlite3_column_int(q, 3), sqlite3_column_double(q, 4),
                    (long long)sqlite3_column_int64(q, 5), sqlite3_column_double(q, 6), sqlite3_column_double(q, 7),
                    sqlite3_column_text(q, 8));
+    }
     sqlite3_finalize(q);
     trust_db_close(&db);
     return 0;
