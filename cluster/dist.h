@@ -65,6 +65,8 @@ typedef struct {
     const char *stats_json;
     double idle_timeout;   /* seconds for loading/handshake and a worker's idle wait (default 600) */
     int workers;           /* inspect --workers N: worker ranks to print a placement for (0: none) */
+    int verbose;           /* -v: per-rank tables, and workers' lines while they serve */
+    int quiet;             /* -q: no summary on stderr */
 } dist_params;
 
 typedef enum {

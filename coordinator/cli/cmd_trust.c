@@ -126,8 +126,10 @@ static int run_passes(const char *cmd, int argc, char **argv, int train)
     cli_opts o;
     tm_err err = {{0}};
     trust_opts_default(&to);
-    tm_status st = trust_opts_take(&argc, argv, &to, &err);
-    if (!st) st = cli_parse_opts(argc, argv, &o, &err);
+    cli_cmd which = train ? CLI_TRAIN : CLI_EVAL;
+    tm_status st = cli_check_flags(which, argc, argv, &err);
+    if (!st) st = trust_opts_take(&argc, argv, &to, &err);
+    if (!st) st = cli_parse_opts(which, argc, argv, &o, &err);
     if (!st && !to.corpus) st = tm_errf(&err, TM_EINPUT, "--corpus FILE is required");
     if (!st && train && !to.db_path) st = tm_errf(&err, TM_EINPUT, "--trust-db PATH is required");
     if (st) return cli_fail(cmd, &err, st);
@@ -230,8 +232,9 @@ static int fit_contexts(int argc, char **argv)
     cli_opts o;
     tm_err err = {{0}};
     trust_opts_default(&to);
-    tm_status st = trust_opts_take(&argc, argv, &to, &err);
-    if (!st) st = cli_parse_opts(argc, argv, &o, &err);
+    tm_status st = cli_check_flags(CLI_FIT, argc, argv, &err);
+    if (!st) st = trust_opts_take(&argc, argv, &to, &err);
+    if (!st) st = cli_parse_opts(CLI_FIT, argc, argv, &o, &err);
     if (!st && (!to.corpus || !to.db_path)) st = tm_errf(&err, TM_EINPUT, "--corpus FILE and --trust-db PATH are required");
     if (st) return cli_fail(cmd, &err, st);
 
@@ -420,17 +423,25 @@ static int dump(int argc, char **argv)
 
 /* ---- commands -------------------------------------------------------------------------- */
 
-static void trust_usage(FILE *f)
+static void trust_usage(FILE *f, const char *sub)
 {
-    fprintf(f, "usage: trustmoe trust fit-contexts -m DIR --corpus FILE --trust-db PATH [--contexts K] [--window N]\n"
-               "       trustmoe trust train -m DIR --corpus FILE --trust-db PATH [--epochs N] [selection options]\n"
-               "       trustmoe trust show|check|dump --trust-db PATH\n"
-               "fit-contexts clusters the mean token embedding of each window (k-means) and stores the\n"
-               "centroids; train runs teacher-forced windows and folds each window's quality\n"
-               "q = 1/(1 + ppl/10) into the reputation of the experts that carried its routing weight;\n"
-               "show summarises a database, check runs PRAGMA integrity_check, dump prints every entry.\n");
-    trust_opts_usage(f);
-    cli_usage_common(f);
+    int all = !sub;
+    if (all || !strcmp(sub, "fit-contexts")) {
+        fprintf(f, "usage: trustmoe trust fit-contexts -m DIR --corpus FILE --trust-db PATH [--contexts K] [--window N]\n"
+                   "Clusters the mean token embedding of each window (k-means) and stores the centroids.\n");
+        if (!all) cli_usage(f, CLI_FIT);
+    }
+    if (all || !strcmp(sub, "train")) {
+        fprintf(f, "usage: trustmoe trust train -m DIR --corpus FILE --trust-db PATH [--epochs N] [selection options]\n"
+                   "Runs teacher-forced windows and folds each window's quality q = 1/(1 + ppl/10) into the\n"
+                   "reputation of the experts that carried its routing weight.\n");
+        if (!all) cli_usage(f, CLI_TRAIN);
+    }
+    if (all || !strcmp(sub, "show") || !strcmp(sub, "check") || !strcmp(sub, "dump"))
+        fprintf(f, "usage: trustmoe trust show|check|dump --trust-db PATH\n"
+                   "show summarises an existing database, check runs PRAGMA integrity_check (exit 1 unless ok),\n"
+                   "dump prints every entry with a header line.  A missing PATH is an error.\n");
+    if (all) fprintf(f, "'trustmoe trust SUBCOMMAND --help' lists a subcommand's options.\n");
 }
 
 /* The reputation commands run in one process: under mpirun with several
@@ -449,12 +460,12 @@ int cmd_trust(int argc, char **argv)
 {
     if (refuse_mpi("trust")) return 2;
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
-        trust_usage(argc < 2 ? stderr : stdout);
+        trust_usage(argc < 2 ? stderr : stdout, NULL);
         return argc < 2 ? 2 : 0;
     }
     const char *sub = argv[1];
     if (cli_wants_help(argc - 1, argv + 1)) {
-        trust_usage(stdout);
+        trust_usage(stdout, sub);
         return 0;
     }
     if (!strcmp(sub, "fit-contexts")) return fit_contexts(argc - 1, argv + 1);
@@ -473,8 +484,7 @@ int cmd_eval(int argc, char **argv)
         printf("usage: trustmoe eval -m DIR --corpus FILE [--trust-db PATH] [selection options] [--stats-json PATH]\n"
                "Teacher-forced perplexity over the corpus in windows, and per-layer expert diversity;\n"
                "updates nothing.\n");
-        trust_opts_usage(stdout);
-        cli_usage_common(stdout);
+        cli_usage(stdout, CLI_EVAL);
         return 0;
     }
     return run_passes("eval", argc, argv, 0);
