@@ -48,8 +48,9 @@ cmd=$1
 shift
 
 np=$((workers + 1))
-opts=(--map-by "slot:PE=$cores" --bind-to core -x OPENBLAS_NUM_THREADS=1 -x OMP_NUM_THREADS=1)
-[ "$local" = 1 ] && opts=(--oversubscribe --bind-to none -x OPENBLAS_NUM_THREADS=1 -x OMP_NUM_THREADS=1)
+# -q keeps an error to trustmoe's one line (no exit-status banner from mpirun)
+opts=(-q --map-by "slot:PE=$cores" --bind-to core -x OPENBLAS_NUM_THREADS=1 -x OMP_NUM_THREADS=1)
+[ "$local" = 1 ] && opts=(-q --oversubscribe --bind-to none -x OPENBLAS_NUM_THREADS=1 -x OMP_NUM_THREADS=1)
 [ "$local" = 1 ] && [ "$(id -u)" = 0 ] && opts+=(--allow-run-as-root)
 [ -n "$hostfile" ] && opts+=(--hostfile "$hostfile")
 args=("$cmd" -m "$model" -t "$cores" "${extra[@]}" "$@")
