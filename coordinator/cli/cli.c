@@ -120,7 +120,7 @@ static const cli_option options[] = {
     {"--no-echo", NULL, NULL, G, GRP_OUTPUT, "do not print the prompt before the text (default: echo at a terminal)"},
     {"-q", "--quiet", NULL, G | L, GRP_OUTPUT, "nothing on stderr but errors (default: a summary)"},
     {"-v", "--verbose", NULL, G | L, GRP_OUTPUT,
-     "also per-rank, per-layer and trust tables, and worker lines (default off)"},
+     "also the time split, per-rank, per-layer and trust tables, workers' start-up lines (default off)"},
     {"--stats-json", NULL, "FILE", G | L | TR | E, GRP_OUTPUT,
      "write the run's statistics (throughput, time split, bytes, expert load) to FILE"},
     {"-c", "--ctx-size", "N", G | L, GRP_MODEL,
