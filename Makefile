@@ -10,7 +10,9 @@ CC := mpicc
 endif
 BUILD   ?= build
 OPT     ?= -O2
-CFLAGS  ?= $(OPT) -g -march=x86-64-v3
+# Baseline x86-64: the kernels carry their own AVX2/AVX-512 targets per
+# function (core/kern_bf16.c, core/kernels.c) and pick one at run time.
+CFLAGS  ?= $(OPT) -g
 PKGS    := openblas cunit libcjson libutf8proc sqlite3 libprotobuf-c libmicrohttpd
 PROTOC  ?= protoc-c
 DEPS_OK := $(BUILD)/.deps-ok
@@ -92,7 +94,7 @@ test: $(BUILD)/trustmoe $(TEST_BIN) $(FUZZ_REPLAY)
 
 asan:
 	$(MAKE) BUILD=build-asan OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined" \
-	    CFLAGS="-O1 -g -march=x86-64-v3 -fno-omit-frame-pointer -fsanitize=address,undefined" test
+	    CFLAGS="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined" test
 
 bench: $(BUILD)/trustmoe $(BENCH_BIN)
 	BUILD=$(BUILD) ./bench/run_bench.sh

@@ -45,7 +45,7 @@ typedef struct {
 
 /* Sums a range of chunks with four AVX2 accumulators: loads only, no stores
  * to the stream, as in a matrix-vector product. */
-static void probe_range(void *arg, int64_t c0, int64_t c1)
+__attribute__((target("avx2"))) static void probe_range(void *arg, int64_t c0, int64_t c1)
 {
     const probe_arg *a = arg;
     for (int64_t c = c0; c < c1; c++) {

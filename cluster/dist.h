@@ -65,6 +65,8 @@ typedef struct {
     const char *stats_json;
     double idle_timeout;   /* seconds for loading/handshake and a worker's idle wait (default 600) */
     int workers;           /* inspect --workers N: worker ranks to print a placement for (0: none) */
+    int verbose;           /* -v: per-rank tables, and workers' lines while they serve */
+    int quiet;             /* -q: no summary on stderr */
 } dist_params;
 
 typedef enum {
@@ -89,6 +91,9 @@ void dist_usage(FILE *f);
 void dist_init(int *argc, char ***argv, int *rank, int *size);
 int dist_mpi_active(void);
 
+/* "trustmoe 0.1, wire vN, build ID": what the handshake compares, and --version. */
+const char *dist_build_version(void);
+
 /* This process's rank and the job's size (0 and 1 outside MPI). */
 int dist_rank(void);
 int dist_size(void);
@@ -101,7 +106,6 @@ void dist_finalize(void);
 #ifdef TM_DIST_INTERNAL
 #include <mpi.h>
 MPI_Comm dist_comm(void);
-const char *dist_build_version(void);
 const char *dist_hostname(void);
 /* Wait for every request in reqs[0..n) (MPI_REQUEST_NULL entries are done).
  * Returns the index of the first request still open at the deadline, -1

@@ -5,6 +5,7 @@
 #include <cJSON.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 size_t place_expert_bytes(const tm_config *c, tm_dtype wdt)
 {
@@ -310,6 +311,11 @@ tm_status place_build(place_map *pm, const tm_config *c, size_t expert_bytes, in
                          replicas, n_workers);
         else
             place_policy(pm, is_policy(policy, "round-robin"), replicas);
+    } else if (access(policy, F_OK) != 0) {
+        st = tm_errf(err, TM_EINPUT,
+                     "--placement '%s' is none of contiguous, round-robin, balanced:STATS (an earlier --stats-json) "
+                     "or an existing JSON placement file",
+                     policy);
     } else {
         if (replicas > 1)
             st = tm_errf(err, TM_EINPUT,

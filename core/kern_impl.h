@@ -12,8 +12,8 @@
 /* The four sums of a0..a3 at once: two rounds of horizontal adds, then the
  * two 128-bit halves (lane i holds Σ ai).  With short rows (omni48-small's
  * down projection has 128 columns) four separate reductions cost as much as
- * the products.  The library is built for x86-64-v3, so AVX2 is always there. */
-static inline __m128 kern_hsum4_256(__m256 a0, __m256 a1, __m256 a2, __m256 a3)
+ * the products.  Only AVX2 (or wider) code calls it. */
+__attribute__((target("avx2,fma"))) static inline __m128 kern_hsum4_256(__m256 a0, __m256 a1, __m256 a2, __m256 a3)
 {
     __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
     return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));

@@ -411,7 +411,21 @@ void kern_matmul2(const tm_mat *a, const tm_mat *b, const float *x, int n, float
 
 /* ---- elementwise --------------------------------------------------------- */
 
-void kern_rmsnorm(float *out, const float *x, const float *w, int n, float eps)
+/* The library is built for baseline x86-64: the AVX2 code below carries its
+ * own target and runs only where the CPU has AVX2 and FMA. */
+#define AVX2_FN __attribute__((target("avx2,fma")))
+static int elem_avx2 = -1;
+static inline int use_avx2(void)
+{
+    int v = __atomic_load_n(&elem_avx2, __ATOMIC_RELAXED);
+    if (v < 0) { /* racing first calls store the same value */
+        v = kern_isa_supported(KERN_ISA_AVX2);
+        __atomic_store_n(&elem_avx2, v, __ATOMIC_RELAXED);
+    }
+    return v;
+}
+
+AVX2_FN static void rmsnorm_avx2(float *out, const float *x, const float *w, int n, float eps)
 {
     __m256 acc = _mm256_setzero_ps(), z = acc;
     int i = 0;
@@ -426,6 +440,18 @@ void kern_rmsnorm(float *out, const float *x, const float *w, int n, float eps)
     for (i = 0; i + 8 <= n; i += 8)
         _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_loadu_ps(w + i), _mm256_mul_ps(_mm256_loadu_ps(x + i), iv)));
     for (; i < n; i++) out[i] = w[i] * (x[i] * inv);
+}
+
+void kern_rmsnorm(float *out, const float *x, const float *w, int n, float eps)
+{
+    if (use_avx2()) {
+        rmsnorm_avx2(out, x, w, n, eps);
+        return;
+    }
+    float ss = 0.f;
+    for (int i = 0; i < n; i++) ss += x[i] * x[i];
+    float inv = 1.0f / sqrtf(ss / (float)n + eps);
+    for (int i = 0; i < n; i++) out[i] = w[i] * (x[i] * inv);
 }
 
 void kern_softmax(float *x, int n)
@@ -444,7 +470,7 @@ void kern_softmax(float *x, int n)
 /* e^x for 8 lanes: x = k·ln2 + r with |r| <= ln2/2, e^r by its Taylor
  * polynomial to degree 7 (relative error under 2e-7), 2^k through the
  * exponent bits; x is clamped to [-87, 88] so 2^k stays a normal float. */
-static inline __m256 exp8(__m256 x)
+AVX2_FN static inline __m256 exp8(__m256 x)
 {
     x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
     __m256 k = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
@@ -464,7 +490,7 @@ static inline __m256 exp8(__m256 x)
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 
-void kern_silu_mul(float *g, const float *u, int n)
+AVX2_FN static int silu_mul_avx2(float *g, const float *u, int n)
 {
     int i = 0;
     for (; i + 8 <= n; i += 8) {
@@ -484,10 +510,17 @@ void kern_silu_mul(float *g, const float *u, int n)
         _mm256_storeu_ps(gt, _mm256_mul_ps(_mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0f), e)), _mm256_loadu_ps(ut)));
         memcpy(g + i, gt, sizeof(float) * (size_t)(n - i));
     }
+    return n;
+}
+
+void kern_silu_mul(float *g, const float *u, int n)
+{
+    int i = use_avx2() ? silu_mul_avx2(g, u, n) : 0;
+    for (; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
 
 /* sc[j] = scale · q·k_j for j in [0, L), four keys per step (D % 8 == 0). */
-static void attend_scores(const float *q, const float *k, int64_t ld, int L, int D, float scale, float *sc)
+AVX2_FN static void attend_scores(const float *q, const float *k, int64_t ld, int L, int D, float scale, float *sc)
 {
     int j = 0;
     for (; j + 4 <= L; j += 4) {
@@ -511,7 +544,7 @@ static void attend_scores(const float *q, const float *k, int64_t ld, int L, int
 }
 
 /* out[D] = Σ_j p[j] · v_j, 32 columns (four registers) per pass over V. */
-static void attend_values(const float *p, const float *v, int64_t ld, int L, int D, float *out)
+AVX2_FN static void attend_values(const float *p, const float *v, int64_t ld, int L, int D, float *out)
 {
     int c = 0;
     for (; c + 32 <= D; c += 32) {
@@ -540,10 +573,11 @@ static void attend_values(const float *p, const float *v, int64_t ld, int L, int
 void kern_attend_one(const float *q, int g, const float *k, const float *v, int64_t ld, int L, int D, float scale,
                      float *scores, float *out)
 {
+    int vec = D % 8 == 0 && use_avx2();
     for (int h = 0; h < g; h++) {
         const float *qh = q + (size_t)h * (size_t)D;
         float *sc = scores + (size_t)h * (size_t)L, *oh = out + (size_t)h * (size_t)D;
-        if (D % 8 == 0) {
+        if (vec) {
             attend_scores(qh, k, ld, L, D, scale, sc);
         } else {
             for (int j = 0; j < L; j++) {
@@ -553,7 +587,7 @@ void kern_attend_one(const float *q, int g, const float *k, const float *v, int6
             }
         }
         kern_softmax(sc, L);
-        if (D % 8 == 0) {
+        if (vec) {
             attend_values(sc, v, ld, L, D, oh);
         } else {
             memset(oh, 0, sizeof(float) * (size_t)D);

@@ -21,7 +21,8 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 model="" workers="" hostfile="" local=0 cores=1 worker_model="" show=0 dry=0
 bin=${TRUSTMOE:-$here/build/trustmoe}
 extra=()
-usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
+# the header comment above, up to its first non-comment line
+usage() { sed -n '2,/^[^#]/{/^#/s/^# \{0,1\}//p}' "$0"; exit "${1:-2}"; }
 while [ $# -gt 0 ]; do
     case $1 in
     -m) model=$2; shift 2 ;;
@@ -47,8 +48,9 @@ cmd=$1
 shift
 
 np=$((workers + 1))
-opts=(--map-by "slot:PE=$cores" --bind-to core -x OPENBLAS_NUM_THREADS=1 -x OMP_NUM_THREADS=1)
-[ "$local" = 1 ] && opts=(--oversubscribe --bind-to none -x OPENBLAS_NUM_THREADS=1 -x OMP_NUM_THREADS=1)
+# -q keeps an error to trustmoe's one line (no exit-status banner from mpirun)
+opts=(-q --map-by "slot:PE=$cores" --bind-to core -x OPENBLAS_NUM_THREADS=1 -x OMP_NUM_THREADS=1)
+[ "$local" = 1 ] && opts=(-q --oversubscribe --bind-to none -x OPENBLAS_NUM_THREADS=1 -x OMP_NUM_THREADS=1)
 [ "$local" = 1 ] && [ "$(id -u)" = 0 ] && opts+=(--allow-run-as-root)
 [ -n "$hostfile" ] && opts+=(--hostfile "$hostfile")
 args=("$cmd" -m "$model" -t "$cores" "${extra[@]}" "$@")

@@ -137,9 +137,10 @@ static Trustmoe__Placement *receive_placement(worker *w, const dist_params *p)
     if (!dist_probe(0, &st, p->idle_timeout))
         dist_die(1, "no placement from the coordinator within %g s (--idle-timeout)", p->idle_timeout);
     if (st.MPI_TAG == DIST_TAG_CONTROL) {
-        /* the coordinator stopped before placing anything */
+        /* the coordinator stopped before placing anything (bad input): it
+         * reports the error; this rank just ends */
         worker_recv(w, &st);
-        dist_die(1, "the coordinator stopped the job before placement");
+        return NULL;
     }
     if (st.MPI_TAG != DIST_TAG_PLACEMENT) dist_die(1, "expected the placement, received tag %d", st.MPI_TAG);
     int n = worker_recv(w, &st);
@@ -221,10 +222,12 @@ static void take_shapes(worker *w, const Trustmoe__Placement *pl, Trustmoe__Hand
     hs->weight_bytes = (uint64_t)hosted * place_expert_bytes(c, w->m.weight_dtype);
 }
 
-static void worker_start(worker *w, const char *model_dir, const dist_params *p, const model_load_params *lp)
+/* Returns 0 when the coordinator stopped the job before the placement. */
+static int worker_start(worker *w, const char *model_dir, const dist_params *p, const model_load_params *lp)
 {
     size_t rss0 = tm_rss_bytes();
     Trustmoe__Placement *pl = receive_placement(w, p);
+    if (!pl) return 0;
 
     Trustmoe__Handshake hs = TRUSTMOE__HANDSHAKE__INIT;
     char errbuf[1200] = "";
@@ -255,6 +258,7 @@ static void worker_start(worker *w, const char *model_dir, const dist_params *p,
      * the serve loop like any worker, so there is a single message. */
     if (w->have_model && !errbuf[0]) expert_group_init(&w->grp, w->E, w->H, w->inter, 16 * w->K);
     worker_grow(w, 16, w->K);
+    return 1;
 }
 
 /* ---- one request ------------------------------------------------------------------- */
@@ -452,9 +456,8 @@ int worker_main(const char *model_dir, const dist_params *p, const model_load_pa
     w.fault = worker_fault_from_env();
     w.comm_timeout = p->comm_timeout;
     w.idle_timeout = p->idle_timeout;
-    worker_start(&w, model_dir, p, lp);
     int code = 0;
-    for (;;) {
+    for (int serving = worker_start(&w, model_dir, p, lp); serving;) {
         MPI_Status st;
         double t0 = tm_now();
         if (!dist_probe(0, &st, w.idle_timeout))

@@ -138,16 +138,15 @@ int cmd_chat(int argc, char **argv)
 {
     if (cli_wants_help(argc, argv)) {
         chat_usage(stdout);
-        cli_usage_common(stdout);
+        cli_usage(stdout, CLI_CHAT);
         return 0;
     }
     cli_opts o;
     tm_err err = {{0}};
-    int n_given = 0;
-    for (int i = 1; i < argc; i++) n_given |= !strcmp(argv[i], "-n");
-    tm_status st = cli_parse_opts(argc, argv, &o, &err);
+    tm_status st = cli_parse_opts(CLI_CHAT, argc, argv, &o, &err);
+    if (st == TM_OK) st = cli_apply_generation_config(&o, &err);
     if (st != TM_OK) return cli_fail("chat", &err, st);
-    if (!n_given) o.n_predict = 512;
+    if (!(o.given & CLI_GIVEN_N)) o.n_predict = 512;
     int rc = 0;
     if (cli_run_worker(&o, &rc)) return rc;
 

@@ -20,6 +20,10 @@ typedef struct {
     int n_out;
     int done;
     const char *stop;
+    int32_t *hist;   /* [n_prompt + n_predict] prompt then output: the penalties' window */
+    tok_stream ts;   /* with a tokenizer: the output as text */
+    char *text;      /* [text_cap] the visible text (special tokens hidden, cut at a stop string) */
+    size_t text_len, text_cap, shown; /* shown: bytes already streamed */
 } gen_seq;
 
 /* ---- prompts --------------------------------------------------------------- */
@@ -36,9 +40,12 @@ static int is_id_list(const char *s)
 static tm_status encode_text(const tok_tokenizer *tok, const cli_opts *o, const char *text, int32_t **ids, int *n,
                              tm_err *err)
 {
-    if (!tok)
-        return tm_errf(err, TM_EINPUT, "%s/tokenizer.json not found: text prompts need a tokenizer (or use --ids)",
-                       o->model_dir);
+    if (!tok) {
+        tok_tokenizer *none = NULL;
+        tm_status st = cli_load_tokenizer(o, 1, &none, err); /* fails, saying how to get one */
+        if (none) tok_free(none);
+        return st != TM_OK ? st : tm_errf(err, TM_EINPUT, "text prompts need a tokenizer");
+    }
     if (!*text) return tm_errf(err, TM_EINPUT, "empty prompt");
     char *wrapped = o->chat ? tok_chat_prompt(o->system, text) : NULL;
     const char *src = wrapped ? wrapped : text;
@@ -76,7 +83,7 @@ static tm_status read_prompts(const tok_tokenizer *tok, const cli_opts *o, gen_s
 {
     char *text = NULL;
     size_t text_len = 0;
-    tm_status st = tm_read_input(o->prompts_file, "prompts file", TM_CAP_PROMPTS, &text, &text_len, err);
+    tm_status st = cli_read_text(o->prompts_file, "prompts file", TM_CAP_PROMPTS, &text, &text_len, err);
     if (st != TM_OK) return st;
     const char *nul = memchr(text, '\0', text_len);
     if (nul) {
@@ -132,11 +139,7 @@ static void add_seq_json(cJSON *obj, const gen_seq *q, const tok_tokenizer *tok)
 {
     cJSON_AddItemToObject(obj, "prompt_ids", json_int_array(q->prompt, q->n_prompt));
     cJSON_AddItemToObject(obj, "ids", json_int_array(q->out, q->n_out));
-    if (tok) {
-        char *t = tok_decode(tok, q->out, (size_t)q->n_out, NULL);
-        cJSON_AddStringToObject(obj, "text", t);
-        free(t);
-    }
+    if (tok) cJSON_AddStringToObject(obj, "text", q->text ? q->text : "");
     cJSON_AddStringToObject(obj, "stop", q->stop ? q->stop : "length");
 }
 
@@ -193,20 +196,27 @@ typedef struct {
     int *batch_of;            /* [n_seqs] the sequence of each decode row */
     int32_t tok_im_end, tok_eot; /* chat stop tokens beyond the config's eos ids (-1: none) */
     int stream;               /* one sequence printed as it comes */
-    tok_stream ts;
-    char *stream_buf;         /* [stream_cap] */
-    size_t stream_cap;
+    int echoed;               /* the prompt was printed before the text */
+    char *piece;              /* [piece_cap] one token's text */
+    size_t piece_cap;
     double t_load, t_prefill, t_decode;
-    int n_decoded;
+    int n_decoded, decode_steps;
 } gen_run;
 
 /* The tokenizer (when the folder has one) and the prompts as ids. */
 static tm_status gen_read_input(gen_run *g, tm_err *err)
 {
     tm_status st;
-    char tok_path[4200];
-    snprintf(tok_path, sizeof tok_path, "%s/tokenizer.json", g->o.model_dir);
-    if (access(tok_path, F_OK) == 0 && (st = tok_load(tok_path, &g->tok, err)) != TM_OK) return st;
+    if ((st = cli_check_model_dir(&g->o, err)) != TM_OK) return st;
+    if ((st = cli_apply_generation_config(&g->o, err)) != TM_OK) return st;
+    if ((st = cli_load_tokenizer(&g->o, g->o.samp.n_stop > 0, &g->tok, err)) != TM_OK) {
+        if (g->o.samp.n_stop) {
+            char msg[sizeof err->msg];
+            snprintf(msg, sizeof msg, "--stop needs a tokenizer: %.900s", err->msg);
+            return tm_errf(err, TM_EINPUT, "%s", msg);
+        }
+        return st;
+    }
     if (g->o.prompts_file) return read_prompts(g->tok, &g->o, &g->seqs, &g->n_seqs, err);
     g->seqs = tm_calloc(1, sizeof *g->seqs);
     g->n_seqs = 1;
@@ -222,7 +232,12 @@ static tm_status gen_setup(gen_run *g, tm_err *err)
     const cli_opts *o = &g->o;
     kern_set_threads(o->threads);
     double t0 = tm_now();
-    if ((st = cli_load_model(&g->o, &g->m, &g->mask, err)) != TM_OK) return st;
+    /* at a terminal the wait for the weights says what it is, then clears */
+    int progress = o->verbosity > 0 && isatty(STDERR_FILENO);
+    if (progress) fprintf(stderr, "trustmoe: loading %s ...", o->model_dir);
+    st = cli_load_model(&g->o, &g->m, &g->mask, err);
+    if (progress) fprintf(stderr, "\r\033[K");
+    if (st != TM_OK) return st;
     g->have_model = 1;
     const tm_config *cfg = &g->m.cfg;
     if ((st = check_prompt_ids(g->seqs, g->n_seqs, cfg, o->model_dir, err)) != TM_OK) return st;
@@ -247,7 +262,18 @@ static tm_status gen_setup(gen_run *g, tm_err *err)
     g->batch_ids = tm_malloc(sizeof(int32_t) * (size_t)g->total_prompt);
     g->batch_seq = tm_malloc(sizeof(int) * (size_t)g->total_prompt);
     g->batch_of = tm_malloc(sizeof(int) * (size_t)g->n_seqs);
-    for (int q = 0; q < g->n_seqs; q++) g->seqs[q].out = tm_malloc(sizeof(int32_t) * (size_t)(o->n_predict + 1));
+    for (int q = 0; q < g->n_seqs; q++) {
+        gen_seq *sq = &g->seqs[q];
+        sq->out = tm_malloc(sizeof(int32_t) * (size_t)(o->n_predict + 1));
+        sq->hist = tm_malloc(sizeof(int32_t) * (size_t)(sq->n_prompt + o->n_predict + 1));
+        memcpy(sq->hist, sq->prompt, sizeof(int32_t) * (size_t)sq->n_prompt);
+        if (g->tok) {
+            tok_stream_init(&sq->ts, g->tok);
+            sq->text_cap = 256;
+            sq->text = tm_malloc(sq->text_cap);
+            sq->text[0] = '\0';
+        }
+    }
     if ((st = cli_start_backend(o, &g->m, &g->s, &g->be, &g->started, err)) != TM_OK) return st;
     g->t_load = tm_now() - t0;
     if (g->selecting) {
@@ -255,14 +281,14 @@ static tm_status gen_setup(gen_run *g, tm_err *err)
         st = cli_trust_begin(&g->tr, &g->to, &g->m, g->seqs[0].prompt, g->seqs[0].n_prompt, &g->sel, err);
         if (st != TM_OK) return st;
         g->have_trust = 1;
+        if (o->verbosity == 0) g->tr.quiet = 1;
     }
     g->tok_im_end = g->tok ? tok_token_id(g->tok, "<|im_end|>") : -1;
     g->tok_eot = g->tok ? tok_token_id(g->tok, "<|endoftext|>") : -1;
-    g->stream = g->n_seqs == 1 && !o->json;
-    if (g->stream && g->tok) {
-        g->stream_cap = tok_stream_cap(g->tok);
-        tok_stream_init(&g->ts, g->tok);
-        g->stream_buf = tm_malloc(g->stream_cap);
+    g->stream = !o->prompts_file && !o->json;
+    if (g->tok) {
+        g->piece_cap = tok_stream_cap(g->tok) + 1;
+        g->piece = tm_malloc(g->piece_cap);
     }
     return TM_OK;
 }
@@ -296,24 +322,77 @@ static tm_status gen_prefill(gen_run *g, tm_err *err)
     return st;
 }
 
-/* Prints a sampled token of the streamed sequence: text, or ids without a
- * tokenizer. */
-static void gen_emit(gen_run *g, const gen_seq *q, int32_t next)
+/* Special tokens (<|im_end|>, <|endoftext|>, <|im_start|>, ...: added
+ * tokens spelled <|...|>) and the eos ids are hidden from the text unless
+ * --special; the ids keep them. */
+static int gen_hidden(const gen_run *g, int32_t id)
 {
-    if (g->tok) {
-        size_t k = tok_stream_push(&g->ts, next, g->stream_buf, g->stream_cap);
-        fwrite(g->stream_buf, 1, k, stdout);
-    } else {
-        printf(q->n_out > 1 ? ",%d" : "%d", next);
+    if (g->o.special) return 0;
+    if (cfg_is_eos(&g->m.cfg, id) || id == g->tok_im_end || id == g->tok_eot) return 1;
+    size_t n = 0;
+    const char *b = tok_token_bytes(g->tok, id, &n);
+    if (!b || n < 4 || n >= 64 || memcmp(b, "<|", 2) || memcmp(b + n - 2, "|>", 2)) return 0;
+    char name[64];
+    memcpy(name, b, n);
+    name[n] = '\0';
+    return tok_token_id(g->tok, name) == id; /* an added token, not text that looks like one */
+}
+
+static void gen_append(gen_seq *q, const char *b, size_t n)
+{
+    if (q->text_len + n + 1 > q->text_cap) {
+        while (q->text_len + n + 1 > q->text_cap) q->text_cap *= 2;
+        q->text = tm_realloc(q->text, q->text_cap);
     }
+    memcpy(q->text + q->text_len, b, n);
+    q->text_len += n;
+    q->text[q->text_len] = '\0';
+}
+
+/* Writes the streamed sequence's text up to `upto`. */
+static void gen_show(gen_seq *q, size_t upto)
+{
+    if (upto <= q->shown) return;
+    fwrite(q->text + q->shown, 1, upto - q->shown, stdout);
+    q->shown = upto;
     fflush(stdout);
 }
 
-/* Marks q done when next ends it: an eos or chat stop id, -n reached, or a
- * full context.  Returns 1 when it stays live. */
-static int gen_continues(gen_run *g, gen_seq *q, int qi, int32_t next)
+/* Adds a sampled token to q's text; returns 1 when a stop string ended it
+ * (the text then ends before the stop string). */
+static int gen_push_text(gen_run *g, gen_seq *q, int32_t next)
+{
+    const sampler_params *sp = &g->smp.p;
+    size_t before = q->text_len;
+    if (!gen_hidden(g, next)) gen_append(q, g->piece, tok_stream_push(&q->ts, next, g->piece, g->piece_cap));
+    if (sp->n_stop && q->text_len > before) {
+        size_t longest = 0;
+        for (int k = 0; k < sp->n_stop; k++) longest = TM_MAX(longest, strlen(sp->stop[k]));
+        size_t from = before > longest ? before - longest + 1 : 0;
+        long at = sampler_stop_find(sp, q->text + from, q->text_len - from);
+        if (at >= 0) {
+            q->text_len = from + (size_t)at;
+            q->text[q->text_len] = '\0';
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* The rest of q's text once it is done: the stream's pending bytes (not
+ * after a stop string). */
+static void gen_end_text(gen_run *g, gen_seq *q)
+{
+    if (q->stop && !strcmp(q->stop, "stop")) return;
+    gen_append(q, g->piece, tok_stream_flush(&q->ts, g->piece, g->piece_cap));
+}
+
+/* Marks q done when next ends it: an eos or chat stop id, a stop string, -n
+ * reached, or a full context.  Returns 1 when it stays live. */
+static int gen_continues(gen_run *g, gen_seq *q, int qi, int32_t next, int stopped)
 {
     if (cfg_is_eos(&g->m.cfg, next) || next == g->tok_im_end || next == g->tok_eot) q->stop = "eos";
+    else if (stopped) q->stop = "stop";
     else if (q->n_out >= g->o.n_predict) q->stop = "length";
     else if (g->s.seq_len[qi] >= g->s.max_ctx) q->stop = "context";
     else return 1;
@@ -321,20 +400,68 @@ static int gen_continues(gen_run *g, gen_seq *q, int qi, int32_t next)
     return 0;
 }
 
+/* The streamed sequence after a sampled token: text (held back while it
+ * could be the start of a stop string), or ids without a tokenizer. */
+static void gen_stream(gen_run *g, gen_seq *q, int32_t next)
+{
+    if (!g->tok) {
+        printf(q->n_out > 1 ? ",%d" : "%d", next);
+        fflush(stdout);
+        return;
+    }
+    if (q->done) {
+        gen_end_text(g, q);
+        gen_show(q, q->text_len);
+    } else {
+        gen_show(q, q->text_len - sampler_stop_holdback(&g->smp.p, q->text, q->text_len));
+    }
+}
+
+/* At a terminal the prompt comes first, so the text reads on from it
+ * (pipes get the generated text only). */
+static void gen_echo(gen_run *g)
+{
+    const cli_opts *o = &g->o;
+    if (!g->stream || o->echo == 0 || !isatty(STDOUT_FILENO)) return;
+    if (o->prompt) {
+        fputs(o->prompt, stdout);
+    } else if (g->tok) {
+        char *t = tok_decode(g->tok, g->seqs[0].prompt, (size_t)g->seqs[0].n_prompt, NULL);
+        fputs(t, stdout);
+        free(t);
+    } else {
+        return;
+    }
+    g->echoed = 1;
+    fflush(stdout);
+}
+
 /* One token per live sequence per step until every sequence is done. */
 static tm_status gen_decode(gen_run *g, tm_err *err)
 {
     const int V = g->m.cfg.vocab_size;
     double t0 = tm_now();
+    gen_echo(g);
+    if (g->o.n_predict == 0)
+        for (int q = 0; q < g->n_seqs; q++) {
+            g->seqs[q].done = 1;
+            g->seqs[q].stop = "length";
+        }
     for (int step = 1;; step++) {
         int live = 0;
         for (int q = 0; q < g->n_seqs; q++) {
             gen_seq *sq = &g->seqs[q];
             if (sq->done) continue;
-            int32_t next = sampler_sample(&g->smp, g->logits + (size_t)q * V);
+            float *lq = g->logits + (size_t)q * V;
+            sampler_apply_penalties(&g->smp, lq, sq->hist, sq->n_prompt + sq->n_out);
+            int32_t next = sampler_sample(&g->smp, lq);
             sq->out[sq->n_out++] = next;
-            if (g->stream) gen_emit(g, sq, next);
-            if (!gen_continues(g, sq, q, next)) continue;
+            sq->hist[sq->n_prompt + sq->n_out - 1] = next;
+            int stopped = g->tok ? gen_push_text(g, sq, next) : 0;
+            int more = gen_continues(g, sq, q, next, stopped);
+            if (!more && g->tok && !g->stream) gen_end_text(g, sq);
+            if (g->stream) gen_stream(g, sq, next);
+            if (!more) continue;
             g->batch_ids[live] = next;
             g->batch_seq[live] = q;
             g->batch_of[live++] = q;
@@ -345,35 +472,82 @@ static tm_status gen_decode(gen_run *g, tm_err *err)
                                            g->logits, err);
         if (st != TM_OK) return st;
         g->n_decoded += live;
+        g->decode_steps++;
         /* rows come back in batch order; put them at their sequence's slot */
         for (int i = live - 1; i >= 0; i--)
             if (g->batch_of[i] != i)
                 memmove(g->logits + (size_t)g->batch_of[i] * V, g->logits + (size_t)i * V, sizeof(float) * (size_t)V);
     }
     g->t_decode = tm_now() - t0;
-    if (g->stream) {
-        if (g->tok) fwrite(g->stream_buf, 1, tok_stream_flush(&g->ts, g->stream_buf, g->stream_cap), stdout);
-        printf("\n");
-        fflush(stdout);
-    }
+    /* the text ends its line, and is out before any summary line */
+    if (g->stream && (g->seqs[0].n_out || g->echoed)) printf("\n");
+    fflush(stdout);
     return TM_OK;
 }
 
-/* Timings on stderr; the sequences and timings as JSON on stdout with --json
- * or several sequences. */
-static void gen_report(const gen_run *g)
+/* The figures: one set, handed to the run's report (the summary on stderr
+ * and --stats-json) and used by --json. */
+static dist_times gen_times(const gen_run *g)
 {
-    double ms_per_tok = g->n_decoded ? 1e3 * g->t_decode / g->n_decoded : 0.0;
-    double tps = g->t_decode > 0 ? g->n_decoded / g->t_decode : 0.0;
-    double pf_tps = g->total_prompt / (g->t_prefill > 0 ? g->t_prefill : 1e-9);
-    fprintf(stderr, "trustmoe generate: load %.1f ms; prefill %d tokens in %.2f ms (%.2f tokens per second)\n",
-            1e3 * g->t_load, g->total_prompt, 1e3 * g->t_prefill, pf_tps);
-    fprintf(stderr, "trustmoe generate: decode %d tokens over %d sequences, %.2f ms per token, %.2f tokens per second\n",
-            g->n_decoded, g->n_seqs, ms_per_tok, tps);
-    if (g->have_trust) trust_run_print_summary(&g->tr, stderr);
-    if (!g->o.json && g->n_seqs == 1) return;
+    dist_times t = {.load_s = g->t_load,
+                    .prefill_s = g->t_prefill,
+                    .decode_s = g->t_decode,
+                    .prefill_tok = (uint64_t)g->total_prompt,
+                    .decode_tok = (uint64_t)g->n_decoded,
+                    .decode_steps = (uint64_t)g->decode_steps};
+    return t;
+}
+
+/* --prompts without --json: each sequence under a header line, in the
+ * order of the file, whatever the number of lines. */
+static void gen_print_plain(const gen_run *g)
+{
+    for (int q = 0; q < g->n_seqs; q++) {
+        const gen_seq *sq = &g->seqs[q];
+        printf("%s==> prompt %d of %d (%d tokens, stop: %s) <==\n", q ? "\n" : "", q + 1, g->n_seqs, sq->n_out,
+               sq->stop ? sq->stop : "length");
+        if (g->tok) {
+            fputs(sq->text, stdout);
+        } else {
+            for (int i = 0; i < sq->n_out; i++) printf(i ? ",%d" : "%d", sq->out[i]);
+        }
+        printf("\n");
+    }
+    fflush(stdout);
+}
+
+/* Stderr: the seed and sampling, a warning for every sequence the context
+ * cut short, and with -v the trust tables; stdout: --json or the --prompts
+ * text. */
+static void gen_report(gen_run *g)
+{
+    const cli_opts *o = &g->o;
+    const sampler_params *sp = &g->smp.p;
+    dist_times t = gen_times(g);
+    dist_set_times(&g->be, &t);
+    if (o->verbosity > 0) {
+        if (sp->temperature > 0)
+            fprintf(stderr, "trustmoe generate: seed %llu; temp %g, top-k %d, top-p %g, min-p %g\n",
+                    (unsigned long long)sp->seed, sp->temperature, sp->top_k, sp->top_p, sp->min_p);
+        else
+            fprintf(stderr, "trustmoe generate: seed %llu; greedy (--temp 0)\n", (unsigned long long)sp->seed);
+        for (int q = 0; q < g->n_seqs; q++) {
+            const gen_seq *sq = &g->seqs[q];
+            if (sq->stop && !strcmp(sq->stop, "context") && sq->n_out < o->n_predict)
+                fprintf(stderr,
+                        "trustmoe generate: warning: %s%d of -n %d tokens: the context of %d tokens is full "
+                        "(-c raises it, up to max_position_embeddings %d)\n",
+                        g->n_seqs > 1 ? "a sequence stopped after " : "stopped after ", sq->n_out, o->n_predict,
+                        g->s.max_ctx, g->m.cfg.max_position_embeddings);
+        }
+        if (g->have_trust && o->verbosity > 1) trust_run_print_summary(&g->tr, stderr);
+    }
+    if (!o->json) {
+        if (o->prompts_file) gen_print_plain(g);
+        return;
+    }
     cJSON *json = cJSON_CreateObject();
-    if (g->n_seqs == 1) {
+    if (!o->prompts_file) {
         add_seq_json(json, &g->seqs[0], g->tok);
     } else {
         cJSON *arr = cJSON_AddArrayToObject(json, "sequences");
@@ -383,13 +557,17 @@ static void gen_report(const gen_run *g)
             cJSON_AddItemToArray(arr, e);
         }
     }
+    cJSON_AddNumberToObject(json, "seed", (double)sp->seed);
+    double ms_per_tok = t.decode_tok ? 1e3 * t.decode_s / (double)t.decode_tok : 0.0;
     cJSON *tm = cJSON_AddObjectToObject(json, "timings");
-    cJSON_AddNumberToObject(tm, "load_ms", 1e3 * g->t_load);
-    cJSON_AddNumberToObject(tm, "prefill_ms", 1e3 * g->t_prefill);
-    cJSON_AddNumberToObject(tm, "prefill_tokens_per_second", pf_tps);
+    cJSON_AddNumberToObject(tm, "load_ms", 1e3 * t.load_s);
+    cJSON_AddNumberToObject(tm, "prefill_ms", 1e3 * t.prefill_s);
+    cJSON_AddNumberToObject(tm, "prefill_tokens", (double)t.prefill_tok);
+    cJSON_AddNumberToObject(tm, "prefill_tokens_per_second", t.prefill_s > 0 ? (double)t.prefill_tok / t.prefill_s : 0.0);
+    cJSON_AddNumberToObject(tm, "decode_ms", 1e3 * t.decode_s);
     cJSON_AddNumberToObject(tm, "decode_ms_per_token", ms_per_tok);
-    cJSON_AddNumberToObject(tm, "tokens_per_second", tps);
-    cJSON_AddNumberToObject(tm, "decode_tokens", g->n_decoded);
+    cJSON_AddNumberToObject(tm, "tokens_per_second", t.decode_s > 0 ? (double)t.decode_tok / t.decode_s : 0.0);
+    cJSON_AddNumberToObject(tm, "decode_tokens", (double)t.decode_tok);
     cJSON_AddNumberToObject(tm, "sequences", g->n_seqs);
     cJSON *split = cJSON_AddObjectToObject(tm, "split_ms");
     cJSON_AddNumberToObject(split, "attention", 1e3 * g->s.t_attn);
@@ -398,13 +576,14 @@ static void gen_report(const gen_run *g)
     cJSON_AddNumberToObject(split, "lm_head", 1e3 * g->s.t_head);
     char *text = cJSON_PrintUnformatted(json);
     printf("%s\n", text);
+    fflush(stdout);
     free(text);
     cJSON_Delete(json);
 }
 
 static void gen_free(gen_run *g)
 {
-    free(g->stream_buf);
+    free(g->piece);
     free(g->logits);
     free(g->batch_ids);
     free(g->batch_seq);
@@ -412,6 +591,8 @@ static void gen_free(gen_run *g)
     for (int q = 0; g->seqs && q < g->n_seqs; q++) {
         free(g->seqs[q].prompt);
         free(g->seqs[q].out);
+        free(g->seqs[q].hist);
+        free(g->seqs[q].text);
     }
     free(g->seqs);
     if (g->have_trust) trust_run_close(&g->tr);
@@ -427,27 +608,27 @@ static void gen_free(gen_run *g)
 int cmd_generate(int argc, char **argv)
 {
     if (cli_wants_help(argc, argv)) {
-        printf("usage: trustmoe generate -m DIR (-p TEXT | --ids 1,2,3 | --prompts FILE) -n N\n"
-               "                         [--temp T --top-k K --top-p P -s SEED] [--chat] [--system TEXT] [--json]\n"
-               "Generates with a KV cache; --temp 0 is greedy.  Text streams to stdout when the model\n"
-               "folder has tokenizer.json.  --prompts runs one prompt per line (text, or ids '1,2,3')\n"
-               "as one batch: attention per sequence, each layer's experts batched across all of them;\n"
-               "--max-batch N caps the prompts of one batch (default 256).\n"
-               "--chat wraps the prompt in the Qwen3 chat template (with --system as a system turn).\n"
-               "Generation stops at an eos id (config.json, generation_config.json) or after -n tokens.\n");
-        cli_usage_common(stdout);
-        trust_opts_usage(stdout);
+        printf("usage: trustmoe generate (-m DIR | --synthetic PRESET) (-p TEXT | --ids 1,2,3 | --prompts FILE) [options]\n"
+               "Generates with a KV cache and streams the text to stdout (ids without a tokenizer).\n"
+               "Sampling starts from the defaults below, then the model folder's generation_config.json\n"
+               "(temperature, top_k, top_p, min_p, repetition_penalty, max_new_tokens), then the flags.\n"
+               "Generation stops at an eos id (config.json, generation_config.json), <|im_end|> or\n"
+               "<|endoftext|>, a --stop string, after -n tokens, or when the context is full (a warning).\n"
+               "--prompts runs one prompt per line as one batch and prints each sequence under a\n"
+               "'==> prompt N of M <==' line, or one JSON object with --json.  Diagnostics go to stderr:\n"
+               "the seed and one summary line (-q: none, -v: more).\n");
+        cli_usage(stdout, CLI_GENERATE);
         return 0;
     }
     gen_run *g = tm_calloc(1, sizeof *g);
     g->sel = (tm_selector){NULL, NULL};
     tm_err err = {{0}};
-    tm_status st = cli_parse_with_trust(&argc, argv, &g->o, &g->to, &g->selecting, &err);
+    tm_status st = cli_parse_with_trust(CLI_GENERATE, &argc, argv, &g->o, &g->to, &g->selecting, &err);
     int sources = !!g->o.ids_arg + !!g->o.prompt + !!g->o.prompts_file;
     if (st == TM_OK && sources != 1) st = tm_errf(&err, TM_EINPUT, "give exactly one of -p TEXT, --ids or --prompts FILE");
     if (st != TM_OK) {
         free(g);
-        return cli_fail("generate", &err, st);
+        return cli_fail_early("generate", &err, st);
     }
     int rc = 0;
     if (cli_run_worker(&g->o, &rc)) {

@@ -19,12 +19,12 @@ int cmd_inspect(int argc, char **argv)
                "Prints the configuration used, tensors, dtypes, bytes, resident memory and ignored tensors;\n"
                "with --workers, the placement of every (layer, expert) on N worker ranks and the weight\n"
                "bytes per rank, without loading weights or starting MPI.\n");
-        cli_usage_common(stdout);
+        cli_usage(stdout, CLI_INSPECT);
         return 0;
     }
     cli_opts o;
     tm_err err = {{0}};
-    tm_status st = cli_parse_opts(argc, argv, &o, &err);
+    tm_status st = cli_parse_opts(CLI_INSPECT, argc, argv, &o, &err);
     if (st != TM_OK) return cli_fail("inspect", &err, st);
     kern_set_threads(o.threads);
     if (o.dist.workers > 0) {

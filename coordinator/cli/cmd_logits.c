@@ -9,27 +9,28 @@
 #include "cli.h"
 #include "kernels.h"
 #include "placement.h"
+#include "tokenizer.h"
 
 /* ---- logits -------------------------------------------------------------- */
 
 int cmd_logits(int argc, char **argv)
 {
     if (cli_wants_help(argc, argv)) {
-        printf("usage: trustmoe logits -m DIR --ids 1,2,3 -o FILE [trust selection options]\n"
+        printf("usage: trustmoe logits (-m DIR | --synthetic PRESET) (--ids 1,2,3 | -p TEXT) -o FILE [options]\n"
                "Runs the prompt in one pass; writes every position's logits as raw little-endian\n"
-               "float32, shape [number of ids, vocab].\n");
-        cli_usage_common(stdout);
-        trust_opts_usage(stdout);
+               "float32, shape [number of prompt tokens, vocab], to FILE (- is stdout).\n");
+        cli_usage(stdout, CLI_LOGITS);
         return 0;
     }
     cli_opts o;
     tm_err err = {{0}};
     trust_opts to;
     int selecting = 0;
-    tm_status st = cli_parse_with_trust(&argc, argv, &o, &to, &selecting, &err);
-    if (st == TM_OK && !o.ids_arg) st = tm_errf(&err, TM_EINPUT, "--ids is required");
+    tm_status st = cli_parse_with_trust(CLI_LOGITS, &argc, argv, &o, &to, &selecting, &err);
+    if (st == TM_OK && !!o.ids_arg == !!o.prompt) st = tm_errf(&err, TM_EINPUT, "give exactly one of --ids and -p TEXT");
     if (st == TM_OK && !o.out_path) st = tm_errf(&err, TM_EINPUT, "-o FILE is required");
-    if (st != TM_OK) return cli_fail("logits", &err, st);
+    if (st != TM_OK) return cli_fail_early("logits", &err, st);
+    int to_stdout = !strcmp(o.out_path, "-");
 
     int32_t *ids = NULL;
     int n = 0, rc = 0, started = 0;
@@ -43,7 +44,20 @@ int cmd_logits(int argc, char **argv)
     tm_selector sel = {NULL, NULL};
     FILE *f = NULL;
     if (cli_run_worker(&o, &rc)) return rc;
-    if ((st = cli_parse_ids(o.ids_arg, &ids, &n, &err)) != TM_OK) goto out;
+    if ((st = cli_check_model_dir(&o, &err)) != TM_OK) goto out;
+    if (o.prompt) {
+        tok_tokenizer *tok = NULL;
+        size_t count = 0;
+        if ((st = cli_load_tokenizer(&o, 1, &tok, &err)) != TM_OK) goto out;
+        st = *o.prompt ? tok_encode(tok, o.prompt, strlen(o.prompt), &ids, &count, &err)
+                       : tm_errf(&err, TM_EINPUT, "-p: empty prompt");
+        tok_free(tok);
+        if (st == TM_OK && count == 0) st = tm_errf(&err, TM_EINPUT, "-p: the prompt encodes to no tokens");
+        if (st != TM_OK) goto out;
+        n = (int)count;
+    } else if ((st = cli_parse_ids(o.ids_arg, &ids, &n, &err)) != TM_OK) {
+        goto out;
+    }
     kern_set_threads(o.threads);
     if ((st = cli_load_model(&o, &m, &mask, &err)) != TM_OK) goto out;
     have_model = 1;
@@ -60,22 +74,28 @@ int cmd_logits(int argc, char **argv)
         if ((st = cli_trust_begin(&tr, &to, &m, ids, n, &sel, &err)) != TM_OK) goto out;
         have_trust = 1;
     }
+    double t_fwd = tm_now();
     if ((st = model_forward(&m, &s, ids, n, &be, &sel, logits, 1, &err)) != TM_OK) goto out;
-    f = fopen(o.out_path, "wb");
+    dist_times times = {.load_s = -1.0, .prefill_s = tm_now() - t_fwd, .prefill_tok = (uint64_t)n};
+    dist_set_times(&be, &times);
+    f = to_stdout ? stdout : fopen(o.out_path, "wb");
     if (!f) {
         st = tm_errf(&err, TM_EINPUT, "%s: cannot open for writing: %s", o.out_path, strerror(errno));
         goto out;
     }
     size_t count = (size_t)n * (size_t)m.cfg.vocab_size;
-    if (fwrite(logits, sizeof(float), count, f) != count || fclose(f) != 0) {
-        f = NULL;
-        st = tm_errf(&err, TM_EFAIL, "%s: write failed", o.out_path);
+    int bad = fwrite(logits, sizeof(float), count, f) != count;
+    if (to_stdout ? fflush(f) != 0 : fclose(f) != 0) bad = 1;
+    f = NULL;
+    if (bad) {
+        st = tm_errf(&err, TM_EFAIL, "%s: write failed", to_stdout ? "stdout" : o.out_path);
         goto out;
     }
-    f = NULL;
-    fprintf(stderr, "trustmoe logits: wrote [%d, %d] float32 to %s\n", n, m.cfg.vocab_size, o.out_path);
+    if (o.verbosity > 0)
+        fprintf(stderr, "trustmoe logits: wrote [%d, %d] float32 to %s\n", n, m.cfg.vocab_size,
+                to_stdout ? "stdout" : o.out_path);
 out:
-    if (f) fclose(f);
+    if (f && f != stdout) fclose(f);
     if (st != TM_OK) rc = cli_fail("logits", &err, st);
     rc = cli_finish(&be, started, rc, have_state ? &s : NULL);
     if (have_trust) trust_run_close(&tr);

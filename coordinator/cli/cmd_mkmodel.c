@@ -2,6 +2,7 @@
  * Hugging Face folder with seeded random BF16 weights (engine/mkmodel.h). */
 #include "commands.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -13,10 +14,32 @@
 
 /* ---- command ----------------------------------------------------------------- */
 
+/* The name of one entry of folder dir, or NULL when dir is missing or empty:
+ * writing a model over another one's files loses it. */
+static const char *first_entry(const char *dir)
+{
+    static char name[256];
+    DIR *d = opendir(dir);
+    if (!d) return NULL;
+    const char *found = NULL;
+    for (struct dirent *e; !found && (e = readdir(d));)
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
+            snprintf(name, sizeof name, "%s", e->d_name);
+            found = name;
+        }
+    closedir(d);
+    return found;
+}
+
 static void mk_usage(FILE *f)
 {
-    fprintf(f, "usage: trustmoe mkmodel (--preset NAME | --config FILE) -o DIR [--seed S]\n"
-               "  writes a Hugging Face Qwen3-MoE folder with seeded random BF16 weights\n"
+    fprintf(f, "usage: trustmoe mkmodel (--preset NAME | --config FILE) -o DIR [--seed S] [--force]\n"
+               "Writes a Hugging Face Qwen3-MoE folder with seeded random BF16 weights.\n"
+               "  --preset NAME   one of the presets below\n"
+               "  --config FILE   the shapes of a config.json instead of a preset\n"
+               "  -o DIR          output folder: created, or empty (default: none, required)\n"
+               "  -s, --seed S    weight seed (default 0)\n"
+               "  --force         write into a folder that is not empty (overwrites its files)\n"
                "  presets:");
     for (int i = 0; i < mk_preset_count(); i++) fprintf(f, " %s", mk_preset_at(i)->name);
     fprintf(f, "\n");
@@ -28,10 +51,12 @@ int cmd_mkmodel(int argc, char **argv)
                                          {"config", required_argument, NULL, 'C'},
                                          {"output", required_argument, NULL, 'o'},
                                          {"seed", required_argument, NULL, 's'},
+                                         {"force", no_argument, NULL, 'F'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     const char *preset = NULL, *config = NULL, *out = NULL;
     uint64_t seed = 0;
+    int force = 0;
     optind = 1;
     opterr = 0;
     int c;
@@ -40,6 +65,7 @@ int cmd_mkmodel(int argc, char **argv)
         case 'P': preset = optarg; break;
         case 'C': config = optarg; break;
         case 'o': out = optarg; break;
+        case 'F': force = 1; break;
         case 's': {
             char *end;
             errno = 0;
@@ -63,6 +89,11 @@ int cmd_mkmodel(int argc, char **argv)
     }
     if (!!preset == !!config || !out) {
         fprintf(stderr, "mkmodel: give one of --preset NAME or --config FILE, and -o DIR\n");
+        return 2;
+    }
+    const char *held = force ? NULL : first_entry(out);
+    if (held) {
+        fprintf(stderr, "mkmodel: -o %s: the folder is not empty (it holds %s); --force overwrites it\n", out, held);
         return 2;
     }
     tm_err err = {{0}};

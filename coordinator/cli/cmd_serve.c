@@ -18,7 +18,6 @@ typedef struct {
     serve_params sp;
     sched_params sch;
     int idle_given; /* --idle-timeout on the command line */
-    int ctx_given;  /* --ctx-size on the command line */
 } serve_opts;
 
 static void serve_usage(FILE *f)
@@ -26,21 +25,9 @@ static void serve_usage(FILE *f)
     fprintf(f, "usage: trustmoe serve (-m DIR | --synthetic PRESET) [--host ADDR] [--port N] [options]\n"
                "Serves an OpenAI-compatible HTTP API: POST /v1/completions, /v1/chat/completions,\n"
                "/tokenize, /detokenize; GET /v1/models, /health, /metrics, and a chat page at /.\n"
-               "Requests join the running batch between steps (continuous batching).\n"
-               "  --host ADDR          IPv4 address to listen on (default 127.0.0.1)\n"
-               "  --port N             TCP port (default 8080; 0 picks a free one)\n"
-               "  --port-file FILE     write the port to FILE once listening\n"
-               "  --max-seqs N         sequences generating at once (default 8)\n"
-               "  --ctx-size N         tokens per sequence, prompt + max_tokens (default: 4096 or the\n"
-               "                       model's max_position_embeddings if smaller)\n"
-               "  --max-queue N        requests waiting beyond --max-seqs before 429 (default 64)\n"
-               "  --chunk N            prompt tokens per step: long prompts are prefilled in chunks\n"
-               "                       alongside the decoding sequences (default 256)\n"
-               "  --max-body BYTES     request body cap, 413 above (default 1048576)\n"
-               "  --served-model-name NAME  the model id of /v1/models (default: the folder's name)\n"
-               "  --shutdown-grace S   on SIGTERM/SIGINT, seconds running requests may take to finish\n"
-               "                       before they are cancelled (default 10)\n"
-               "--temp, --top-k, --top-p and -s set the sampling a request leaves out.  Workers of an\n"
+               "Requests join the running batch between steps (continuous batching).  The sampling\n"
+               "options set what a request leaves out; the trust options the server's selection,\n"
+               "which a request's \"trustmoe\": {\"select\", \"alpha\"} may switch.  Workers of an\n"
                "MPI job wait for requests without a deadline unless --idle-timeout is given.\n");
 }
 
@@ -55,7 +42,7 @@ static tm_status take_serve_flags(int *argc, char **argv, serve_opts *so, tm_err
         tm_status st = TM_OK;
         if (!strcmp(a, "--idle-timeout")) so->idle_given = 1;
         if (!strcmp(a, "--host") || !strcmp(a, "--port") || !strcmp(a, "--port-file") || !strcmp(a, "--max-seqs") ||
-            !strcmp(a, "--ctx-size") || !strcmp(a, "--max-queue") || !strcmp(a, "--chunk") ||
+            !strcmp(a, "--max-queue") || !strcmp(a, "--chunk") ||
             !strcmp(a, "--max-body") || !strcmp(a, "--served-model-name") || !strcmp(a, "--shutdown-grace")) {
             if (!v) return tm_errf(err, TM_EINPUT, "%s needs a value", a);
             n = 2;
@@ -63,10 +50,6 @@ static tm_status take_serve_flags(int *argc, char **argv, serve_opts *so, tm_err
             else if (!strcmp(a, "--port")) st = cli_parse_int(a, v, 0, 65535, &so->sp.port, err);
             else if (!strcmp(a, "--port-file")) so->sp.port_file = v;
             else if (!strcmp(a, "--max-seqs")) st = cli_parse_int(a, v, 1, 4096, &so->sch.max_seqs, err);
-            else if (!strcmp(a, "--ctx-size")) {
-                st = cli_parse_int(a, v, 2, 1 << 24, &so->sch.ctx, err);
-                so->ctx_given = 1;
-            }
             else if (!strcmp(a, "--max-queue")) st = cli_parse_int(a, v, 0, 1 << 20, &so->sch.max_queue, err);
             else if (!strcmp(a, "--chunk")) st = cli_parse_int(a, v, 1, 1 << 20, &so->sch.chunk, err);
             else if (!strcmp(a, "--served-model-name")) so->sp.model_name = v;
@@ -108,8 +91,7 @@ int cmd_serve(int argc, char **argv)
 {
     if (cli_wants_help(argc, argv)) {
         serve_usage(stdout);
-        cli_usage_common(stdout);
-        trust_opts_usage(stdout);
+        cli_usage(stdout, CLI_SERVE);
         return 0;
     }
     serve_opts so = {.sp = serve_default_params(), .sch = sched_default_params()};
@@ -121,7 +103,8 @@ int cmd_serve(int argc, char **argv)
     int selecting = 0, rc = 0;
     tm_err err = {{0}};
     tm_status st = take_serve_flags(&argc, argv, &so, &err);
-    if (st == TM_OK) st = cli_parse_with_trust(&argc, argv, &o, &to, &selecting, &err);
+    if (st == TM_OK) st = cli_parse_with_trust(CLI_SERVE, &argc, argv, &o, &to, &selecting, &err);
+    if (st == TM_OK) st = cli_apply_generation_config(&o, &err);
     if (st != TM_OK) return cli_fail("serve", &err, st);
     /* a server's workers wait for the next request as long as it runs */
     if (!so.idle_given) o.dist.idle_timeout = 1e9;
@@ -148,9 +131,9 @@ int cmd_serve(int argc, char **argv)
     kern_set_threads(o.threads);
     if ((st = cli_load_model(&o, &m, &mask, &err)) != TM_OK) goto out;
     have_model = 1;
-    if (!so.ctx_given) so.sch.ctx = TM_MIN(so.sch.ctx, m.cfg.max_position_embeddings);
+    so.sch.ctx = o.ctx ? o.ctx : TM_MIN(so.sch.ctx, m.cfg.max_position_embeddings);
     if (so.sch.ctx > m.cfg.max_position_embeddings) {
-        st = tm_errf(&err, TM_EINPUT, "--ctx-size %d exceeds max_position_embeddings %d of the model", so.sch.ctx,
+        st = tm_errf(&err, TM_EINPUT, "-c %d exceeds max_position_embeddings %d of the model", so.sch.ctx,
                      m.cfg.max_position_embeddings);
         goto out;
     }

@@ -34,7 +34,7 @@ static void tok_usage(FILE *f, const char *cmd)
         fprintf(f, "usage: trustmoe tokenize -m DIR (-p TEXT | -f FILE) [--json]\n"
                    "  -m DIR     model folder with tokenizer.json\n"
                    "  -p TEXT    text to encode (UTF-8; invalid UTF-8 is an error)\n"
-                   "  -f FILE    encode the contents of FILE instead\n"
+                   "  -f FILE    encode the contents of FILE instead (- reads stdin)\n"
                    "  --json     print a JSON array instead of comma-separated ids\n");
     else
         fprintf(f, "usage: trustmoe detokenize -m DIR --ids 1,2,3\n"
@@ -134,7 +134,7 @@ int cmd_tokenize(int argc, char **argv)
         return 0;
     }
     if (o.file) {
-        st = tm_read_file(o.file, &text, &len, &err);
+        st = cli_read_text(o.file, "text", TM_CAP_TEXT, &text, &len, &err);
         if (st != TM_OK) goto fail;
     } else {
         text = tm_strdup(o.prompt);

@@ -127,8 +127,10 @@ static int run_passes(const char *cmd, int argc, char **argv, int train)
     cli_opts o;
     tm_err err = {{0}};
     trust_opts_default(&to);
-    tm_status st = trust_opts_take(&argc, argv, &to, &err);
-    if (!st) st = cli_parse_opts(argc, argv, &o, &err);
+    cli_cmd which = train ? CLI_TRAIN : CLI_EVAL;
+    tm_status st = cli_check_flags(which, argc, argv, &err);
+    if (!st) st = trust_opts_take(&argc, argv, &to, &err);
+    if (!st) st = cli_parse_opts(which, argc, argv, &o, &err);
     if (!st && !to.corpus) st = tm_errf(&err, TM_EINPUT, "--corpus FILE is required");
     if (!st && train && !to.db_path) st = tm_errf(&err, TM_EINPUT, "--trust-db PATH is required");
     if (st) return cli_fail(cmd, &err, st);
@@ -231,8 +233,9 @@ static int fit_contexts(int argc, char **argv)
     cli_opts o;
     tm_err err = {{0}};
     trust_opts_default(&to);
-    tm_status st = trust_opts_take(&argc, argv, &to, &err);
-    if (!st) st = cli_parse_opts(argc, argv, &o, &err);
+    tm_status st = cli_check_flags(CLI_FIT, argc, argv, &err);
+    if (!st) st = trust_opts_take(&argc, argv, &to, &err);
+    if (!st) st = cli_parse_opts(CLI_FIT, argc, argv, &o, &err);
     if (!st && (!to.corpus || !to.db_path)) st = tm_errf(&err, TM_EINPUT, "--corpus FILE and --trust-db PATH are required");
     if (st) return cli_fail(cmd, &err, st);
 
@@ -308,6 +311,16 @@ out:
 
 /* ---- show ---------------------------------------------------------------------------- */
 
+/* show, check and dump only read: opening a missing path would create an
+ * empty database and report on nothing. */
+static tm_status db_must_exist(const char *path, tm_err *err)
+{
+    if (access(path, F_OK) != 0)
+        return tm_errf(err, TM_EINPUT, "--trust-db %s: no such database (trust fit-contexts or train creates one)",
+                       path);
+    return TM_OK;
+}
+
 static int show(int argc, char **argv)
 {
     const char *cmd = "trust show";
@@ -317,6 +330,7 @@ static int show(int argc, char **argv)
     tm_status st = trust_opts_take(&argc, argv, &to, &err);
     if (!st && argc > 1) st = tm_errf(&err, TM_EINPUT, "unknown option '%s'", argv[1]);
     if (!st && !to.db_path) st = tm_errf(&err, TM_EINPUT, "--trust-db PATH is required");
+    if (!st) st = db_must_exist(to.db_path, &err);
     if (st) return cli_fail(cmd, &err, st);
     trust_db db;
     trust_db_params dp = trust_db_default_params();
@@ -327,9 +341,10 @@ static int show(int argc, char **argv)
     const char *sql = "SELECT model, context, count(*), sum(evidence), avg(trust), min(trust), max(trust) "
                       "FROM trust GROUP BY model, context ORDER BY model, context";
     if (sqlite3_prepare_v2(db.db, sql, -1, &q, NULL) == SQLITE_OK) {
-        printf("model  context  entries  evidence  mean_trust  min  max\n");
+        printf("%-26s %-12s %8s %10s %10s %8s %8s\n", "model", "context", "entries", "evidence", "mean_trust",
+               "min", "max");
         while (sqlite3_step(q) == SQLITE_ROW)
-            printf("%s  %s  %lld  %lld  %.4f  %.4f  %.4f\n", sqlite3_column_text(q, 0), sqlite3_column_text(q, 1),
+            printf("%-26s %-12s %8lld %10lld %10.4f %8.4f %8.4f\n", sqlite3_column_text(q, 0), sqlite3_column_text(q, 1),
                    (long long)sqlite3_column_int64(q, 2), (long long)sqlite3_column_int64(q, 3),
                    sqlite3_column_double(q, 4), sqlite3_column_double(q, 5), sqlite3_column_double(q, 6));
     }
@@ -356,6 +371,7 @@ static int open_db_only(const char *cmd, int argc, char **argv, trust_db *db)
     tm_status st = trust_opts_take(&argc, argv, &to, &err);
     if (!st && argc > 1) st = tm_errf(&err, TM_EINPUT, "unknown option '%s'", argv[1]);
     if (!st && !to.db_path) st = tm_errf(&err, TM_EINPUT, "--trust-db PATH is required");
+    if (!st) st = db_must_exist(to.db_path, &err);
     trust_db_params dp = trust_db_default_params();
     dp.read_only = 1;
     if (!st) st = trust_db_open(db, to.db_path, &dp, &err);
@@ -398,12 +414,14 @@ static int dump(int argc, char **argv)
     if (sqlite3_prepare_v2(db.db,
                            "SELECT model, context, layer, expert, trust, evidence, last_quality, last_credit, "
                            "hex(window) FROM trust ORDER BY model, context, layer, expert",
-                           -1, &q, NULL) == SQLITE_OK)
+                           -1, &q, NULL) == SQLITE_OK) {
+        printf("model context layer expert trust evidence last_quality last_credit window\n");
         while (sqlite3_step(q) == SQLITE_ROW)
             printf("%s %s %d %d %.17g %lld %.17g %.17g %s\n", sqlite3_column_text(q, 0), sqlite3_column_text(q, 1),
                    sqlite3_column_int(q, 2), sqlite3_column_int(q, 3), sqlite3_column_double(q, 4),
                    (long long)sqlite3_column_int64(q, 5), sqlite3_column_double(q, 6), sqlite3_column_double(q, 7),
                    sqlite3_column_text(q, 8));
+    }
     sqlite3_finalize(q);
     trust_db_close(&db);
     return 0;
@@ -411,17 +429,25 @@ static int dump(int argc, char **argv)
 
 /* ---- commands -------------------------------------------------------------------------- */
 
-static void trust_usage(FILE *f)
+static void trust_usage(FILE *f, const char *sub)
 {
-    fprintf(f, "usage: trustmoe trust fit-contexts -m DIR --corpus FILE --trust-db PATH [--contexts K] [--window N]\n"
-               "       trustmoe trust train -m DIR --corpus FILE --trust-db PATH [--epochs N] [selection options]\n"
-               "       trustmoe trust show|check|dump --trust-db PATH\n"
-               "fit-contexts clusters the mean token embedding of each window (k-means) and stores the\n"
-               "centroids; train runs teacher-forced windows and folds each window's quality\n"
-               "q = 1/(1 + ppl/10) into the reputation of the experts that carried its routing weight;\n"
-               "show summarises a database, check runs PRAGMA integrity_check, dump prints every entry.\n");
-    trust_opts_usage(f);
-    cli_usage_common(f);
+    int all = !sub;
+    if (all || !strcmp(sub, "fit-contexts")) {
+        fprintf(f, "usage: trustmoe trust fit-contexts -m DIR --corpus FILE --trust-db PATH [--contexts K] [--window N]\n"
+                   "Clusters the mean token embedding of each window (k-means) and stores the centroids.\n");
+        if (!all) cli_usage(f, CLI_FIT);
+    }
+    if (all || !strcmp(sub, "train")) {
+        fprintf(f, "usage: trustmoe trust train -m DIR --corpus FILE --trust-db PATH [--epochs N] [selection options]\n"
+                   "Runs teacher-forced windows and folds each window's quality q = 1/(1 + ppl/10) into the\n"
+                   "reputation of the experts that carried its routing weight.\n");
+        if (!all) cli_usage(f, CLI_TRAIN);
+    }
+    if (all || !strcmp(sub, "show") || !strcmp(sub, "check") || !strcmp(sub, "dump"))
+        fprintf(f, "usage: trustmoe trust show|check|dump --trust-db PATH\n"
+                   "show summarises an existing database, check runs PRAGMA integrity_check (exit 1 unless ok),\n"
+                   "dump prints every entry with a header line.  A missing PATH is an error.\n");
+    if (all) fprintf(f, "'trustmoe trust SUBCOMMAND --help' lists a subcommand's options.\n");
 }
 
 /* The reputation commands run in one process: under mpirun with several
@@ -440,12 +466,12 @@ int cmd_trust(int argc, char **argv)
 {
     if (refuse_mpi("trust")) return 2;
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
-        trust_usage(argc < 2 ? stderr : stdout);
+        trust_usage(argc < 2 ? stderr : stdout, NULL);
         return argc < 2 ? 2 : 0;
     }
     const char *sub = argv[1];
     if (cli_wants_help(argc - 1, argv + 1)) {
-        trust_usage(stdout);
+        trust_usage(stdout, sub);
         return 0;
     }
     if (!strcmp(sub, "fit-contexts")) return fit_contexts(argc - 1, argv + 1);
@@ -464,8 +490,7 @@ int cmd_eval(int argc, char **argv)
         printf("usage: trustmoe eval -m DIR --corpus FILE [--trust-db PATH] [selection options] [--stats-json PATH]\n"
                "Teacher-forced perplexity over the corpus in windows, and per-layer expert diversity;\n"
                "updates nothing.\n");
-        trust_opts_usage(stdout);
-        cli_usage_common(stdout);
+        cli_usage(stdout, CLI_EVAL);
         return 0;
     }
     return run_passes("eval", argc, argv, 0);

@@ -1,5 +1,6 @@
 /* main.c: build/trustmoe entry point; dispatches to a subcommand. */
 #include "commands.h"
+#include "dist.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -28,7 +29,7 @@ static void usage(FILE *f)
     fprintf(f, "usage: trustmoe COMMAND [options]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(f, "  %-12s %s\n", commands[i].name, commands[i].help);
-    fprintf(f, "\n'trustmoe COMMAND --help' lists a command's options.\n");
+    fprintf(f, "\n'trustmoe COMMAND --help' lists a command's options; 'trustmoe --version' prints the build.\n");
 }
 
 int main(int argc, char **argv)
@@ -36,6 +37,10 @@ int main(int argc, char **argv)
     if (argc < 2) {
         usage(stderr);
         return 2;
+    }
+    if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V")) {
+        printf("%s\n", dist_build_version());
+        return 0;
     }
     if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
         usage(stdout);

@@ -25,6 +25,7 @@ dist_ctx *dist_ctx_new(const tm_model *m, const dist_params *p, int size)
     dist_ctx *c = tm_calloc(1, sizeof *c);
     const tm_config *cfg = &m->cfg;
     c->magic = DIST_CTX_MAGIC;
+    c->load_s = -1.0;
     c->m = m;
     c->p = *p;
     c->size = size;

@@ -30,9 +30,19 @@ tm_status dist_local_start(const tm_model *m, const dist_params *p, moe_backend 
 /* The generation step of the next forward call (0 = prefill); optional:
  * without it each forward call counts as the next step. */
 void dist_set_step(moe_backend *be, int step);
+/* The command's own phase times, which the summary and --stats-json then
+ * report instead of the per-forward-call figures: one set of numbers for
+ * every output.  Prefill is the prompt's forward pass; decode the forward
+ * passes after it (tokens: rows; steps: calls), sampling included. */
+typedef struct {
+    double load_s, prefill_s, decode_s;
+    uint64_t prefill_tok, decode_tok, decode_steps;
+} dist_times;
+void dist_set_times(moe_backend *be, const dist_times *t);
 /* Writes stats, shuts the workers down, finalizes MPI.  be may be NULL (or a
- * backend not made here) when start never ran: then with workers waiting the
- * job is aborted with exit_code, else MPI is finalized. */
+ * backend not made here) when start never ran: then the waiting workers are
+ * told to stop (CONTROL SHUTDOWN before any placement) and every rank
+ * finalizes, so rank 0 exits with exit_code and one line of error. */
 /* Returns the exit code: exit_code, or 1 when it was 0 and --stats-json
  * could not be written. */
 int dist_finish(moe_backend *be, int exit_code, const tm_state *s);

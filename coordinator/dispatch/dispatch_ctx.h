@@ -64,6 +64,7 @@ typedef struct {
     uint64_t n_layer_calls;
     double prefill_s, decode_s;
     uint64_t prefill_tok, decode_tok, decode_steps;
+    double load_s;   /* dist_set_times: the command's load time (< 0: not given) */
     rank_info *info; /* [size] */
 } dist_ctx;
 

@@ -88,7 +88,24 @@ tm_status dist_coordinator_start(const tm_model *m, const dist_params *p, int si
         dist_die(2, "--wire-dtype must be f32 or bf16");
     tm_status st = place_build(&c->pm, cfg, place_expert_bytes(cfg, m->weight_dtype), size - 1, p->placement,
                                p->replicas, err);
-    if (st != TM_OK) dist_die(2, "%s (no expert was run)", err->msg);
+    if (st != TM_OK) {
+        /* bad input found before any worker was placed: the caller stops them cleanly */
+        dist_ctx_free(c);
+        return st;
+    }
+    if (!p->quiet) {
+        char idle[256] = "";
+        int n_idle = 0;
+        size_t k = 0;
+        for (int r = 1; r < size; r++)
+            if (place_rank_experts(&c->pm, r) == 0 && k < sizeof idle - 16)
+                k += (size_t)snprintf(idle + k, sizeof idle - k, "%s%d", n_idle++ ? ", " : "", r);
+        if (n_idle)
+            fprintf(stderr, "trustmoe: warning: %d of %d worker ranks host no experts (rank%s %s): %d experts per layer "
+                            "x %d replica%s fill only %d workers\n",
+                    n_idle, size - 1, n_idle == 1 ? "" : "s", idle, cfg->num_experts, TM_MAX(p->replicas, 1),
+                    TM_MAX(p->replicas, 1) == 1 ? "" : "s", size - 1 - n_idle);
+    }
     uint64_t sample = dist_content_sample(&m->st);
     size_t pl_len = 0;
     uint8_t *pl_buf = pack_placement(c, sample, &pl_len);
@@ -119,15 +136,17 @@ tm_status dist_coordinator_start(const tm_model *m, const dist_params *p, int si
         check_handshake(c, r, hs, sample);
         trustmoe__handshake__free_unpacked(hs, NULL);
         const rank_info *ri = &c->info[r];
+        if (!p->verbose) continue;
         fprintf(stderr,
-                "trustmoe: rank %d (%s, pid %d): %d experts, %.2f MiB of expert weights, resident %.2f MiB "
+                "trustmoe: rank %d (%s, pid %d): %d (layer, expert) instances, %.2f MiB of expert weights, resident %.2f MiB "
                 "(%.2f MiB before load)\n",
                 r, ri->host, ri->pid, ri->experts, dist_mib(ri->weight_bytes), dist_mib(ri->rss),
                 dist_mib(ri->rss_before));
     }
     free(hs_buf);
     free(pl_buf);
-    fprintf(stderr, "trustmoe: %d workers ready; placement %s, replicas %d, wire %s%s, comm timeout %g s\n", c->W,
+    if (p->verbose)
+        fprintf(stderr, "trustmoe: %d workers ready; placement %s, replicas %d, wire %s%s, comm timeout %g s\n", c->W,
             c->pm.policy, TM_MAX(p->replicas, 1), tm_dtype_name(p->wire_dtype), p->checksum ? " + CRC32C" : "",
             p->comm_timeout);
     dist_ctx_grow(c, 64);

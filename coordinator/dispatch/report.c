@@ -96,39 +96,46 @@ static report_totals totals_of(const dist_ctx *c, const tm_state *s)
     return x;
 }
 
-/* The summary on stderr: throughput, time split, per-rank lines. */
+/* The summary on stderr: one throughput line (and one line of the job's
+ * shape when distributed); -v adds the time split and the per-rank lines. */
 static void print_report(const dist_ctx *c, const report_totals *x)
 {
-    {
-        FILE *f = stderr;
-        fprintf(f, "trustmoe: %d rank%s (%d worker%s), placement %s, replicas %d, wire %s%s\n", c->size,
-                c->size > 1 ? "s" : "", c->W, c->W == 1 ? "" : "s", c->distributed ? c->pm.policy : "local",
-                TM_MAX(c->p.replicas, 1), tm_dtype_name(c->p.wire_dtype), c->p.checksum ? " + CRC32C" : "");
-        fprintf(f, "trustmoe: prefill %llu tokens in %.2f ms (%.2f tokens per second); decode %llu tokens in %.2f ms "
+    FILE *f = stderr;
+    char load[64] = "";
+    if (c->load_s >= 0) snprintf(load, sizeof load, "load %.1f ms; ", 1e3 * c->load_s);
+    if (c->decode_tok)
+        fprintf(f, "trustmoe: %sprefill %llu tokens in %.2f ms (%.2f tokens per second); decode %llu tokens in %.2f ms "
                    "(%.2f ms per token, %.2f tokens per second)\n",
-                (unsigned long long)c->prefill_tok, 1e3 * c->prefill_s, x->pf_tps, (unsigned long long)c->decode_tok,
-                1e3 * c->decode_s, c->decode_tok ? 1e3 * c->decode_s / (double)c->decode_tok : 0.0, x->dc_tps);
-        fprintf(f, "trustmoe: time attention %.2f ms, routing %.2f ms, experts %.2f ms (dispatch %.2f, wait %.2f, "
-                   "combine %.2f, local %.2f), head %.2f ms\n",
-                1e3 * x->t_attn, 1e3 * x->t_route, 1e3 * x->t_moe, 1e3 * c->t_dispatch, 1e3 * c->t_wait, 1e3 * c->t_combine,
-                1e3 * c->t_local, 1e3 * x->t_head);
-        if (c->distributed) {
-            fprintf(f, "trustmoe: per MoE layer call: dispatch %.1f us, wait %.1f us, combine %.1f us; %.0f bytes per "
-                       "token (all layers, both ways)\n",
-                    1e6 * c->t_dispatch / x->calls, 1e6 * c->t_wait / x->calls, 1e6 * c->t_combine / x->calls,
-                    x->toks ? (double)(x->sent + x->recvd) / (double)x->toks : 0.0);
-            for (int r = 1; r < c->size; r++) {
-                const rank_info *ri = &c->info[r];
-                fprintf(f, "trustmoe: rank %d (%s): %d experts %.2f MiB, resident %.2f MiB, %llu token rows, %llu "
-                           "expert-tokens, compute %.2f ms, sent %.1f KiB, received %.1f KiB\n",
-                        r, ri->host, ri->experts, dist_mib(ri->weight_bytes), dist_mib(ri->rss_end ? ri->rss_end : ri->rss),
-                        (unsigned long long)c->rank_rows[r], (unsigned long long)c->rank_pairs[r], 1e3 * ri->compute_s,
-                        c->bytes_from[r] / 1024.0, c->bytes_to[r] / 1024.0);
-            }
-            fprintf(f, "trustmoe: load imbalance (max/mean per worker): %.3f expert-tokens, %.3f token rows\n", x->imb,
-                    x->imb_rows);
-        }
+                load, (unsigned long long)c->prefill_tok, 1e3 * c->prefill_s, x->pf_tps,
+                (unsigned long long)c->decode_tok, 1e3 * c->decode_s, 1e3 * c->decode_s / (double)c->decode_tok,
+                x->dc_tps);
+    else
+        fprintf(f, "trustmoe: %sprefill %llu tokens in %.2f ms (%.2f tokens per second); no decode\n", load,
+                (unsigned long long)c->prefill_tok, 1e3 * c->prefill_s, x->pf_tps);
+    if (c->distributed)
+        fprintf(f, "trustmoe: %d ranks (%d worker%s), placement %s, replicas %d, wire %s%s; %.0f bytes per token "
+                   "(all layers, both ways); load imbalance %.3f (max/mean expert-tokens per worker)\n",
+                c->size, c->W, c->W == 1 ? "" : "s", c->pm.policy, TM_MAX(c->p.replicas, 1),
+                tm_dtype_name(c->p.wire_dtype), c->p.checksum ? " + CRC32C" : "",
+                x->toks ? (double)(x->sent + x->recvd) / (double)x->toks : 0.0, x->imb);
+    if (!c->p.verbose) return;
+    fprintf(f, "trustmoe: time attention %.2f ms, routing %.2f ms, experts %.2f ms (dispatch %.2f, wait %.2f, "
+               "combine %.2f, local %.2f), head %.2f ms\n",
+            1e3 * x->t_attn, 1e3 * x->t_route, 1e3 * x->t_moe, 1e3 * c->t_dispatch, 1e3 * c->t_wait, 1e3 * c->t_combine,
+            1e3 * c->t_local, 1e3 * x->t_head);
+    if (!c->distributed) return;
+    fprintf(f, "trustmoe: per MoE layer call: dispatch %.1f us, wait %.1f us, combine %.1f us\n",
+            1e6 * c->t_dispatch / x->calls, 1e6 * c->t_wait / x->calls, 1e6 * c->t_combine / x->calls);
+    for (int r = 1; r < c->size; r++) {
+        const rank_info *ri = &c->info[r];
+        fprintf(f, "trustmoe: rank %d (%s): %d (layer, expert) instances, %.2f MiB, resident %.2f MiB, %llu token "
+                   "rows, %llu expert-tokens, compute %.2f ms, sent %.1f KiB, received %.1f KiB\n",
+                r, ri->host, ri->experts, dist_mib(ri->weight_bytes), dist_mib(ri->rss_end ? ri->rss_end : ri->rss),
+                (unsigned long long)c->rank_rows[r], (unsigned long long)c->rank_pairs[r], 1e3 * ri->compute_s,
+                c->bytes_from[r] / 1024.0, c->bytes_to[r] / 1024.0);
     }
+    fprintf(f, "trustmoe: load imbalance (max/mean per worker): %.3f expert-tokens, %.3f token rows\n", x->imb,
+            x->imb_rows);
 }
 
 /* One rank's entry of "ranks_detail". */
@@ -180,6 +187,7 @@ static int write_stats_json(const dist_ctx *c, const report_totals *x)
     cJSON_AddStringToObject(j, "wire_dtype", tm_dtype_name(c->p.wire_dtype));
     cJSON_AddBoolToObject(j, "wire_checksum", c->p.checksum);
     cJSON_AddStringToObject(j, "build", dist_build_version());
+    if (c->load_s >= 0) cJSON_AddNumberToObject(j, "load_seconds", c->load_s);
     cJSON *pf = cJSON_AddObjectToObject(j, "prefill");
     cJSON_AddNumberToObject(pf, "tokens", (double)c->prefill_tok);
     cJSON_AddNumberToObject(pf, "seconds", c->prefill_s);
@@ -225,7 +233,7 @@ static int write_stats_json(const dist_ctx *c, const report_totals *x)
     if (f && fclose(f) != 0) bad = 1;
     if (bad)
         fprintf(stderr, "trustmoe: --stats-json %s: cannot write: %s\n", c->p.stats_json, strerror(errno));
-    else
+    else if (c->p.verbose)
         fprintf(stderr, "trustmoe: statistics written to %s\n", c->p.stats_json);
     free(text);
     cJSON_Delete(j);
@@ -233,10 +241,11 @@ static int write_stats_json(const dist_ctx *c, const report_totals *x)
 }
 
 /* Returns nonzero when --stats-json could not be written. */
-static int report(dist_ctx *c, const tm_state *s)
+static int report(dist_ctx *c, const tm_state *s, int exit_code)
 {
     report_totals x = totals_of(c, s);
-    if (c->distributed || c->p.stats_json) print_report(c, &x);
+    /* a failed run's figures would mislead; its one line is the error */
+    if (!exit_code && !c->p.quiet) print_report(c, &x);
     return c->p.stats_json ? write_stats_json(c, &x) : 0;
 }
 
@@ -279,18 +288,54 @@ size_t dist_prometheus(moe_backend *be, char *buf, size_t cap)
     return TM_MIN(w, cap - 1);
 }
 
+void dist_set_times(moe_backend *be, const dist_times *t)
+{
+    dist_ctx *c = dist_ctx_of(be);
+    if (!c) return;
+    dist_step_close(c);
+    c->load_s = t->load_s;
+    c->prefill_s = t->prefill_s;
+    c->prefill_tok = t->prefill_tok;
+    c->decode_s = t->decode_s;
+    c->decode_tok = t->decode_tok;
+    c->decode_steps = t->decode_steps;
+}
+
+/* Before any placement every worker waits in its first probe: a SHUTDOWN
+ * there ends it cleanly, with no statistics to collect. */
+static void stop_unstarted_workers(int exit_code, double timeout)
+{
+    int size = dist_size();
+    Trustmoe__Control ctl = TRUSTMOE__CONTROL__INIT;
+    ctl.kind = TRUSTMOE__CONTROL__KIND__SHUTDOWN;
+    ctl.exit_code = exit_code;
+    uint8_t msg[64];
+    size_t len = trustmoe__control__pack(&ctl, msg);
+    MPI_Request *req = tm_calloc((size_t)size, sizeof *req);
+    MPI_Status *sts = tm_calloc((size_t)size, sizeof *sts);
+    req[0] = MPI_REQUEST_NULL;
+    for (int r = 1; r < size; r++) {
+        int rc = MPI_Isend(msg, (int)len, MPI_BYTE, r, DIST_TAG_CONTROL, dist_comm(), &req[r]);
+        if (rc != MPI_SUCCESS) dist_die(exit_code, "shutdown send to rank %d: %s", r, dist_mpi_error(rc));
+    }
+    int rc = dist_wait_all(req, sts, size, timeout);
+    if (rc != -1) dist_die(exit_code, "shutdown: worker rank %d did not take the stop message", rc >= 0 ? rc : -2 - rc);
+    free(req);
+    free(sts);
+}
+
 int dist_finish(moe_backend *be, int exit_code, const tm_state *s)
 {
     dist_ctx *c = dist_ctx_of(be);
     if (!c) {
         if (dist_mpi_active() && dist_size() > 1 && dist_rank() == 0)
-            dist_die(exit_code ? exit_code : 1, "stopping the job before the workers were started");
+            stop_unstarted_workers(exit_code ? exit_code : 1, dist_default_params().comm_timeout);
         dist_finalize();
         return exit_code;
     }
     dist_step_close(c);
     if (c->distributed) collect_worker_stats(c, exit_code);
-    if (report(c, s) && exit_code == 0) exit_code = 1;
+    if (report(c, s, exit_code) && exit_code == 0) exit_code = 1;
     dist_ctx_free(c);
     be->ctx = NULL;
     dist_finalize();

@@ -99,7 +99,7 @@ expect "top-k over experts" "config.json" "num_experts_per_tok" -- $T logits -m 
 d=$(mk kvh); edit_cfg "$d/config.json" "c['num_key_value_heads'] = 3"
 expect "kv heads do not divide heads" "config.json" "num_key_value_heads" -- $T logits -m "$d" --ids 1 -o "$W/l"
 d=$(mk nocfg); rm "$d/config.json"
-expect "missing config" "config.json" "cannot open" -- $T logits -m "$d" --ids 1 -o "$W/l"
+expect "missing config" "config.json" "not a model folder" -- $T logits -m "$d" --ids 1 -o "$W/l"
 d=$(mk noweights); rm "$d/$ST"
 expect "missing weights" "no model.safetensors" -- $T logits -m "$d" --ids 1 -o "$W/l"
 expect "missing folder" "does-not-exist" -- $T logits -m "$W/does-not-exist" --ids 1 -o "$W/l"

@@ -24,7 +24,7 @@ for fx in ["qwen3moe-bf16", "qwen3moe-v5-fused", "qwen3moe-mixed-sharded", "omni
         print(("ok  " if ok else "FAIL"), fx, "prompt", len(p["ids"]), out["ids"])
         fails += not ok
     open(f"{W}/prompts.txt", "w").write("\n".join(lines) + "\n")
-    r = subprocess.run([T, "generate", "-m", d, "--prompts", f"{W}/prompts.txt", "-n", "8", "--temp", "0"],
+    r = subprocess.run([T, "generate", "-m", d, "--prompts", f"{W}/prompts.txt", "-n", "8", "--temp", "0", "--json"],
                        capture_output=True, text=True, timeout=120)
     seqs = json.loads(r.stdout)["sequences"]
     ok = r.returncode == 0 and [q["ids"] for q in seqs] == [p["greedy"] for p in man["prompts"]]

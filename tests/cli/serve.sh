@@ -71,31 +71,26 @@ for args in "--port 70000" "--host 300.1.2.3" "--max-seqs 0" "--ctx-size 100000"
         bad "serve $args: rc $rc, $(cat "$TMP/e")"
 done
 
-# SIGTERM while a request streams: it finishes within the grace period;
-# with no grace it is cut short, and either way the stream ends properly
-if start_server "$TMP/s5" "$TMP/p5" "$TRUSTMOE" serve -m $M --port 0 --port-file "$TMP/p5"; then
-    python3 tests/cli/serve_client.py "$PORT" brown-moe --stream "The jury said" 60 >"$TMP/c5" &
-    cpid=$!
-    python3 tests/cli/serve_client.py "$PORT" brown-moe --wait-running
-    stop_server "SIGTERM during a stream (grace 10 s)"
-    wait $cpid
-    [ "$(cat "$TMP/c5")" == "200 length 60 DONE" ] && ok "the stream finished in the grace period: $(cat "$TMP/c5")" ||
-        bad "grace: $(cat "$TMP/c5")"
-fi
-if start_server "$TMP/s6" "$TMP/p6" "$TRUSTMOE" serve -m $M --port 0 --port-file "$TMP/p6" --shutdown-grace 0; then
-    python3 tests/cli/serve_client.py "$PORT" brown-moe --stream "The jury said" 400 >"$TMP/c6" &
-    cpid=$!
-    python3 tests/cli/serve_client.py "$PORT" brown-moe --wait-running
-    stop_server "SIGTERM during a stream (no grace)"
-    wait $cpid
-    read -r st fin n done <"$TMP/c6"
-    [ "$st" == 200 ] && [ "$fin" == abort ] && [ "$done" == DONE ] && [ "$n" -lt 400 ] && ok "the stream was cut short and closed: $(cat "$TMP/c6")" ||
-        bad "no grace: $(cat "$TMP/c6")"
-fi
+# SIGTERM while a request streams (sent by the client once its first token is
+# in): it finishes within the grace period; with no grace it is cut short, and
+# either way the stream ends properly and the server exits 0
+stream_stop() { # NAME LOG PORTFILE TOKENS WANT(regex) SERVER-ARGS...
+    local name=$1 log=$2 pf=$3 n=$4 want=$5; shift 5
+    if start_server "$log" "$pf" "$TRUSTMOE" serve -m $M --port 0 --port-file "$pf" "$@"; then
+        python3 tests/cli/serve_client.py "$PORT" brown-moe --stream "The jury said" "$n" $SERVER_PID >"$log.c"
+        wait $SERVER_PID; local rc=$?
+        [ $rc -eq 0 ] && ok "$name: exits 0" || bad "$name: exit $rc"
+        grep -Eq "$want" "$log.c" && ok "$name: $(cat "$log.c")" || bad "$name: $(cat "$log.c") (want $want)"
+    else
+        bad "$name: server did not start"
+    fi
+}
+stream_stop "SIGTERM during a stream, grace 10 s" "$TMP/s5" "$TMP/p5" 60 "^200 length 60 DONE$"
+stream_stop "SIGTERM during a stream, no grace" "$TMP/s6" "$TMP/p6" 400 "^200 abort [0-9]+ DONE$" --shutdown-grace 0
 
 # a coordinator and two workers: the same greedy answer; SIGTERM to rank 0
 # stops the job in order (exit 0), SIGTERM to mpirun leaves no rank behind
-MPI_SERVE=(timeout -k 5 120 mpirun --oversubscribe -np 3 "$TRUSTMOE" serve -m $M --port 0)
+MPI_SERVE=(timeout -k 5 120 mpirun --oversubscribe -np 3 "$TRUSTMOE" serve -m $M --port 0 -v)
 if start_server "$TMP/s3" "$TMP/p3" "${MPI_SERVE[@]}" --port-file "$TMP/p3"; then
     got=$(python3 tests/cli/serve_client.py "$PORT" brown-moe --greedy "The jury said" 12)
     [ "$got" == "$expected" ] && ok "mpirun -np 3: completion equals one-process generate" ||
@@ -104,12 +99,8 @@ if start_server "$TMP/s3" "$TMP/p3" "${MPI_SERVE[@]}" --port-file "$TMP/p3"; the
         bad "mpirun -np 3: no workers? $(head -5 "$TMP/s3")"
     MPIRUN_PID=$SERVER_PID
     SERVER_PID=$(sed -n 's/.*trustmoe serve: model .*; pid \([0-9]*\)).*/\1/p' "$TMP/s3")
-    python3 tests/cli/serve_client.py "$PORT" brown-moe --stream "The jury said" 60 >"$TMP/c3" &
-    cpid=$!
-    python3 tests/cli/serve_client.py "$PORT" brown-moe --wait-running
-    kill -TERM "$SERVER_PID"
+    python3 tests/cli/serve_client.py "$PORT" brown-moe --stream "The jury said" 60 "$SERVER_PID" >"$TMP/c3"
     wait $MPIRUN_PID; rc=$?
-    wait $cpid
     [ $rc -eq 0 ] && grep -q "stopping (signal)" "$TMP/s3" && ok "mpirun -np 3: SIGTERM to rank 0 stops the job, exit 0" ||
         bad "mpirun -np 3: exit $rc after SIGTERM to rank 0"
     [ "$(cat "$TMP/c3")" == "200 length 60 DONE" ] && ok "mpirun -np 3: the stream in flight finished first: $(cat "$TMP/c3")" ||

@@ -45,8 +45,9 @@ def post(path, body=None, raw=None):
         return st, text
 
 
-def stream(path, body):
-    """The SSE events of a streaming request, as parsed JSON (and "[DONE]")."""
+def stream(path, body, kill_pid=0):
+    """The SSE events of a streaming request, as parsed JSON (and "[DONE]");
+    with kill_pid, SIGTERM goes to that process after the first event."""
     c = http.client.HTTPConnection("127.0.0.1", PORT, timeout=120)
     c.request("POST", path, body=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
     r = c.getresponse()
@@ -63,6 +64,11 @@ def stream(path, body):
             if line.startswith("data: "):
                 d = line[6:]
                 events.append(d if d == "[DONE]" else json.loads(d))
+                if kill_pid:
+                    import os
+                    import signal
+                    os.kill(kill_pid, signal.SIGTERM)
+                    kill_pid = 0
     c.close()
     return r.status, r.getheader("Content-Type"), events
 
@@ -265,10 +271,12 @@ if len(sys.argv) > 3 and sys.argv[3] == "--wait-running":
         time.sleep(0.1)
     sys.exit(1)
 elif len(sys.argv) > 3 and sys.argv[3] == "--stream":
-    # --stream PROMPT N: a streamed completion; prints the finish reason and the token count
+    # --stream PROMPT N [PID]: a streamed completion; with PID, SIGTERM goes to PID once the
+    # first token is in; prints the status, finish reason, token count and whether [DONE] came
+    kill_pid = int(sys.argv[6]) if len(sys.argv) > 6 else 0
     st, ctype, evs = stream("/v1/completions", {"model": MODEL, "prompt": sys.argv[4], "max_tokens": int(sys.argv[5]),
                                                 "temperature": 0, "stream": True,
-                                                "stream_options": {"include_usage": True}})
+                                                "stream_options": {"include_usage": True}}, kill_pid)
     fin = [e["choices"][0]["finish_reason"] for e in evs if e != "[DONE]" and e["choices"] and
            e["choices"][0]["finish_reason"]]
     usage = [e["usage"]["completion_tokens"] for e in evs if e != "[DONE]" and e.get("usage")]

