@@ -10,6 +10,7 @@ struct sched_slot {
     int32_t *prompt;    /* [n_prompt], owned */
     int n_prompt, fed;  /* prompt tokens, and how many went through the model */
     int32_t last;       /* the token to feed at the next decode step */
+    int32_t *hist;      /* [n_prompt + max_tokens] prompt then generated, for the penalties */
     int n_gen;          /* tokens generated */
     sampler smp;        /* sized for the vocabulary once, re-seeded per sequence */
 };
@@ -70,6 +71,7 @@ void sched_free(sched *sc)
     if (sc->slots) {
         for (int i = 0; i < sc->p.max_seqs; i++) {
             free(sc->slots[i].prompt);
+            free(sc->slots[i].hist);
             sampler_free(&sc->slots[i].smp);
         }
     }
@@ -128,7 +130,9 @@ static void slot_end(sched *sc, sched_slot *sl, sched_stop why)
     sched_request r = sl->r;
     int n = sl->n_gen;
     free(sl->prompt);
+    free(sl->hist);
     sl->prompt = NULL;
+    sl->hist = NULL;
     sl->used = 0;
     if (r.on_done) r.on_done(r.ctx, why, n);
     (void)sc;
@@ -151,6 +155,8 @@ static void admit(sched *sc)
         sl->n_prompt = e->n;
         sl->fed = 0;
         sl->n_gen = 0;
+        sl->hist = tm_malloc(sizeof(int32_t) * (size_t)(e->n + e->r.max_tokens));
+        memcpy(sl->hist, e->prompt, sizeof(int32_t) * (size_t)e->n);
         sampler_reset(&sl->smp, &e->r.samp);
         sc->s.seq_len[i] = 0; /* the slot's KV cache starts empty */
         e->prompt = NULL;
@@ -232,8 +238,10 @@ static void deliver(sched *sc, int n_rows)
     const int V = sc->m->cfg.vocab_size;
     for (int i = 0; i < n_rows; i++) {
         sched_slot *sl = &sc->slots[sc->row_slot[i]];
-        const float *lg = sc->logits + (size_t)i * V;
+        float *lg = sc->logits + (size_t)i * V;
+        sampler_apply_penalties(&sl->smp, lg, sl->hist, sl->n_prompt + sl->n_gen);
         int32_t next = sampler_sample(&sl->smp, lg);
+        sl->hist[sl->n_prompt + sl->n_gen] = next;
         sl->n_gen++;
         sc->generated_tokens++;
         int caller = sl->r.on_token ? sl->r.on_token(sl->r.ctx, next, lg, V) : 0;

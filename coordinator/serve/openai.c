@@ -220,26 +220,26 @@ static uint64_t fresh_seed(void)
 static int get_sampling(const cJSON *body, const openai_ctx *e, srv_req *q, bad *b)
 {
     sampler_params sp = e->samp;
-    double temp = sp.temperature, top_p = sp.top_p, pen = 0, min_p = 0;
+    double temp = sp.temperature, top_p = sp.top_p, min_p = 0;
     long top_k = sp.top_k, seed = -1;
     int rc;
     if ((rc = get_number(body, "temperature", 0, 2, &temp, b))) return rc;
     if ((rc = get_number(body, "top_p", 1e-6, 1, &top_p, b))) return rc;
     if ((rc = get_int(body, "top_k", -1, 1 << 30, &top_k, b))) return rc;
     if ((rc = get_int(body, "seed", 0, INT64_MAX / 2, &seed, b))) return rc;
+    double presence = sp.presence_penalty, frequency = sp.frequency_penalty;
+    min_p = sp.min_p;
     if ((rc = get_number(body, "min_p", 0, 1, &min_p, b))) return rc;
-    if (min_p != 0) return fail(b, 400, "min_p", "'min_p' other than 0 is not supported by this server");
-    static const char *const penalties[] = {"presence_penalty", "frequency_penalty"};
-    for (int i = 0; i < 2; i++) {
-        pen = 0;
-        if ((rc = get_number(body, penalties[i], -2, 2, &pen, b))) return rc;
-        if (pen != 0)
-            return fail(b, 400, penalties[i], "'%s' other than 0 is not supported by this server", penalties[i]);
-    }
+    if ((rc = get_number(body, "presence_penalty", -2, 2, &presence, b))) return rc;
+    if ((rc = get_number(body, "frequency_penalty", -2, 2, &frequency, b))) return rc;
+    sp.min_p = (float)min_p;
+    sp.presence_penalty = (float)presence;
+    sp.frequency_penalty = (float)frequency;
     sp.temperature = (float)temp;
     sp.top_p = (float)top_p;
     sp.top_k = top_k < 0 ? 0 : (int)top_k;
     sp.seed = seed >= 0 ? (uint64_t)seed : fresh_seed();
+    sp.n_stop = 0; /* stop strings are the server's (they cut the text it sends) */
     q->r.samp = sp;
     return 0;
 }

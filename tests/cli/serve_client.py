@@ -187,6 +187,19 @@ def full(expected):
     st, js = completion("The jury said", 4, trustmoe={"select": "blend", "alpha": 2})
     error_case("alpha out of range", st, 400, js, "trustmoe.alpha")
 
+    # penalties and min_p reach the sampler: a long greedy text that repeats
+    # itself changes under a frequency penalty
+    st, plain = completion("The jury said", 40)
+    st2, pen = completion("The jury said", 40, frequency_penalty=2.0, presence_penalty=1.0)
+    check("frequency/presence penalties change a repetitive greedy text",
+          st == 200 and st2 == 200 and pen["choices"][0]["text"] != plain["choices"][0]["text"], (plain, pen))
+    st, js = completion("The jury said", 8, temperature=1.0, min_p=0.99, seed=3)
+    st2, js2 = completion("The jury said", 8)
+    check("min_p 0.99 leaves only the top token: the greedy text",
+          st == 200 and js["choices"][0]["text"] == js2["choices"][0]["text"], (js, js2))
+    st, js = completion("x", 4, presence_penalty=5)
+    error_case("presence_penalty out of range", st, 400, js, "presence_penalty")
+
     # seeded sampling repeats
     a = completion("The jury said", 10, temperature=0.9, seed=7)[1]["choices"][0]["text"]
     b = completion("The jury said", 10, temperature=0.9, seed=7)[1]["choices"][0]["text"]
