@@ -31,7 +31,8 @@ void dist_usage(FILE *f)
                "  --wire-dtype D      activations on the wire: f32 (default) or bf16\n"
                "  --wire-checksum     CRC32C over every activation payload\n"
                "  --comm-timeout S    seconds a worker's reply may take before the job is aborted (default 60)\n"
-               "  --idle-timeout S    seconds for loading and handshake, and a worker's wait for work (default 600)\n"
+               "  --idle-timeout S    seconds for MPI start-up, for loading and handshake, and a worker's wait\n"
+               "                      for work (default 600)\n"
                "  --stats-json FILE   write throughput, time split, bytes and expert load to FILE\n"
                "  --workers N         inspect: print the placement for N worker ranks\n");
 }

@@ -286,6 +286,8 @@ static void test_fault_env(void)
     CU_ASSERT_STRING_EQUAL(worker_fault_name(f.kind), "truncate");
     setenv("TRUSTMOE_FAULT", "bogus", 1);
     CU_ASSERT_EQUAL(worker_fault_from_env().kind, WORKER_FAULT_NONE);
+    setenv("TRUSTMOE_FAULT", "startup-stall", 1);
+    CU_ASSERT_EQUAL(worker_fault_from_env().kind, WORKER_FAULT_STARTUP_STALL);
     unsetenv("TRUSTMOE_FAULT");
     unsetenv("TRUSTMOE_FAULT_RANK");
     unsetenv("TRUSTMOE_FAULT_STEP");

@@ -78,8 +78,19 @@ void cli_usage_common(FILE *f)
     dist_usage(f);
 }
 
-/* Parses the options shared by all commands; unknown flags are errors. */
+static tm_status parse_opts(int argc, char **argv, cli_opts *o, tm_err *err);
+
+/* Parses the options shared by all commands; unknown flags are errors.
+ * MPI starts after this (dist_init is lazy), so its start-up watchdog gets
+ * --idle-timeout, or the default when parsing stopped before it. */
 tm_status cli_parse_opts(int argc, char **argv, cli_opts *o, tm_err *err)
+{
+    tm_status st = parse_opts(argc, argv, o, err);
+    dist_set_startup_timeout(o->dist.idle_timeout);
+    return st;
+}
+
+static tm_status parse_opts(int argc, char **argv, cli_opts *o, tm_err *err)
 {
     memset(o, 0, sizeof *o);
     o->n_predict = 16;
