@@ -64,7 +64,7 @@ typedef struct {
     const char *placement; /* contiguous (default), round-robin, or a JSON file */
     int replicas;          /* each expert on this many workers (policies only) */
     tm_dtype wire_dtype;   /* activations on the wire: F32 (default) or BF16 */
-    int checksum;          /* CRC32C over every activation payload */
+    int checksum;          /* CRC32C over every activation payload (default on) */
     double comm_timeout;   /* seconds a reply may take (default 60) */
     const char *stats_json;
     double idle_timeout;   /* seconds for MPI start-up, loading/handshake and a worker's idle wait (default 600) */
@@ -83,7 +83,7 @@ typedef enum {
 dist_params dist_default_params(void);
 /* Returns 1 if argv[*i] is one of the dist flags (consumes its value and
  * advances *i past it), 0 if not, -1 on a bad value (err filled).
- *   --placement P  --replicas R  --wire-dtype f32|bf16  --wire-checksum
+ *   --placement P  --replicas R  --wire-dtype f32|bf16  --[no-]wire-checksum
  *   --comm-timeout S  --idle-timeout S  --stats-json FILE  --workers N */
 int dist_parse_flag(dist_params *p, int argc, char **argv, int *i, tm_err *err);
 /* Help lines for the flags above. */

@@ -394,7 +394,7 @@ static size_t pack_reply(worker *w, const wire_header *h, int rows, int fire)
             break;
         case WORKER_FAULT_CORRUPT:
             payload[o.payload_bytes / 2] ^= 0x40;
-            what = w->checksum ? "corrupted payload" : "corrupted payload (undetectable without --wire-checksum)";
+            what = w->checksum ? "corrupted payload" : "corrupted payload (undetectable with --no-wire-checksum)";
             break;
         default: break;
         }
