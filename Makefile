@@ -5,6 +5,7 @@
 #   make bench   benchmark programs; figures go to bench/RESULTS.md by hand
 #   make fuzz    build the libFuzzer harnesses with clang and run each for
 #                FUZZ_SECONDS (tests/fuzz/README.md)
+#   make fuzz-smoke  the same for FUZZ_SMOKE_SECONDS (10) each: CI's short run
 ifeq ($(origin CC),default)
 CC := mpicc
 endif
@@ -41,9 +42,10 @@ FUZZ_NAMES  := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_REPLAY := $(patsubst %,$(BUILD)/fuzz/replay_%,$(FUZZ_NAMES))
 FUZZ_BUILD  ?= build-fuzz
 FUZZ_SECONDS ?= 60
+FUZZ_SMOKE_SECONDS ?= 10
 FUZZ_FLAGS  := -O1 -g -march=x86-64-v3 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
 
-.PHONY: all deps test asan bench clean fuzz fuzz-build
+.PHONY: all deps test asan bench clean fuzz fuzz-build fuzz-smoke
 # generated sources and objects are kept, not deleted as intermediates
 .SECONDARY:
 all: $(BUILD)/trustmoe
@@ -106,6 +108,9 @@ fuzz-build:
 
 fuzz: fuzz-build
 	./tests/fuzz/run_fuzz.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_NAMES)
+
+fuzz-smoke: fuzz-build
+	./tests/fuzz/run_fuzz.sh $(FUZZ_BUILD) $(FUZZ_SMOKE_SECONDS) $(FUZZ_NAMES)
 
 clean:
 	rm -rf build build-asan $(FUZZ_BUILD)

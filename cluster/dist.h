@@ -32,7 +32,10 @@
  *             (DISPATCH or CONTROL) and needs no end-of-layer marker.
  *   finish    rank 0 sends CONTROL SHUTDOWN; each worker answers WorkerStats,
  *             and both sides finalize.
- * Every wait polls against a deadline (MPI_Test / MPI_Iprobe: it yields for
+ * MPI start-up itself (MPI_Init, the communicator's duplication) is
+ * collective with no deadline; a watchdog thread ends the rank after
+ * --idle-timeout if it has not completed (dist_set_startup_timeout).
+ * Every wait after it polls against a deadline (MPI_Test / MPI_Iprobe: it yields for
  * the first 500 us or TRUSTMOE_POLL_SPIN_US, then sleeps up to 500 us or
  * TRUSTMOE_POLL_SLEEP_US at a time): --comm-timeout for replies,
  * --idle-timeout for loading and for a worker's wait for its next request.
@@ -41,12 +44,13 @@
  * ends the whole job with a non-zero status.
  *
  * Test-only fault switch (kept in release builds; used by tests/cli/mpi_faults.sh):
- *   TRUSTMOE_FAULT=dtype|truncate|corrupt|exit|silent|version
+ *   TRUSTMOE_FAULT=dtype|truncate|corrupt|exit|silent|version|startup-stall
  *   TRUSTMOE_FAULT_RANK=R (default 1), TRUSTMOE_FAULT_STEP=S (default 1)
  * makes worker R, at its first request of step >= S, send a wrong dtype tag,
  * a truncated payload, a payload corrupted after its checksum, exit without
  * finalizing, or stop answering; `version` reports a different build in the
- * handshake.
+ * handshake; `startup-stall` makes rank R (any rank, 0 included) stop itself
+ * with SIGSTOP before MPI_Init.
  */
 #ifndef TM_DIST_H
 #define TM_DIST_H
@@ -60,10 +64,10 @@ typedef struct {
     const char *placement; /* contiguous (default), round-robin, or a JSON file */
     int replicas;          /* each expert on this many workers (policies only) */
     tm_dtype wire_dtype;   /* activations on the wire: F32 (default) or BF16 */
-    int checksum;          /* CRC32C over every activation payload */
+    int checksum;          /* CRC32C over every activation payload (default on) */
     double comm_timeout;   /* seconds a reply may take (default 60) */
     const char *stats_json;
-    double idle_timeout;   /* seconds for loading/handshake and a worker's idle wait (default 600) */
+    double idle_timeout;   /* seconds for MPI start-up, loading/handshake and a worker's idle wait (default 600) */
     int workers;           /* inspect --workers N: worker ranks to print a placement for (0: none) */
     int verbose;           /* -v: per-rank tables, and workers' lines while they serve */
     int quiet;             /* -q: no summary on stderr */
@@ -81,12 +85,17 @@ typedef enum {
 dist_params dist_default_params(void);
 /* Returns 1 if argv[*i] is one of the dist flags (consumes its value and
  * advances *i past it), 0 if not, -1 on a bad value (err filled).
- *   --placement P  --replicas R  --wire-dtype f32|bf16  --wire-checksum
+ *   --placement P  --replicas R  --wire-dtype f32|bf16  --[no-]wire-checksum
  *   --comm-timeout S  --idle-timeout S  --stats-json FILE  --workers N */
 int dist_parse_flag(dist_params *p, int argc, char **argv, int *i, tm_err *err);
 /* Help lines for the flags above. */
 void dist_usage(FILE *f);
 
+/* The limit on MPI start-up (MPI_Init and the communicator's set-up) that a
+ * watchdog thread enforces: past it, the rank prints "start-up did not
+ * complete within S s" and exits 1.  Set it to --idle-timeout before the
+ * first dist_init (default 600 s). */
+void dist_set_startup_timeout(double seconds);
 /* MPI_Init if started by mpirun/srun; *rank = 0, *size = 1 otherwise. */
 void dist_init(int *argc, char ***argv, int *rank, int *size);
 int dist_mpi_active(void);

@@ -7,7 +7,10 @@
 #include "mkmodel.h"
 #include "wire.h"
 
+#include <errno.h>
+#include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +45,92 @@ static int launched_by_mpi(void)
     return getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMIX_RANK") || getenv("PMI_RANK");
 }
 
+/* ---- start-up watchdog ------------------------------------------------------ */
+
+/* MPI_Init and the MPI_Comm_dup after it are collective and have no
+ * deadline: if one rank is stopped or never starts, every other rank waits
+ * in them forever.  A thread started before MPI_Init ends this rank after
+ * the idle timeout unless start-up completed; the launcher then takes down
+ * the rest of the job (its ranks' own watchdogs fire too).  MPI cannot be
+ * used to abort here (it is not initialised), so the thread writes one line
+ * and calls _exit.  Everything after start-up polls against deadlines. */
+
+static double g_startup_timeout = 600.0; /* dist_set_startup_timeout; the --idle-timeout default */
+static pthread_mutex_t g_wd_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_wd_cv;
+static int g_wd_done;
+
+void dist_set_startup_timeout(double seconds)
+{
+    if (seconds > 0) g_startup_timeout = seconds;
+}
+
+/* The launcher's rank for this process (MPI does not know it yet); -1 if none. */
+static int launcher_rank(void)
+{
+    static const char *const vars[] = {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"};
+    for (size_t i = 0; i < TM_ARRAY_LEN(vars); i++) {
+        const char *v = getenv(vars[i]);
+        if (v && *v) return atoi(v);
+    }
+    return -1;
+}
+
+static void *watchdog_main(void *arg)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    double t = (double)until.tv_sec + until.tv_nsec * 1e-9 + g_startup_timeout;
+    until.tv_sec = (time_t)t;
+    until.tv_nsec = (long)((t - (double)until.tv_sec) * 1e9);
+    pthread_mutex_lock(&g_wd_mu);
+    int rc = 0;
+    while (!g_wd_done && rc != ETIMEDOUT) rc = pthread_cond_timedwait(&g_wd_cv, &g_wd_mu, &until);
+    if (!g_wd_done) {
+        fprintf(stderr,
+                "trustmoe: rank %d (%s): start-up did not complete within %g s (--idle-timeout): a rank stopped or "
+                "cannot be reached\n",
+                launcher_rank(), g_host, g_startup_timeout);
+        fflush(stderr);
+        _exit(1);
+    }
+    pthread_mutex_unlock(&g_wd_mu);
+    return arg;
+}
+
+static pthread_t watchdog_start(int *started)
+{
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&g_wd_cv, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_t t;
+    *started = pthread_create(&t, NULL, watchdog_main, NULL) == 0;
+    if (!*started) fprintf(stderr, "trustmoe: rank %d: no start-up watchdog (pthread_create failed)\n", launcher_rank());
+    return t;
+}
+
+static void watchdog_stop(pthread_t t, int started)
+{
+    pthread_mutex_lock(&g_wd_mu);
+    g_wd_done = 1;
+    pthread_cond_signal(&g_wd_cv);
+    pthread_mutex_unlock(&g_wd_mu);
+    if (started) pthread_join(t, NULL);
+}
+
+/* TRUSTMOE_FAULT=startup-stall: rank TRUSTMOE_FAULT_RANK (default 1) stops
+ * itself before MPI_Init, as a rank suspended or stuck at launch would. */
+static void startup_fault(void)
+{
+    const char *k = getenv("TRUSTMOE_FAULT"), *r = getenv("TRUSTMOE_FAULT_RANK");
+    if (!k || strcmp(k, "startup-stall") != 0 || launcher_rank() != (r ? atoi(r) : 1)) return;
+    fprintf(stderr, "trustmoe: rank %d: TRUSTMOE_FAULT=startup-stall: stopping before MPI_Init\n", launcher_rank());
+    fflush(stderr);
+    raise(SIGSTOP);
+}
+
 void dist_init(int *argc, char ***argv, int *rank, int *size)
 {
     if (!g_host[0] && gethostname(g_host, sizeof g_host - 1) != 0) snprintf(g_host, sizeof g_host, "?");
@@ -52,8 +141,11 @@ void dist_init(int *argc, char ***argv, int *rank, int *size)
         *size = g_size;
         return;
     }
+    startup_fault();
+    int wd_started = 0;
+    pthread_t wd = watchdog_start(&wd_started);
     int provided = 0;
-    /* kernel threads never call MPI; only the main thread does */
+    /* kernel threads and the watchdog never call MPI; only the main thread does */
     if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
         fprintf(stderr, "trustmoe: MPI_Init_thread failed\n");
         exit(1);
@@ -64,6 +156,7 @@ void dist_init(int *argc, char ***argv, int *rank, int *size)
     MPI_Comm_set_errhandler(g_comm, MPI_ERRORS_RETURN);
     MPI_Comm_rank(g_comm, &g_rank);
     MPI_Comm_size(g_comm, &g_size);
+    watchdog_stop(wd, wd_started);
     tm_abort_hook = dist_abort_hook;
     /* the default 50 us timer slack would dominate the poll's short sleeps */
     prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);

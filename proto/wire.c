@@ -2,9 +2,6 @@
 #include "wire.h"
 
 #include <string.h>
-#ifdef __SSE4_2__
-#include <nmmintrin.h>
-#endif
 
 /* ---- header --------------------------------------------------------------- */
 
@@ -199,9 +196,13 @@ uint32_t wire_crc32c_ref(const void *data, size_t n)
     return ~c;
 }
 
-uint32_t wire_crc32c(const void *data, size_t n)
+/* The SSE4.2 CRC32 instruction (8 bytes a cycle or so, against about one bit
+ * a cycle for the bitwise loop), chosen at run time so that a build without
+ * -march still uses it where the CPU has it. */
+#if defined(__x86_64__) || defined(__i386__)
+#include <nmmintrin.h>
+__attribute__((target("sse4.2"))) static uint32_t crc32c_hw(const void *data, size_t n)
 {
-#ifdef __SSE4_2__
     const uint8_t *p = data;
     uint64_t c = ~0u;
     for (; n >= 8; n -= 8, p += 8) {
@@ -212,9 +213,17 @@ uint32_t wire_crc32c(const void *data, size_t n)
     uint32_t c32 = (uint32_t)c;
     for (; n; n--, p++) c32 = _mm_crc32_u8(c32, *p);
     return ~c32;
+}
+
+int wire_crc32c_hw(void) { return __builtin_cpu_supports("sse4.2"); }
 #else
-    return wire_crc32c_ref(data, n);
+static uint32_t crc32c_hw(const void *data, size_t n) { return wire_crc32c_ref(data, n); }
+int wire_crc32c_hw(void) { return 0; }
 #endif
+
+uint32_t wire_crc32c(const void *data, size_t n)
+{
+    return wire_crc32c_hw() ? crc32c_hw(data, n) : wire_crc32c_ref(data, n);
 }
 
 /* ---- dtype conversion ----------------------------------------------------- */

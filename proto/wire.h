@@ -126,10 +126,12 @@ tm_status wire_check(const wire_header *got, const wire_header *want, unsigned m
                      const void *payload, int dst_rank, tm_err *err);
 
 /* CRC32C (Castagnoli, reflected 0x82F63B78, init and final xor ~0).
- * wire_crc32c uses the SSE4.2 instruction when built for it; the _ref
- * version is the bitwise definition the test compares it against. */
+ * wire_crc32c uses the SSE4.2 instruction when the CPU has it
+ * (wire_crc32c_hw() says whether it does); the _ref version is the bitwise
+ * definition the test compares it against. */
 uint32_t wire_crc32c(const void *data, size_t n);
 uint32_t wire_crc32c_ref(const void *data, size_t n);
+int wire_crc32c_hw(void);
 
 /* Activation rows <-> wire bytes.  dst/src: n elements of `dtype` (F32 or
  * BF16; anything else is an invariant violation).  pack rounds to nearest

@@ -241,9 +241,9 @@ static void test_flags(void)
 {
     dist_params p = dist_default_params();
     CU_ASSERT_STRING_EQUAL(p.placement, "contiguous");
-    CU_ASSERT(p.replicas == 1 && p.wire_dtype == TM_DT_F32 && !p.checksum && p.comm_timeout == 60.0);
+    CU_ASSERT(p.replicas == 1 && p.wire_dtype == TM_DT_F32 && p.checksum && p.comm_timeout == 60.0);
     char *argv[] = {"logits", "--placement", "round-robin", "--replicas", "2", "--wire-dtype", "bf16",
-                    "--wire-checksum", "--comm-timeout", "2.5", "--idle-timeout", "30", "--stats-json", "s.json",
+                    "--no-wire-checksum", "--comm-timeout", "2.5", "--idle-timeout", "30", "--stats-json", "s.json",
                     "--workers", "7", "-m"};
     int argc = (int)TM_ARRAY_LEN(argv), i = 1, taken = 0;
     tm_err err;
@@ -256,7 +256,10 @@ static void test_flags(void)
     CU_ASSERT_EQUAL(taken, 8);
     CU_ASSERT_STRING_EQUAL(argv[i], "-m"); /* not ours: left to the caller */
     CU_ASSERT_STRING_EQUAL(p.placement, "round-robin");
-    CU_ASSERT(p.replicas == 2 && p.wire_dtype == TM_DT_BF16 && p.checksum && p.comm_timeout == 2.5);
+    CU_ASSERT(p.replicas == 2 && p.wire_dtype == TM_DT_BF16 && !p.checksum && p.comm_timeout == 2.5);
+    char *on[] = {"logits", "--wire-checksum"};
+    i = 1;
+    CU_ASSERT(dist_parse_flag(&p, 2, on, &i, &err) == 1 && p.checksum);
     CU_ASSERT(p.idle_timeout == 30.0 && p.workers == 7 && !strcmp(p.stats_json, "s.json"));
 
     struct {
@@ -286,6 +289,8 @@ static void test_fault_env(void)
     CU_ASSERT_STRING_EQUAL(worker_fault_name(f.kind), "truncate");
     setenv("TRUSTMOE_FAULT", "bogus", 1);
     CU_ASSERT_EQUAL(worker_fault_from_env().kind, WORKER_FAULT_NONE);
+    setenv("TRUSTMOE_FAULT", "startup-stall", 1);
+    CU_ASSERT_EQUAL(worker_fault_from_env().kind, WORKER_FAULT_STARTUP_STALL);
     unsetenv("TRUSTMOE_FAULT");
     unsetenv("TRUSTMOE_FAULT_RANK");
     unsetenv("TRUSTMOE_FAULT_STEP");

@@ -14,7 +14,8 @@
 
 /* ---- fault switch ----------------------------------------------------------- */
 
-static const char *const fault_names[] = {"none", "dtype", "truncate", "corrupt", "exit", "silent", "version"};
+static const char *const fault_names[] = {"none",   "dtype",   "truncate", "corrupt",
+                                          "exit",   "silent",  "version",  "startup-stall"};
 
 const char *worker_fault_name(worker_fault_kind k) { return fault_names[k]; }
 
@@ -26,7 +27,8 @@ worker_fault worker_fault_from_env(void)
     for (int i = 1; i < (int)TM_ARRAY_LEN(fault_names); i++)
         if (!strcmp(k, fault_names[i])) f.kind = (worker_fault_kind)i;
     if (f.kind == WORKER_FAULT_NONE)
-        fprintf(stderr, "trustmoe: TRUSTMOE_FAULT=%s is not one of dtype, truncate, corrupt, exit, silent, version; "
+        fprintf(stderr, "trustmoe: TRUSTMOE_FAULT=%s is not one of dtype, truncate, corrupt, exit, silent, version, "
+                        "startup-stall; "
                         "ignored\n", k);
     const char *r = getenv("TRUSTMOE_FAULT_RANK"), *s = getenv("TRUSTMOE_FAULT_STEP");
     if (r) f.rank = atoi(r);
@@ -370,7 +372,7 @@ static size_t pack_reply(worker *w, const wire_header *h, int rows, int fire)
             break;
         case WORKER_FAULT_CORRUPT:
             payload[o.payload_bytes / 2] ^= 0x40;
-            what = w->checksum ? "corrupted payload" : "corrupted payload (undetectable without --wire-checksum)";
+            what = w->checksum ? "corrupted payload" : "corrupted payload (undetectable with --no-wire-checksum)";
             break;
         default: break;
         }

@@ -33,6 +33,7 @@ typedef enum {
     WORKER_FAULT_EXIT,     /* exit without finalizing, mid-generation */
     WORKER_FAULT_SILENT,   /* stop answering */
     WORKER_FAULT_VERSION,  /* report another build in the handshake */
+    WORKER_FAULT_STARTUP_STALL, /* stop before MPI_Init: done by dist_init, on any rank */
 } worker_fault_kind;
 
 typedef struct {

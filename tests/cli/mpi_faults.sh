@@ -40,7 +40,7 @@ fault() {
 fault dtype 3 "" "field 'dtype': expected F32, received BF16"
 fault dtype 3 "--wire-dtype bf16" "field 'dtype': expected BF16, received F32"
 fault truncate 3 "" "payload truncated"
-fault corrupt 3 "--wire-checksum" "checksum mismatch"
+fault corrupt 3 "" "checksum mismatch"   # the checksum is on by default
 fault exit 3 "" "TRUSTMOE_FAULT=exit: exiting at step 2" "exited with non-zero status|exited on signal"
 fault silent 3 "" "timeout: no reply at step 2, layer [0-9]+ within $DEADLINE s .*rank 1 "
 fault version 3 "" "build mismatch: worker rank 1"

@@ -1,6 +1,7 @@
 #!/bin/bash
 # The wire: --wire-dtype bf16 stays within 1e-2 relative of -np 1 (and the
-# error is printed); --wire-checksum changes no bit of the answer; bytes per
+# error is printed); the checksum (on by default) changes no bit of the answer
+# against --no-wire-checksum; bytes per
 # token per layer stay within the design bound
 #   2 * min(k, workers) * hidden * dtype size  (+ routing pairs and headers).
 set -u
@@ -14,8 +15,8 @@ for fx in $FIXTURES; do
     ids=$(prompt_ids "$fx" "$p")
     timeout 60 "$TRUSTMOE" logits -m "$M" --ids "$ids" -o "$TMP/ref.f32" 2>/dev/null || { bad "$fx: -np 1 failed"; continue; }
     for dt in f32 bf16; do
-        for ck in "" --wire-checksum; do
-            tag=$dt${ck:+-ck}
+        for ck in "" --no-wire-checksum; do
+            tag=$dt${ck:+-nock}
             if ! tm_mpirun 120 3 logits -m "$M" --ids "$ids" -o "$TMP/$tag.f32" --wire-dtype $dt $ck \
                 --stats-json "$TMP/$tag.json" 2>"$TMP/err"; then
                 bad "$fx wire $tag: run failed: $(grep -m1 trustmoe "$TMP/err")"
@@ -44,10 +45,16 @@ sys.exit(0 if per <= bound + slack else 1)
 PY
             ); then ok "$fx wire $tag: $msg"; else bad "$fx wire $tag: $msg"; fi
         done
-        if cmp -s "$TMP/$dt.f32" "$TMP/$dt-ck.f32"; then
-            ok "$fx wire $dt: --wire-checksum gives bitwise the same logits"
+        if cmp -s "$TMP/$dt.f32" "$TMP/$dt-nock.f32"; then
+            ok "$fx wire $dt: the checksum gives bitwise the same logits as --no-wire-checksum"
         else
-            bad "$fx wire $dt: --wire-checksum changes the logits"
+            bad "$fx wire $dt: the checksum changes the logits"
+        fi
+        if python3 -c 'import json,sys; a,b=(json.load(open(f)) for f in sys.argv[1:]); sys.exit(not(a["wire_checksum"] is True and b["wire_checksum"] is False))' \
+            "$TMP/$dt.json" "$TMP/$dt-nock.json"; then
+            ok "$fx wire $dt: the checksum is on by default and off with --no-wire-checksum"
+        else
+            bad "$fx wire $dt: wire_checksum in the statistics is not true by default and false with --no-wire-checksum"
         fi
     done
 done
