@@ -141,6 +141,49 @@ static void test_commands(void)
     const char *shw[] = {"trust", "show", "--trust-db", db_path, NULL};
     CU_ASSERT_EQUAL(run(cmd_trust, shw), 0);
 
+    /* train wrote co-selection counts and substitute fits; the advantage
+     * signal keeps a baseline per context */
+    const char *adv[] = {"trust", "train", "-m", MODEL_DIR, "--corpus", corpus, "--trust-db", db_path,
+                         "--window", "32", "--signal", "advantage", NULL};
+    CU_ASSERT_EQUAL(run(cmd_trust, adv), 0);
+    CU_ASSERT_EQUAL_FATAL(trust_db_open(&db, db_path, NULL, &err), TM_OK);
+    sqlite3_prepare_v2(db.db,
+                       "SELECT (SELECT sum(count) FROM co_activation), (SELECT count(*) FROM substitute_fit), "
+                       "(SELECT sum(windows) FROM baseline)",
+                       -1, &q, NULL);
+    CU_ASSERT_EQUAL(sqlite3_step(q), SQLITE_ROW);
+    CU_ASSERT(sqlite3_column_int(q, 0) > 0);
+    CU_ASSERT(sqlite3_column_int(q, 1) > 0);
+    CU_ASSERT(sqlite3_column_int(q, 2) >= 2);
+    sqlite3_finalize(q);
+    trust_db_close(&db);
+
+    /* --mask: router next best and learned substitutes both run, change the
+     * perplexity, and count the masked selections */
+    char mask[300];
+    snprintf(mask, sizeof mask, "%s/mask.txt", dir);
+    FILE *mf = fopen(mask, "w");
+    fputs("# the first two experts everywhere\n* 0\n* 1\n", mf);
+    fclose(mf);
+    const char *masked[] = {"eval", "-m", MODEL_DIR, "--corpus", corpus, "--window", "32", "--trust-db", db_path,
+                            "--mask", mask, "--stats-json", stats, NULL};
+    CU_ASSERT_EQUAL(run(cmd_eval, masked), 0);
+    double ppl_masked = json_number(stats, "perplexity");
+    CU_ASSERT(isfinite(ppl_masked) && ppl_masked != ppl_router);
+    const char *learned[] = {"eval", "-m", MODEL_DIR, "--corpus", corpus, "--window", "32", "--trust-db", db_path,
+                             "--mask", mask, "--substitute", "learned", "--stats-json", stats, NULL};
+    CU_ASSERT_EQUAL(run(cmd_eval, learned), 0);
+    CU_ASSERT(isfinite(json_number(stats, "perplexity")) && json_number(stats, "perplexity") != ppl_masked);
+    mf = fopen(mask, "w");
+    fputs("0 1\n99 0\n", mf); /* layer out of range */
+    fclose(mf);
+    CU_ASSERT_EQUAL(run(cmd_eval, masked), 2);
+    const char *no_table[] = {"eval", "-m", MODEL_DIR, "--corpus", corpus, "--substitute", "learned", NULL};
+    CU_ASSERT_EQUAL(run(cmd_eval, no_table), 2);
+    const char *imp[] = {"trust", "importance", "-m", MODEL_DIR, "--corpus", corpus, "--window", "32",
+                         "--max-windows", "1", NULL};
+    CU_ASSERT_EQUAL(run(cmd_trust, imp), 0);
+
     /* Input errors exit 2. */
     const char *bad_mode[] = {"eval", "-m", MODEL_DIR, "--corpus", corpus, "--select", "trust", NULL};
     CU_ASSERT_EQUAL(run(cmd_eval, bad_mode), 2);
