@@ -35,7 +35,8 @@ def spearman(a, b):
 
 def summary(v):
     v = sorted(v)
-    return dict(mean=sum(v) / len(v), min=v[0], max=v[-1], median=v[len(v) // 2], n=len(v))
+    return dict(mean=sum(v) / len(v), mean_abs=sum(abs(x) for x in v) / len(v), min=v[0], max=v[-1],
+                median=v[len(v) // 2], n=len(v))
 
 
 # ---- trust against credit, usage and counterfactual importance
@@ -72,7 +73,7 @@ lines += ["| signal | ρ(trust, last-window credit) | ρ(trust, held-out usage) 
           "|---|---|---|---|"]
 for sig in ("abs", "adv"):
     s = sp[sig]
-    cell = lambda d: f"{d['mean']:+.3f} ({d['min']:+.2f}..{d['max']:+.2f}, {d['n']} tables)"
+    cell = lambda d: f"{d['mean']:+.3f}, mean abs {d['mean_abs']:.3f} ({d['min']:+.2f}..{d['max']:+.2f}, {d['n']} tables)"
     lines.append(f"| {name[sig]} | {cell(s['credit'])} | {cell(s['usage'])} | {cell(s['importance'])} |")
 d = sp["importance_vs_usage"]
 lines.append("")
