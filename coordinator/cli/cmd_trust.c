@@ -688,7 +688,9 @@ static void trust_usage(FILE *f)
                "       trustmoe trust importance -m DIR --corpus FILE [--trust-db PATH] [--max-windows N]\n"
                "fit-contexts clusters the mean token embedding of each window (k-means) and stores the\n"
                "centroids; train runs teacher-forced windows and folds each window's quality\n"
-               "q = 1/(1 + ppl/10) into the reputation of the experts that carried its routing weight;\n"
+               "q = 1/(1 + ppl/10), as its advantage over the context's running mean (--signal), into\n"
+               "the reputation of the experts that carried its routing weight, fits substitutes for\n"
+               "each expert and counts co-selected expert pairs;\n"
                "show summarises a database, check runs PRAGMA integrity_check, dump prints every entry;\n"
                "importance drops each used (layer, expert) from every token's top-k in turn and prints\n"
                "the change of each window's loss, per context.\n");

@@ -17,8 +17,8 @@
  *   absolute   the window's q itself.  q of a small model sits far below
  *              the 0.5 prior, so every update lowers trust, fastest for the
  *              most-used experts: trust ends up as inverse usage.
- *   advantage  how much better this window did than its context usually
- *              does: with a per-context EMA baseline (mean m, variance v,
+ *   advantage  (default) how much better this window did than its context
+ *              usually does: with a per-context EMA baseline (mean m, variance v,
  *              rate TRUST_BASELINE_RATE) of q,
  *                 target = clip(0.5 + gain * (q - m) / (sqrt(v) + 0.001))
  *              (gain TRUST_ADVANTAGE_GAIN: 0.1 per standard deviation;
