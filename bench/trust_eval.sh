@@ -35,6 +35,8 @@ ALPHAS=${ALPHAS:-"1.0 0.95 0.9 0.8 0.7 0.5 0.3"}
 MAX_WINDOWS=${MAX_WINDOWS:-0}
 PLOT=${PLOT:-bench/trust_eval.png}
 THREADS=${THREADS:-}
+# the signal this section of RESULTS.md was measured with
+SIGNAL=${SIGNAL:-absolute}
 
 [ -x build/trustmoe ] || make build/trustmoe
 mkdir -p "$OUT"
@@ -60,7 +62,7 @@ rm -f "$DB" "$DB-wal" "$DB-shm"
 "$BIN" trust fit-contexts -m "$MODEL" "${TOPT[@]}" --corpus "$OUT/trust-train.txt" --trust-db "$DB" \
     --contexts "$CONTEXTS" --window "$WINDOW" | tee "$OUT/fit-contexts.txt"
 "$BIN" trust train -m "$MODEL" "${TOPT[@]}" --corpus "$OUT/trust-train.txt" --trust-db "$DB" \
-    --epochs "$EPOCHS" --window "$WINDOW" "${MW[@]}" >"$OUT/train.txt"
+    --signal "$SIGNAL" --epochs "$EPOCHS" --window "$WINDOW" "${MW[@]}" >"$OUT/train.txt"
 head -2 "$OUT/train.txt"
 "$BIN" trust show --trust-db "$DB" | tee "$OUT/show.txt"
 # What the learned trust tracks: its rank correlation with the expert's

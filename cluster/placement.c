@@ -202,6 +202,170 @@ static tm_status place_balanced(place_map *pm, const char *path, int replicas, t
     return st;
 }
 
+/* ---- co-activation ------------------------------------------------------------ */
+
+/* Per layer: capacity-bounded longest-processing-time start (each worker
+ * takes its contiguous share of expert slots), then pairwise swaps between
+ * workers, best first, while a swap raises the co-selections kept inside
+ * workers and leaves every worker's expert-tokens at or below the bound,
+ * max(1.1 x mean, the start's max).  Swaps only find a local optimum, so
+ * the search also runs from PLACE_COACT_STARTS seeded shuffles of the
+ * start (a shuffle over the bound is skipped) and keeps the best.  Equal
+ * expert counts per worker keep memory as even as contiguous's.  C[a][b]
+ * (a != b) counts tokens that chose both; C[e][e] is e's own load. */
+#define PLACE_COACT_BOUND 1.1
+#define PLACE_COACT_STARTS 16
+
+/* Local search from owner[E]; returns the co-selections inside workers
+ * (each pair counted from both ends), or -1 if owner breaks the bound. */
+static double place_coact_search(int E, int W, const double *C, double bound, int *owner, double *load, double *aff)
+{
+    for (int w = 0; w < W; w++) load[w] = 0;
+    for (int e = 0; e < E; e++) load[owner[e]] += C[(size_t)e * E + e];
+    for (int w = 0; w < W; w++)
+        if (load[w] > bound) return -1;
+    memset(aff, 0, (size_t)E * W * sizeof *aff);
+    for (int x = 0; x < E; x++)
+        for (int e = 0; e < E; e++)
+            if (e != x) aff[(size_t)x * W + owner[e]] += C[(size_t)x * E + e];
+    for (int pass = 0; pass < 4 * E * E; pass++) {
+        double best_gain = 0;
+        int ba = -1, bb = -1;
+        for (int a = 0; a < E; a++)
+            for (int b = a + 1; b < E; b++) {
+                int A = owner[a], B = owner[b];
+                if (A == B) continue;
+                double la = C[(size_t)a * E + a], lb = C[(size_t)b * E + b];
+                if (load[A] - la + lb > bound || load[B] - lb + la > bound) continue;
+                double cab = C[(size_t)a * E + b];
+                double g = aff[(size_t)a * W + B] - cab + aff[(size_t)b * W + A] - cab - aff[(size_t)a * W + A] -
+                           aff[(size_t)b * W + B];
+                if (g > best_gain) best_gain = g, ba = a, bb = b;
+            }
+        if (ba < 0) break;
+        int A = owner[ba], B = owner[bb];
+        for (int x = 0; x < E; x++) {
+            double d = C[(size_t)x * E + bb] * (x != bb) - C[(size_t)x * E + ba] * (x != ba);
+            aff[(size_t)x * W + A] += d;
+            aff[(size_t)x * W + B] -= d;
+        }
+        load[A] += C[(size_t)bb * E + bb] - C[(size_t)ba * E + ba];
+        load[B] += C[(size_t)ba * E + ba] - C[(size_t)bb * E + bb];
+        owner[ba] = B;
+        owner[bb] = A;
+    }
+    double inside = 0;
+    for (int e = 0; e < E; e++) inside += aff[(size_t)e * W + owner[e]];
+    return inside;
+}
+
+static void place_coact_layer(int E, int W, const double *C, int *owner)
+{
+    double *load = tm_calloc((size_t)W, sizeof *load), *aff = tm_malloc((size_t)E * W * sizeof *aff);
+    int *cap = tm_calloc((size_t)W, sizeof *cap), *order = tm_malloc((size_t)E * sizeof *order);
+    int *start = tm_malloc((size_t)E * sizeof *start), *cur = tm_malloc((size_t)E * sizeof *cur);
+    double total = 0;
+    for (int e = 0; e < E; e++) {
+        cap[(int)(((int64_t)e * W) / E)]++;
+        order[e] = e;
+        total += C[(size_t)e * E + e];
+    }
+    for (int i = 1; i < E; i++)
+        for (int j = i; j > 0 && C[(size_t)order[j] * E + order[j]] > C[(size_t)order[j - 1] * E + order[j - 1]]; j--) {
+            int t = order[j];
+            order[j] = order[j - 1];
+            order[j - 1] = t;
+        }
+    for (int i = 0; i < E; i++) {
+        int e = order[i], best = -1;
+        for (int w = 0; w < W; w++)
+            if (cap[w] > 0 && (best < 0 || load[w] < load[best])) best = w;
+        start[e] = best;
+        cap[best]--;
+        load[best] += C[(size_t)e * E + e];
+    }
+    double mx = 0;
+    for (int w = 0; w < W; w++) mx = TM_MAX(mx, load[w]);
+    const double bound = TM_MAX(PLACE_COACT_BOUND * total / W, mx);
+    memcpy(owner, start, (size_t)E * sizeof *owner);
+    double best = place_coact_search(E, W, C, bound, owner, load, aff);
+    uint64_t rng = 0x9E3779B97F4A7C15ull;
+    for (int r = 0; r < PLACE_COACT_STARTS; r++) {
+        memcpy(cur, start, (size_t)E * sizeof *cur);
+        for (int i = E - 1; i > 0; i--) { /* Fisher-Yates over the slots: counts per worker stay */
+            rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+            int j = (int)((rng >> 33) % (uint64_t)(i + 1)), t = cur[i];
+            cur[i] = cur[j];
+            cur[j] = t;
+        }
+        double v = place_coact_search(E, W, C, bound, cur, load, aff);
+        if (v > best) {
+            best = v;
+            memcpy(owner, cur, (size_t)E * sizeof *owner);
+        }
+    }
+    free(load);
+    free(aff);
+    free(cap);
+    free(order);
+    free(start);
+    free(cur);
+}
+
+/* "co_selection" [layer][a][b] of an eval's --stats-json (top level), or of
+ * a generate's (under "selection"). */
+static tm_status place_coactivation(place_map *pm, const char *path, tm_err *err)
+{
+    char *text = NULL;
+    tm_status st = tm_read_file(path, &text, NULL, err);
+    if (st != TM_OK) return st;
+    cJSON *root = cJSON_Parse(text);
+    free(text);
+    int L = pm->n_layers, E = pm->n_experts, W = pm->n_workers, n = 0;
+    const cJSON *co = root ? cJSON_GetObjectItemCaseSensitive(root, "co_selection") : NULL;
+    if (!co && root) co = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(root, "selection"), "co_selection");
+    if (!cJSON_IsArray(co) || cJSON_GetArraySize(co) != L) {
+        cJSON_Delete(root);
+        return tm_errf(err, TM_EINPUT,
+                       "%s: not the --stats-json of a run of this model with expert selection (want \"co_selection\": "
+                       "%d layers of %d x %d counts)", path, L, E, E);
+    }
+    double *C = tm_malloc((size_t)E * E * sizeof *C);
+    int *owner = tm_malloc((size_t)E * sizeof *owner);
+    pm->ranks = tm_malloc(((size_t)L * E + 1) * sizeof(int));
+    for (int l = 0; l < L && st == TM_OK; l++) {
+        for (int e = 0; e < E; e++) pm->offsets[l * E + e] = n;
+        if (!pm->is_moe[l]) continue;
+        const cJSON *rows = cJSON_GetArrayItem(co, l);
+        for (int a = 0; a < E && st == TM_OK; a++) {
+            const cJSON *row = cJSON_IsArray(rows) && cJSON_GetArraySize(rows) == E ? cJSON_GetArrayItem(rows, a) : NULL;
+            if (!cJSON_IsArray(row) || cJSON_GetArraySize(row) != E) {
+                st = tm_errf(err, TM_EINPUT, "%s: co_selection of layer %d is not %d x %d counts", path, l, E, E);
+                break;
+            }
+            for (int b = 0; b < E; b++) {
+                const cJSON *v = cJSON_GetArrayItem(row, b);
+                if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0) || v->valuedouble > 1e18) {
+                    st = tm_errf(err, TM_EINPUT, "%s: co_selection[%d][%d][%d] is not a count", path, l, a, b);
+                    break;
+                }
+                C[(size_t)a * E + b] = v->valuedouble;
+            }
+        }
+        if (st) break;
+        place_coact_layer(E, W, C, owner);
+        for (int e = 0; e < E; e++) {
+            pm->offsets[l * E + e] = n;
+            pm->ranks[n++] = owner[e] + 1;
+        }
+    }
+    pm->offsets[L * E] = n;
+    free(C);
+    free(owner);
+    cJSON_Delete(root);
+    return st;
+}
+
 /* ---- file ----------------------------------------------------------------- */
 
 typedef struct {
@@ -305,6 +469,11 @@ tm_status place_build(place_map *pm, const tm_config *c, size_t expert_bytes, in
                          replicas, n_workers);
         else
             st = place_balanced(pm, policy + 9, replicas, err);
+    } else if (!strncmp(policy, "coactivation:", 13)) {
+        if (replicas > 1)
+            st = tm_errf(err, TM_EINPUT, "--replicas %d: coactivation placement hosts each expert once", replicas);
+        else
+            st = place_coactivation(pm, policy + 13, err);
     } else if (is_policy(policy, "contiguous") || is_policy(policy, "round-robin")) {
         if (replicas > n_workers)
             st = tm_errf(err, TM_EINPUT, "--replicas %d needs at least %d worker ranks, this run has %d", replicas,
@@ -409,7 +578,7 @@ int placement_print(FILE *f, const tm_config *c, tm_dtype weight_dtype, const ch
     int n_moe = 0;
     for (int l = 0; l < pm.n_layers; l++) n_moe += pm.is_moe[l];
     int from_file = policy && strcmp(policy, "contiguous") && strcmp(policy, "round-robin") &&
-                    strncmp(policy, "balanced:", 9);
+                    strncmp(policy, "balanced:", 9) && strncmp(policy, "coactivation:", 13);
     fprintf(f, "placement: %s, %d workers (ranks 1..%d), replicas %d%s\n", pm.policy, n_workers, n_workers,
             replicas > 0 ? replicas : 1, from_file ? " (from file)" : "");
     fprintf(f, "experts: %d MoE layers of %d, %d experts each, %.3f MiB per expert (%s)\n", n_moe, pm.n_layers,

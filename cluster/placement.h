@@ -10,6 +10,12 @@
  *   balanced:STATS  from the "expert_tokens" of an earlier run's --stats-json:
  *                per layer, experts in decreasing order of measured tokens,
  *                each replica on the least-loaded worker not yet holding it
+ *   coactivation:STATS  from the "co_selection" counts of an earlier
+ *                eval's or generate's --stats-json (trust selection on):
+ *                per layer, experts often chosen for the same token go to
+ *                the same worker, each worker keeping its contiguous
+ *                number of experts and at most max(1.1 x mean, the
+ *                balanced start's max) expert-tokens; no replicas
  *   FILE         a JSON file (below)
  * --replicas R (contiguous, round-robin) puts replica j of an expert on the
  * worker j places after its first one (mod W), so R <= W distinct workers;

@@ -191,6 +191,74 @@ static void test_balanced(void)
     unlink(p);
 }
 
+/* co_selection for one MoE layer of 8 experts: two groups, each always
+ * chosen together, interleaved so that contiguous splits both. */
+static const char *coact_stats(const double load[8], int nested)
+{
+    static const int group[8] = {0, 1, 1, 0, 1, 0, 0, 1};
+    static char buf[4096];
+    size_t n = (size_t)snprintf(buf, sizeof buf, "%s\"co_selection\": [[", nested ? "{\"selection\": {" : "{");
+    for (int a = 0; a < 8; a++) {
+        n += (size_t)snprintf(buf + n, sizeof buf - n, "%s[", a ? "," : "");
+        for (int b = 0; b < 8; b++) {
+            double v = a == b ? load[a] : group[a] == group[b] ? (load[a] < load[b] ? load[a] : load[b]) : 1;
+            n += (size_t)snprintf(buf + n, sizeof buf - n, "%s%g", b ? "," : "", v);
+        }
+        n += (size_t)snprintf(buf + n, sizeof buf - n, "]");
+    }
+    snprintf(buf + n, sizeof buf - n, "], []]%s}", nested ? "}" : "");
+    return write_tmp(buf);
+}
+
+static void test_coactivation(void)
+{
+    tm_config c = cfg(2, 8);
+    c.mlp_only[1] = 1;
+    place_map pm;
+    tm_err err;
+    char policy[96];
+    /* even loads: each group lands on one worker */
+    const double even[8] = {100, 100, 100, 100, 100, 100, 100, 100};
+    for (int nested = 0; nested < 2; nested++) {
+        const char *p = coact_stats(even, nested);
+        snprintf(policy, sizeof policy, "coactivation:%s", p);
+        CU_ASSERT_EQUAL_FATAL(place_build(&pm, &c, 10, 2, policy, 1, &err), TM_OK);
+        int w0 = place_ranks(&pm, 0, 0)[0], w1 = place_ranks(&pm, 0, 1)[0];
+        CU_ASSERT(w0 != w1);
+        CU_ASSERT(place_ranks(&pm, 0, 3)[0] == w0 && place_ranks(&pm, 0, 5)[0] == w0 && place_ranks(&pm, 0, 6)[0] == w0);
+        CU_ASSERT(place_ranks(&pm, 0, 2)[0] == w1 && place_ranks(&pm, 0, 4)[0] == w1 && place_ranks(&pm, 0, 7)[0] == w1);
+        CU_ASSERT_EQUAL(place_count(&pm, 1, 0), 0);
+        place_free(&pm);
+        unlink(p);
+    }
+    /* a heavy group: keeping it together would put 4 x 200 on one worker;
+     * the balance bound wins, each worker holds two heavy experts */
+    const double skew[8] = {200, 10, 10, 200, 10, 200, 200, 10};
+    const char *p = coact_stats(skew, 0);
+    snprintf(policy, sizeof policy, "coactivation:%s", p);
+    CU_ASSERT_EQUAL_FATAL(place_build(&pm, &c, 10, 2, policy, 1, &err), TM_OK);
+    double load[3] = {0};
+    int count[3] = {0};
+    for (int e = 0; e < 8; e++) {
+        load[place_ranks(&pm, 0, e)[0]] += skew[e];
+        count[place_ranks(&pm, 0, e)[0]]++;
+    }
+    CU_ASSERT(load[1] <= 1.1 * 420 && load[2] <= 1.1 * 420);
+    CU_ASSERT(count[1] == 4 && count[2] == 4);
+    place_free(&pm);
+    CU_ASSERT_EQUAL(place_build(&pm, &c, 10, 2, policy, 2, &err), TM_EINPUT); /* no replicas */
+    unlink(p);
+    p = write_tmp("{\"expert_tokens\": [[1, 2, 3, 4, 5, 6, 7, 8], []]}");
+    snprintf(policy, sizeof policy, "coactivation:%s", p);
+    CU_ASSERT_EQUAL(place_build(&pm, &c, 10, 2, policy, 1, &err), TM_EINPUT);
+    CU_ASSERT(strstr(err.msg, "co_selection") != NULL);
+    unlink(p);
+    p = write_tmp("{\"co_selection\": [[[1, 2]], []]}");
+    CU_ASSERT_EQUAL(place_build(&pm, &c, 10, 2, policy, 1, &err), TM_EINPUT);
+    CU_ASSERT(strstr(err.msg, "layer 0") != NULL);
+    unlink(p);
+}
+
 static void test_csr_roundtrip(void)
 {
     tm_config c = cfg(3, 8);
@@ -307,6 +375,7 @@ int main(void)
     CU_add_test(s, "dense layers host nothing", test_dense_layers);
     CU_add_test(s, "JSON file and its errors", test_file);
     CU_add_test(s, "balanced by measured load", test_balanced);
+    CU_add_test(s, "co-activation within the balance bound", test_coactivation);
     CU_add_test(s, "CSR round trip and validation", test_csr_roundtrip);
     CU_add_test(s, "print", test_print);
     CU_add_test(s, "dist flags", test_flags);

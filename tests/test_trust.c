@@ -775,6 +775,84 @@ static void test_router_cost(void)
     free(p);
 }
 
+/* Learned substitutes under a mask: the available experts of the unmasked
+ * top-k stay, a masked one goes to its best available substitute with p
+ * times the gain, weights normalised by the unmasked top-k's p-sum; no
+ * table or no mask leaves ROUTER as it was. */
+static void test_learned_substitutes(void)
+{
+    trust_select_params sp = params(TRUST_SELECT_ROUTER, 4);
+    trust_selector s;
+    tm_err err;
+    CU_ASSERT_EQUAL_FATAL(trust_selector_init(&s, &sp, &err), TM_OK);
+    float p[E], w[4], w0[4];
+    int32_t ids[4], ids0[4];
+    for (int e = 0; e < E; e++) p[e] = 0.001f;
+    p[10] = 0.4f, p[11] = 0.3f, p[12] = 0.1f, p[13] = 0.05f, p[20] = 0.04f;
+    int32_t *rank = malloc((size_t)L * E * E * sizeof *rank);
+    float *gain = calloc((size_t)L * E * E, sizeof *gain);
+    for (int i = 0; i < L * E * E; i++) rank[i] = -1;
+    /* layer 1: expert 11's substitutes are 12 (already chosen), then 40
+     * (masked below), then 77 with gain 0.5 */
+    int32_t *r = rank + ((size_t)1 * E + 11) * E;
+    r[0] = 12, r[1] = 40, r[2] = 77;
+    gain[((size_t)1 * E + 11) * E + 77] = 0.5f;
+    trust_selector_set_substitutes(&s, rank, gain);
+    trust_select(&s, 1, p, 4, 1, ids0, w0); /* nothing masked: the router */
+    CU_ASSERT(ids0[0] == 10 && ids0[1] == 11 && ids0[2] == 12 && ids0[3] == 13);
+    uint8_t *mask = malloc((size_t)L * E);
+    memset(mask, 1, (size_t)L * E);
+    mask[1 * E + 11] = 0;
+    mask[1 * E + 40] = 0;
+    CU_ASSERT_EQUAL(trust_selector_set_mask(&s, mask, &err), TM_OK);
+    trust_select(&s, 1, p, 4, 1, ids, w);
+    float P = 0.4f + 0.3f + 0.1f + 0.05f;
+    CU_ASSERT(ids[0] == 10 && ids[1] == 77 && ids[2] == 12 && ids[3] == 13);
+    CU_ASSERT(fabsf(w[0] - 0.4f / P) < 1e-6f && fabsf(w[1] - 0.15f / P) < 1e-6f);
+    CU_ASSERT(fabsf(w[3] - 0.05f / P) < 1e-6f);
+    CU_ASSERT_EQUAL(s.info.masked, 1);
+    /* without a table: the router's next best (20), renormalised */
+    trust_selector_set_substitutes(&s, NULL, NULL);
+    trust_select(&s, 1, p, 4, 1, ids, w);
+    CU_ASSERT(ids[0] == 10 && ids[1] == 12 && ids[2] == 13 && ids[3] == 20);
+    CU_ASSERT(fabsf(w[0] - 0.4f / 0.59f) < 1e-6f);
+    /* no usable substitute: the router's next best with its own p */
+    trust_selector_set_substitutes(&s, rank, gain);
+    mask[1 * E + 77] = 0;
+    CU_ASSERT_EQUAL(trust_selector_set_mask(&s, mask, &err), TM_OK);
+    trust_select(&s, 1, p, 4, 1, ids, w);
+    CU_ASSERT(ids[0] == 10 && ids[1] == 12 && ids[2] == 13 && ids[3] == 20);
+    CU_ASSERT(fabsf(w[3] - 0.04f / P) < 1e-6f);
+    trust_selector_free(&s);
+    free(rank);
+    free(gain);
+    free(mask);
+}
+
+/* co_selection: pair counts symmetric, diagonal the load. */
+static void test_co_selection(void)
+{
+    trust_metrics m;
+    trust_metrics_init(&m, 2, 8);
+    int32_t a[3] = {5, 1, 3}, b[3] = {1, 5, 2};
+    trust_metrics_add(&m, 1, a, 3);
+    trust_metrics_add(&m, 1, b, 3);
+    CU_ASSERT_EQUAL(m.co[(size_t)1 * 64 + 1 * 8 + 5], 2);
+    CU_ASSERT_EQUAL(m.co[(size_t)1 * 64 + 1 * 8 + 3], 1);
+    CU_ASSERT_EQUAL(m.co[(size_t)1 * 64 + 5 * 8 + 1], 0); /* upper triangle only */
+    char *text = trust_metrics_json(&m);
+    cJSON *doc = cJSON_Parse(text);
+    const cJSON *co = cJSON_GetObjectItem(doc, "co_selection");
+    const cJSON *l1 = cJSON_GetArrayItem(co, 1);
+    CU_ASSERT_EQUAL(cJSON_GetArrayItem(cJSON_GetArrayItem(l1, 5), 1)->valuedouble, 2);
+    CU_ASSERT_EQUAL(cJSON_GetArrayItem(cJSON_GetArrayItem(l1, 1), 5)->valuedouble, 2);
+    CU_ASSERT_EQUAL(cJSON_GetArrayItem(cJSON_GetArrayItem(l1, 1), 1)->valuedouble, 2);
+    CU_ASSERT_EQUAL(cJSON_GetArrayItem(cJSON_GetArrayItem(l1, 2), 2)->valuedouble, 1);
+    cJSON_Delete(doc);
+    free(text);
+    trust_metrics_free(&m);
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS) return 2;
@@ -793,5 +871,7 @@ int main(void)
     CU_add_test(s, "k-means contexts", test_kmeans);
     CU_add_test(s, "diversity metrics", test_metrics);
     CU_add_test(s, "router selection cost", test_router_cost);
+    CU_add_test(s, "learned substitutes under a mask", test_learned_substitutes);
+    CU_add_test(s, "co-selection counts", test_co_selection);
     return cunit_run();
 }

@@ -78,7 +78,8 @@ static void test_migration(void)
     trust_db_close(&db);
     sqlite3 *raw;
     CU_ASSERT_EQUAL_FATAL(sqlite3_open(path, &raw), SQLITE_OK);
-    CU_ASSERT_EQUAL(sqlite3_exec(raw, "DROP TABLE train_progress; PRAGMA user_version = 1", NULL, NULL, NULL),
+    CU_ASSERT_EQUAL(sqlite3_exec(raw, "DROP TABLE train_progress; DROP TABLE baseline; DROP TABLE substitute_fit; "
+                                 "PRAGMA user_version = 1", NULL, NULL, NULL),
                     SQLITE_OK);
     sqlite3_close(raw);
     /* Opening migrates it to the current version and keeps the data. */
@@ -352,6 +353,107 @@ static void test_quality(void)
     trust_db_close(&db);
 }
 
+/* A version-2 database (before baselines and substitute fits) migrates to
+ * 3, keeps its rows, and the new tables then round-trip. */
+static void test_migration_v2(void)
+{
+    trust_db db;
+    tm_err err;
+    CU_ASSERT_EQUAL_FATAL(trust_db_open(&db, fresh(), NULL, &err), TM_OK);
+    CU_ASSERT_EQUAL(trust_db_record(&db, MODEL, 1, 2, "code", 0.9, 1.0, 10, NULL, &err), TM_OK);
+    CU_ASSERT_EQUAL(trust_db_add_progress(&db, MODEL, "run", 5, &err), TM_OK);
+    trust_db_close(&db);
+    sqlite3 *raw;
+    CU_ASSERT_EQUAL_FATAL(sqlite3_open(path, &raw), SQLITE_OK);
+    CU_ASSERT_EQUAL(sqlite3_exec(raw, "DROP TABLE baseline; DROP TABLE substitute_fit; PRAGMA user_version = 2",
+                                 NULL, NULL, NULL),
+                    SQLITE_OK);
+    sqlite3_close(raw);
+    CU_ASSERT_EQUAL_FATAL(trust_db_open(&db, path, NULL, &err), TM_OK);
+    CU_ASSERT_EQUAL(trust_db_schema_version(&db), 3);
+    trust_entry e;
+    int found;
+    int64_t w;
+    trust_db_get(&db, MODEL, 1, 2, "code", &e, &found, &err);
+    CU_ASSERT(found && fabs(e.trust - 0.54) < 1e-12);
+    CU_ASSERT_EQUAL(trust_db_get_progress(&db, MODEL, "run", &w, &err), TM_OK);
+    CU_ASSERT_EQUAL(w, 5);
+
+    trust_baseline b = {0.1, 0.0004, 7}, b2;
+    CU_ASSERT_EQUAL(trust_db_get_baseline(&db, MODEL, "code", &b2, &found, &err), TM_OK);
+    CU_ASSERT_EQUAL(found, 0);
+    CU_ASSERT_EQUAL(trust_db_put_baseline(&db, MODEL, "code", &b, &err), TM_OK);
+    CU_ASSERT_EQUAL(trust_db_get_baseline(&db, MODEL, "code", &b2, &found, &err), TM_OK);
+    CU_ASSERT(found && b2.mean == 0.1 && b2.var == 0.0004 && b2.windows == 7);
+
+    /* Substitute sums for layer 0, expert 3: expert 5 is y_3 / 2 exactly
+     * (es = ee/2, ss = ee/4: gain 2, residual 0), expert 9 half-aligned,
+     * expert 1 anti-correlated (never offered). */
+    double *ee = calloc(L * E, sizeof *ee), *es = calloc(L * E * E, sizeof *es), *ss = calloc(L * E * E, sizeof *ss),
+           *ws = calloc(L * E, sizeof *ws);
+    ee[3] = 4.0;
+    ws[3] = 1.0;
+    for (int x = 0; x < E; x++) ss[3 * E + x] = 1.0;
+    es[3 * E + 5] = 2.0;
+    ss[3 * E + 5] = 1.0;
+    es[3 * E + 9] = 1.0;
+    es[3 * E + 1] = -1.0;
+    for (int rep = 0; rep < 2; rep++) /* sums add up over windows; the ratios stay */
+        CU_ASSERT_EQUAL(trust_db_add_substitute_fit(&db, MODEL, "code", L, E, ee, es, ss, ws, &err), TM_OK);
+    int32_t *rank = malloc(L * E * E * sizeof *rank);
+    float *gain = malloc(L * E * E * sizeof *gain);
+    CU_ASSERT_EQUAL(trust_db_load_substitutes(&db, MODEL, "other", L, E, rank, gain, &found, &err), TM_OK);
+    CU_ASSERT_EQUAL(found, 0);
+    CU_ASSERT_EQUAL(trust_db_load_substitutes(&db, MODEL, "code", L, E, rank, gain, &found, &err), TM_OK);
+    CU_ASSERT_EQUAL(found, 1);
+    CU_ASSERT_EQUAL(rank[3 * E + 0], 5);
+    CU_ASSERT_EQUAL(rank[3 * E + 1], 9);
+    CU_ASSERT_EQUAL(rank[3 * E + 2], -1); /* the zero-dot and anti-correlated ones are not offered */
+    CU_ASSERT(fabsf(gain[3 * E + 5] - 2.0f) < 1e-6f);
+    CU_ASSERT(fabsf(gain[3 * E + 9] - 1.0f) < 1e-6f);
+    CU_ASSERT_EQUAL(gain[3 * E + 1], 0.0f);
+    CU_ASSERT_EQUAL(rank[0], -1); /* expert 0 was never chosen */
+
+    /* co-selection counts add up */
+    int64_t *cnt = calloc(E * E, sizeof *cnt);
+    cnt[2 * E + 7] = 3;
+    CU_ASSERT_EQUAL(trust_db_add_pair_counts(&db, MODEL, 1, E, cnt, &err), TM_OK);
+    CU_ASSERT_EQUAL(trust_db_add_pair_counts(&db, MODEL, 1, E, cnt, &err), TM_OK);
+    trust_pair pr;
+    CU_ASSERT_EQUAL(trust_db_get_pair(&db, MODEL, 1, 2, 7, &pr, &found, &err), TM_OK);
+    CU_ASSERT(found && pr.count == 6);
+    free(cnt);
+    free(ee);
+    free(es);
+    free(ss);
+    free(ws);
+    free(rank);
+    free(gain);
+    trust_db_close(&db);
+}
+
+/* The advantage target: 0.5 through the warm-up, then above 0.5 for a
+ * window better than the context's norm and below for a worse one, by
+ * 0.1 per standard deviation. */
+static void test_advantage(void)
+{
+    trust_baseline b = {0};
+    double qs[] = {0.10, 0.12, 0.08, 0.10};
+    for (int i = 0; i < 4; i++) CU_ASSERT_EQUAL(trust_baseline_target(&b, qs[i], 0.1, 0.05), 0.5);
+    CU_ASSERT_EQUAL(b.windows, 4);
+    double m = b.mean, sd = sqrt(b.var);
+    trust_baseline c = b;
+    double up = trust_baseline_target(&c, m + 2 * sd, 0.1, 0.05);
+    CU_ASSERT(fabs(up - (0.5 + 0.1 * 2 * sd / (sd + 1e-3))) < 1e-12);
+    c = b;
+    double down = trust_baseline_target(&c, m - 2 * sd, 0.1, 0.05);
+    CU_ASSERT(down < 0.5 && fabs((0.5 - down) - (up - 0.5)) < 1e-12);
+    c = b;
+    CU_ASSERT_EQUAL(trust_baseline_target(&c, m + 1000, 0.1, 0.05), 1.0); /* clipped */
+    /* the baseline follows q */
+    CU_ASSERT(c.mean > m);
+}
+
 static int cleanup(void)
 {
     char cmd[300];
@@ -366,6 +468,8 @@ int main(void)
     CU_pSuite s = CU_add_suite("trust_db", NULL, cleanup);
     CU_add_test(s, "open, WAL, schema version", test_open_wal_version);
     CU_add_test(s, "migration from version 1", test_migration);
+    CU_add_test(s, "migration from version 2, baselines, substitutes, pairs", test_migration_v2);
+    CU_add_test(s, "advantage target", test_advantage);
     CU_add_test(s, "research numbers through the DB, round trip", test_sage_numbers_in_db);
     CU_add_test(s, "transactions", test_transactions);
     CU_add_test(s, "two connections share one DB", test_shared);

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "expert.h"
 #include "kernels.h"
 #include "tokenizer.h"
 #include "trust_run.h"
@@ -77,12 +78,122 @@ done:
 
 typedef struct {
     trust_quality_acc acc;
+    int64_t *pairs; /* [L, E, E] this window's co-selections a < b; NULL: not counted */
 } route_obs;
 
 static void on_route(void *ctx, int layer, const int32_t *ids, const float *w, const float *probs, int T)
 {
     route_obs *o = ctx;
-    trust_quality_add_batch(&o->acc, layer, ids, w, T, o->acc.k);
+    int k = o->acc.k, E = o->acc.n_experts;
+    trust_quality_add_batch(&o->acc, layer, ids, w, T, k);
+    if (!o->pairs) return;
+    int64_t *c = o->pairs + (size_t)layer * E * E;
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < k; i++)
+            for (int j = i + 1; j < k; j++) {
+                int a = ids[t * k + i], b = ids[t * k + j];
+                c[(size_t)(a < b ? a : b) * E + (a < b ? b : a)]++;
+            }
+}
+
+/* ---- substitute fit: how well each expert's output stands in for another's -------- */
+
+/* Wraps the local backend.  After the layer's real computation, every
+ * `every`-th token's input goes through all E experts of the layer; for
+ * each expert e the token chose (routing weight w) it adds w|y_e|^2 to
+ * ee[l, e], w<y_e, y_s> to es[l, e, s], w|y_s|^2 to ss[l, e, s] and w to
+ * wsum[l, e]: the sums from which the best fixed-gain stand-in c * y_s for
+ * y_e and its residual follow (trust_db.h, substitute_fit). */
+typedef struct {
+    moe_backend inner;
+    const tm_model *m;
+    int every, L, E, H;
+    float *xs;      /* [n_max, H] f32 sampled inputs           */
+    float *y;       /* [E, n_max, H] f32 every expert's output */
+    float *scratch; /* [n_max, 2 * moe_inter] f32              */
+    double *ee;     /* [L, E] this window's sums (above)       */
+    double *es;     /* [L, E, E]                               */
+    double *ss;     /* [L, E, E]                               */
+    double *wsum;   /* [L, E]                                  */
+} sub_fit;
+
+static void sub_fit_init(sub_fit *f, const tm_model *m, moe_backend inner, int every, int max_tokens)
+{
+    const tm_config *c = &m->cfg;
+    memset(f, 0, sizeof *f);
+    f->inner = inner;
+    f->m = m;
+    f->every = every;
+    f->L = c->num_layers;
+    f->E = c->num_experts;
+    f->H = c->hidden_size;
+    int n = (max_tokens + every - 1) / every;
+    f->xs = tm_malloc((size_t)n * f->H * sizeof *f->xs);
+    f->y = tm_malloc((size_t)f->E * n * f->H * sizeof *f->y);
+    f->scratch = tm_malloc((size_t)n * 2 * c->moe_intermediate_size * sizeof *f->scratch);
+    f->ee = tm_calloc((size_t)f->L * f->E, sizeof *f->ee);
+    f->es = tm_calloc((size_t)f->L * f->E * f->E, sizeof *f->es);
+    f->ss = tm_calloc((size_t)f->L * f->E * f->E, sizeof *f->ss);
+    f->wsum = tm_calloc((size_t)f->L * f->E, sizeof *f->wsum);
+}
+
+static void sub_fit_reset(sub_fit *f)
+{
+    memset(f->ee, 0, (size_t)f->L * f->E * sizeof *f->ee);
+    memset(f->es, 0, (size_t)f->L * f->E * f->E * sizeof *f->es);
+    memset(f->ss, 0, (size_t)f->L * f->E * f->E * sizeof *f->ss);
+    memset(f->wsum, 0, (size_t)f->L * f->E * sizeof *f->wsum);
+}
+
+static void sub_fit_free(sub_fit *f)
+{
+    free(f->xs);
+    free(f->y);
+    free(f->scratch);
+    free(f->ee);
+    free(f->es);
+    free(f->ss);
+    free(f->wsum);
+    memset(f, 0, sizeof *f);
+}
+
+static int sub_fit_run_layer(moe_backend *b, int layer, const float *x, int T, const int32_t *ids, const float *w,
+                             int k, float *out)
+{
+    sub_fit *f = b->ctx;
+    int rc = f->inner.run_layer(&f->inner, layer, x, T, ids, w, k, out);
+    if (rc) return rc;
+    const int E = f->E, H = f->H;
+    int n = 0;
+    for (int t = 0; t < T; t += f->every) memcpy(f->xs + (size_t)n++ * H, x + (size_t)t * H, (size_t)H * sizeof *x);
+    for (int e = 0; e < E; e++)
+        expert_forward(&f->m->layers[layer].experts[e], f->xs, n, f->y + (size_t)e * n * H, f->scratch);
+    size_t le0 = (size_t)layer * E;
+    for (int i = 0; i < n; i++) {
+        int t = i * f->every;
+        for (int j = 0; j < k; j++) {
+            int e = ids[t * k + j];
+            double wj = w[t * k + j];
+            if (!(wj > 0)) continue;
+            const float *ye = f->y + ((size_t)e * n + i) * H;
+            double ne = 0;
+            for (int h = 0; h < H; h++) ne += (double)ye[h] * ye[h];
+            f->ee[le0 + e] += wj * ne;
+            f->wsum[le0 + e] += wj;
+            for (int s2 = 0; s2 < E; s2++) {
+                if (s2 == e) continue;
+                const float *ys = f->y + ((size_t)s2 * n + i) * H;
+                double dot = 0, nn = 0;
+                for (int h = 0; h < H; h++) {
+                    dot += (double)ye[h] * ys[h];
+                    nn += (double)ys[h] * ys[h];
+                }
+                f->es[(le0 + e) * E + s2] += wj * dot;
+                f->ss[(le0 + e) * E + s2] += wj * nn;
+            }
+        }
+    }
+    return 0;
 }
 
 /* Σ -log softmax(logits[t])[next[t]] over t < T, in double. */
@@ -103,12 +214,28 @@ static double cross_entropy(const float *logits, const int32_t *next, int T, int
 /* Folds one window's quality into the reputation.  The window's updates
  * and its progress count commit together: after a crash the count says
  * exactly which windows the reputation holds. */
-static tm_status fold_window(trust_run *r, route_obs *obs, const char *run_key, double *q, tm_err *err)
+static tm_status fold_window(trust_run *r, route_obs *obs, sub_fit *fit, trust_baseline *base, const char *run_key,
+                             double *q, tm_err *err)
 {
     trust_table *tab = &r->tables[r->cur];
     tm_status st = trust_db_begin(&r->db, err);
     if (st) return st;
-    st = trust_quality_commit(&obs->acc, &r->db, r->model_id, tab, r->o.ema_rate, (int64_t)time(NULL), q, err);
+    *q = trust_quality_window_q(&obs->acc);
+    double value = *q;
+    if (r->o.signal == TRUST_SIGNAL_ADVANTAGE && *q >= 0) {
+        value = trust_baseline_target(&base[r->cur], *q, TRUST_ADVANTAGE_GAIN, TRUST_BASELINE_RATE);
+        st = trust_db_put_baseline(&r->db, r->model_id, tab->context, &base[r->cur], err);
+    }
+    if (!st)
+        st = trust_quality_commit_value(&obs->acc, &r->db, r->model_id, tab, r->o.ema_rate, (int64_t)time(NULL), value,
+                                        err);
+    const int L = r->n_layers, E = r->n_experts;
+    for (int l = 0; l < L && !st && obs->pairs; l++)
+        st = trust_db_add_pair_counts(&r->db, r->model_id, l, E, obs->pairs + (size_t)l * E * E, err);
+    if (obs->pairs) memset(obs->pairs, 0, (size_t)L * E * E * sizeof *obs->pairs);
+    if (!st && fit) st = trust_db_add_substitute_fit(&r->db, r->model_id, tab->context, L, E, fit->ee, fit->es, fit->ss,
+                                                      fit->wsum, err);
+    if (fit) sub_fit_reset(fit);
     if (!st) st = trust_db_add_progress(&r->db, r->model_id, run_key, 1, err);
     if (st) {
         trust_db_rollback(&r->db);
@@ -140,6 +267,8 @@ static int run_passes(const char *cmd, int argc, char **argv, int train)
     tm_state s;
     trust_run r;
     route_obs obs = {0};
+    sub_fit fit = {0};
+    trust_baseline *base = NULL;
     int32_t *ids = NULL;
     size_t n_ids = 0;
     float *logits = NULL;
@@ -159,6 +288,19 @@ static int run_passes(const char *cmd, int argc, char **argv, int train)
     s.observer_ctx = &obs;
     logits = tm_malloc((size_t)W * c->vocab_size * sizeof *logits);
     moe_backend be = model_local_backend(&m, &s);
+    if (train) {
+        obs.pairs = tm_calloc((size_t)c->num_layers * c->num_experts * c->num_experts, sizeof *obs.pairs);
+        base = tm_calloc((size_t)r.n_tables, sizeof *base);
+        for (int j = 0; j < r.n_tables && r.o.signal == TRUST_SIGNAL_ADVANTAGE; j++) {
+            int found;
+            if ((st = trust_db_get_baseline(&r.db, r.model_id, r.tables[j].context, &base[j], &found, &err))) goto out;
+        }
+        if (to.sub_every > 0) {
+            sub_fit_init(&fit, &m, be, to.sub_every, W);
+            be.run_layer = sub_fit_run_layer;
+            be.ctx = &fit;
+        }
+    }
     tm_selector sel = trust_run_selector(&r);
     fprintf(stderr, "%s: model %s, select %s, %zu tokens in windows of %d\n", cmd, r.model_id,
             trust_select_mode_name(to.mode), n_ids, W);
@@ -187,7 +329,7 @@ static int run_passes(const char *cmd, int argc, char **argv, int train)
             win_ep++;
             if (train) {
                 double q;
-                if ((st = fold_window(&r, &obs, run_key, &q, &err))) goto out;
+                if ((st = fold_window(&r, &obs, fit.ee ? &fit : NULL, base, run_key, &q, &err))) goto out;
                 q_sum += q;
             }
         }
@@ -218,6 +360,139 @@ out:
     free(logits);
     free(ids);
     if (obs.acc.wsum) trust_quality_free(&obs.acc);
+    free(obs.pairs);
+    free(base);
+    if (fit.ee) sub_fit_free(&fit);
+    if (have_run) trust_run_close(&r);
+    if (have_state) state_free(&s);
+    if (have_model) model_free(&m);
+    return st ? cli_fail(cmd, &err, st) : 0;
+}
+
+/* ---- importance: counterfactual loss change of dropping one expert ------------------- */
+
+/* The run's selector, except that at `layer` expert `expert` is dropped
+ * from every token's top-k and the others' weights renormalised. */
+typedef struct {
+    trust_selector *sel;
+    int layer, expert;
+} drop_hook;
+
+static int drop_select(void *ctx, int layer, int token, const float *probs, int k, int norm_topk, int32_t *ids,
+                       float *w)
+{
+    drop_hook *d = ctx;
+    int rc = trust_select(d->sel, layer, probs, k, norm_topk, ids, w);
+    if (layer != d->layer) return rc;
+    float sum = 0;
+    for (int i = 0; i < k; i++) {
+        if (ids[i] == d->expert) w[i] = 0;
+        sum += w[i];
+    }
+    for (int i = 0; i < k; i++) w[i] = sum > 0 ? w[i] / sum : 0;
+    return rc;
+}
+
+typedef struct {
+    int L, E, k;
+    int64_t *uses; /* [L, E] tokens of the window that chose the expert */
+} use_obs;
+
+static void count_uses(void *ctx, int layer, const int32_t *ids, const float *w, const float *probs, int T)
+{
+    use_obs *u = ctx;
+    for (int i = 0; i < T * u->k; i++) u->uses[(size_t)layer * u->E + ids[i]]++;
+}
+
+/* Per window: one pass with the run's selection, then one per (layer,
+ * expert) used in it with that expert dropped.  Prints, per (context,
+ * layer, expert), the tokens that used it and the summed change of the
+ * window's total cross-entropy (nats); dce / uses is the loss an average
+ * use of the expert saves. */
+static int importance(int argc, char **argv)
+{
+    const char *cmd = "trust importance";
+    trust_opts to;
+    cli_opts o;
+    tm_err err = {{0}};
+    trust_opts_default(&to);
+    tm_status st = trust_opts_take(&argc, argv, &to, &err);
+    if (!st) st = cli_parse_opts(CLI_EVAL, argc, argv, &o, &err) /* eval's options: model, corpus, trust */;
+    if (!st && !to.corpus) st = tm_errf(&err, TM_EINPUT, "--corpus FILE is required");
+    if (st) return cli_fail(cmd, &err, st);
+    int have_model = 0, have_state = 0, have_run = 0;
+    tm_model m;
+    tm_state s;
+    trust_run r;
+    int32_t *ids = NULL;
+    size_t n_ids = 0;
+    float *logits = NULL;
+    int64_t *uses = NULL, *use_sum = NULL;
+    double *dce = NULL;
+    kern_set_threads(o.threads);
+    if ((st = model_load(&m, o.model_dir, &o.load, &err))) goto out;
+    have_model = 1;
+    const tm_config *c = &m.cfg;
+    if ((st = read_corpus(to.corpus, o.model_dir, c->vocab_size, &ids, &n_ids, &err))) goto out;
+    int W = TM_MIN(to.window, c->max_position_embeddings), L = c->num_layers, E = c->num_experts;
+    if ((st = state_init(&s, &m, W, W, &err))) goto out;
+    have_state = 1;
+    if ((st = trust_run_open(&r, &to, &m, &err))) goto out;
+    have_run = 1;
+    r.quiet = 1;
+    size_t per = (size_t)L * E;
+    uses = tm_calloc(per, sizeof *uses);
+    use_sum = tm_calloc((size_t)r.n_tables * per, sizeof *use_sum);
+    dce = tm_calloc((size_t)r.n_tables * per, sizeof *dce);
+    logits = tm_malloc((size_t)W * c->vocab_size * sizeof *logits);
+    moe_backend be = model_local_backend(&m, &s);
+    tm_selector base = trust_run_selector(&r);
+    drop_hook dh = {&r.sel, 0, 0};
+    tm_selector drop = {drop_select, &dh};
+    use_obs uo = {L, E, c->top_k, uses};
+    int64_t windows = 0, passes = 0;
+    double t0 = tm_now();
+    for (size_t w0 = 0; w0 + 1 < n_ids; w0 += (size_t)W) {
+        if (to.max_windows && windows >= to.max_windows) break;
+        int T = (int)TM_MIN((size_t)W, n_ids - w0);
+        if (T < 2 || (T < W && w0 > 0)) break;
+        if ((st = trust_run_begin_request(&r, &m, ids + w0, T, &err))) goto out;
+        memset(uses, 0, per * sizeof *uses);
+        state_reset(&s);
+        s.on_route = count_uses;
+        s.observer_ctx = &uo;
+        if ((st = model_forward(&m, &s, ids + w0, T, &be, &base, logits, 1, &err))) goto out;
+        s.on_route = NULL;
+        double ce0 = cross_entropy(logits, ids + w0 + 1, T - 1, c->vocab_size);
+        for (int l = 0; l < L; l++)
+            for (int e = 0; e < E; e++) {
+                size_t i = (size_t)l * E + e;
+                if (!uses[i]) continue;
+                dh.layer = l;
+                dh.expert = e;
+                state_reset(&s);
+                if ((st = model_forward(&m, &s, ids + w0, T, &be, &drop, logits, 1, &err))) goto out;
+                dce[(size_t)r.cur * per + i] += cross_entropy(logits, ids + w0 + 1, T - 1, c->vocab_size) - ce0;
+                use_sum[(size_t)r.cur * per + i] += uses[i];
+                passes++;
+            }
+        windows++;
+    }
+    fprintf(stderr, "%s: %lld windows, %lld dropped-expert passes in %.2f s\n", cmd, (long long)windows,
+            (long long)passes, tm_now() - t0);
+    printf("# context layer expert uses dce_nats dce_per_use\n");
+    for (int j = 0; j < r.n_tables; j++)
+        for (size_t i = 0; i < per; i++)
+            if (use_sum[(size_t)j * per + i])
+                printf("%s %d %d %lld %.9g %.9g\n", r.tables[j].context, (int)(i / E), (int)(i % E),
+                       (long long)use_sum[(size_t)j * per + i], dce[(size_t)j * per + i],
+                       dce[(size_t)j * per + i] / (double)use_sum[(size_t)j * per + i]);
+out:
+    free(logits);
+    free(ids);
+    free(uses);
+    free(use_sum);
+    free(dce);
     if (have_run) trust_run_close(&r);
     if (have_state) state_free(&s);
     if (have_model) model_free(&m);
@@ -439,14 +714,19 @@ static void trust_usage(FILE *f, const char *sub)
     }
     if (all || !strcmp(sub, "train")) {
         fprintf(f, "usage: trustmoe trust train -m DIR --corpus FILE --trust-db PATH [--epochs N] [selection options]\n"
-                   "Runs teacher-forced windows and folds each window's quality q = 1/(1 + ppl/10) into the\n"
-                   "reputation of the experts that carried its routing weight.\n");
+                   "Runs teacher-forced windows and folds each window's quality q = 1/(1 + ppl/10), as its\n"
+                   "advantage over the context's running mean (--signal), into the reputation of the experts\n"
+                   "that carried its routing weight; fits substitutes for each expert and counts co-selected pairs.\n");
         if (!all) cli_usage(f, CLI_TRAIN);
     }
     if (all || !strcmp(sub, "show") || !strcmp(sub, "check") || !strcmp(sub, "dump"))
         fprintf(f, "usage: trustmoe trust show|check|dump --trust-db PATH\n"
                    "show summarises an existing database, check runs PRAGMA integrity_check (exit 1 unless ok),\n"
                    "dump prints every entry with a header line.  A missing PATH is an error.\n");
+    if (all || !strcmp(sub, "importance"))
+        fprintf(f, "usage: trustmoe trust importance -m DIR --corpus FILE [--trust-db PATH] [--max-windows N]\n"
+                   "Drops each used (layer, expert) from every token's top-k in turn and prints the change of\n"
+                   "each window's loss, per context.\n");
     if (all) fprintf(f, "'trustmoe trust SUBCOMMAND --help' lists a subcommand's options.\n");
 }
 
@@ -479,7 +759,9 @@ int cmd_trust(int argc, char **argv)
     if (!strcmp(sub, "show")) return show(argc - 1, argv + 1);
     if (!strcmp(sub, "check")) return check(argc - 1, argv + 1);
     if (!strcmp(sub, "dump")) return dump(argc - 1, argv + 1);
-    fprintf(stderr, "trustmoe trust: unknown subcommand '%s' (fit-contexts, train, show, check, dump)\n", sub);
+    if (!strcmp(sub, "importance")) return importance(argc - 1, argv + 1);
+    fprintf(stderr, "trustmoe trust: unknown subcommand '%s' (fit-contexts, train, show, check, dump, importance)\n",
+            sub);
     return 2;
 }
 

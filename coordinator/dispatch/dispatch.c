@@ -265,6 +265,7 @@ static void post_exchange(dist_ctx *c, int layer, int k)
         if (rc != MPI_SUCCESS) die_wire(c, r, dist_mpi_error(rc));
         c->bytes_to[r] += n;
         c->rank_rows[r] += (uint64_t)c->n_rows[r];
+        c->messages++;
     }
 }
 
@@ -337,6 +338,7 @@ int dist_run_layer(moe_backend *b, int layer, const float *x, int T, const int32
     double t0 = tm_now();
     TM_ASSERT(k >= 1 && k <= c->K && layer >= 0 && layer < c->L && c->pm.is_moe[layer]);
     dist_ctx_grow(c, T);
+    c->token_layers += (uint64_t)T;
     route_tokens(c, layer, T, ids, k);
     pack_requests(c, x, T, ids, w, k);
     post_exchange(c, layer, k);

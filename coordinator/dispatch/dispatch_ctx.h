@@ -62,6 +62,8 @@ typedef struct {
     uint64_t *bytes_to, *bytes_from; /* [size] */
     double t_dispatch, t_wait, t_combine, t_local;
     uint64_t n_layer_calls;
+    uint64_t token_layers;   /* Σ T over MoE layer calls: (token, layer) pairs */
+    uint64_t messages;       /* dispatch messages sent to workers */
     double prefill_s, decode_s;
     uint64_t prefill_tok, decode_tok, decode_steps;
     double load_s;   /* dist_set_times: the command's load time (< 0: not given) */

@@ -61,6 +61,7 @@ typedef struct {
     uint64_t sent, recvd, toks;      /* bytes to and from the workers; tokens of the run */
     double imb, imb_rows;            /* max/mean expert-tokens and token rows per rank */
     double calls;                    /* MoE layer calls (at least 1) */
+    double fanout;                   /* workers contacted per (token, MoE layer) */
     double pf_tps, dc_tps;           /* prefill and decode tokens per second */
     double t_attn, t_route, t_moe, t_head;
 } report_totals;
@@ -84,6 +85,9 @@ static report_totals totals_of(const dist_ctx *c, const tm_state *s)
     x.imb = sum_pairs ? (double)max_pairs * n_ranks / (double)sum_pairs : 0.0;
     x.imb_rows = sum_rows ? (double)max_rows * n_ranks / (double)sum_rows : 0.0;
     x.toks = c->prefill_tok + c->decode_tok;
+    uint64_t rows = 0;
+    for (int r = 1; r < c->size; r++) rows += c->rank_rows[r];
+    x.fanout = c->token_layers ? (double)rows / (double)c->token_layers : 0.0;
     x.calls = c->n_layer_calls ? (double)c->n_layer_calls : 1.0;
     x.pf_tps = c->prefill_s > 0 ? (double)c->prefill_tok / c->prefill_s : 0.0;
     x.dc_tps = c->decode_s > 0 ? (double)c->decode_tok / c->decode_s : 0.0;
@@ -114,10 +118,11 @@ static void print_report(const dist_ctx *c, const report_totals *x)
                 (unsigned long long)c->prefill_tok, 1e3 * c->prefill_s, x->pf_tps);
     if (c->distributed)
         fprintf(f, "trustmoe: %d ranks (%d worker%s), placement %s, replicas %d, wire %s%s; %.0f bytes per token "
-                   "(all layers, both ways); load imbalance %.3f (max/mean expert-tokens per worker)\n",
+                   "(all layers, both ways); load imbalance %.3f (max/mean expert-tokens per worker); fan-out %.3f "
+                "workers per (token, layer)\n",
                 c->size, c->W, c->W == 1 ? "" : "s", c->pm.policy, TM_MAX(c->p.replicas, 1),
                 tm_dtype_name(c->p.wire_dtype), c->p.checksum ? " + CRC32C" : "",
-                x->toks ? (double)(x->sent + x->recvd) / (double)x->toks : 0.0, x->imb);
+                x->toks ? (double)(x->sent + x->recvd) / (double)x->toks : 0.0, x->imb, x->fanout);
     if (!c->p.verbose) return;
     fprintf(f, "trustmoe: time attention %.2f ms, routing %.2f ms, experts %.2f ms (dispatch %.2f, wait %.2f, "
                "combine %.2f, local %.2f), head %.2f ms\n",
@@ -217,6 +222,10 @@ static int write_stats_json(const dist_ctx *c, const report_totals *x)
     cJSON_AddNumberToObject(by, "per_token", x->toks ? (double)(x->sent + x->recvd) / (double)x->toks : 0.0);
     cJSON_AddNumberToObject(j, "load_imbalance", x->imb);
     cJSON_AddNumberToObject(j, "load_imbalance_token_rows", x->imb_rows);
+    cJSON *fo = cJSON_AddObjectToObject(j, "fanout");
+    cJSON_AddNumberToObject(fo, "workers_per_token_layer", x->fanout);
+    cJSON_AddNumberToObject(fo, "messages", (double)c->messages);
+    cJSON_AddNumberToObject(fo, "messages_per_token", x->toks ? (double)c->messages / (double)x->toks : 0.0);
     cJSON *ranks = cJSON_AddArrayToObject(j, "ranks_detail");
     for (int r = 0; r < c->size; r++) cJSON_AddItemToArray(ranks, rank_json(c, x, r));
     cJSON *et = cJSON_AddArrayToObject(j, "expert_tokens");

@@ -43,6 +43,15 @@ static const char *const migrations[TRUST_DB_SCHEMA_VERSION] = {
     "CREATE TABLE train_progress ("
     "  model TEXT NOT NULL, run TEXT NOT NULL, windows INTEGER NOT NULL,"
     "  PRIMARY KEY (model, run)) WITHOUT ROWID;",
+    "CREATE TABLE baseline ("
+    "  model TEXT NOT NULL, context TEXT NOT NULL,"
+    "  mean REAL NOT NULL, var REAL NOT NULL, windows INTEGER NOT NULL,"
+    "  PRIMARY KEY (model, context)) WITHOUT ROWID;"
+    "CREATE TABLE substitute_fit ("
+    "  model TEXT NOT NULL, context TEXT NOT NULL, layer INTEGER NOT NULL,"
+    "  expert INTEGER NOT NULL, substitute INTEGER NOT NULL,"
+    "  ee REAL NOT NULL, es REAL NOT NULL, ss REAL NOT NULL, weight_sum REAL NOT NULL,"
+    "  PRIMARY KEY (model, context, layer, expert, substitute)) WITHOUT ROWID;",
 };
 
 trust_db_params trust_db_default_params(void)
@@ -710,4 +719,200 @@ fail:
     sqlite3_finalize(q);
     trust_contexts_free(c);
     return st;
+}
+
+/* ---- baselines, substitute fits, co-selection counts -------------------------------- */
+
+tm_status trust_db_get_baseline(trust_db *db, const char *model, const char *ctx, trust_baseline *b,
+                                int *found, tm_err *err)
+{
+    sqlite3_stmt *q = NULL;
+    tm_status st = TM_OK;
+    memset(b, 0, sizeof *b);
+    *found = 0;
+    if (sqlite3_prepare_v2(db->db, "SELECT mean, var, windows FROM baseline WHERE model=?1 AND context=?2", -1,
+                           &q, NULL) != SQLITE_OK)
+        return sql_fail(db, err, "read baseline");
+    sqlite3_bind_text(q, 1, model, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 2, ctx, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(q);
+    if (rc == SQLITE_ROW) {
+        b->mean = sqlite3_column_double(q, 0);
+        b->var = sqlite3_column_double(q, 1);
+        b->windows = sqlite3_column_int64(q, 2);
+        *found = 1;
+        if (!(b->var >= 0) || b->windows < 0)
+            st = tm_errf(err, TM_EINPUT, "%s: baseline of model \"%s\" context \"%s\": variance %g, %lld windows",
+                         db->path, model, ctx, b->var, (long long)b->windows);
+    } else if (rc != SQLITE_DONE) {
+        st = sql_fail(db, err, "read baseline");
+    }
+    sqlite3_finalize(q);
+    return st;
+}
+
+tm_status trust_db_put_baseline(trust_db *db, const char *model, const char *ctx, const trust_baseline *b,
+                                tm_err *err)
+{
+    sqlite3_stmt *q = NULL;
+    int own;
+    tm_status st = own_begin(db, &own, err);
+    if (st) return st;
+    if (sqlite3_prepare_v2(db->db,
+                           "INSERT OR REPLACE INTO baseline (model, context, mean, var, windows) "
+                           "VALUES (?1, ?2, ?3, ?4, ?5)",
+                           -1, &q, NULL) != SQLITE_OK) {
+        st = sql_fail(db, err, "write baseline");
+    } else {
+        sqlite3_bind_text(q, 1, model, -1, SQLITE_STATIC);
+        sqlite3_bind_text(q, 2, ctx, -1, SQLITE_STATIC);
+        sqlite3_bind_double(q, 3, b->mean);
+        sqlite3_bind_double(q, 4, b->var);
+        sqlite3_bind_int64(q, 5, b->windows);
+        if (sqlite3_step(q) != SQLITE_DONE) st = sql_fail(db, err, "write baseline");
+    }
+    sqlite3_finalize(q);
+    return own_end(db, own, st, err);
+}
+
+tm_status trust_db_add_substitute_fit(trust_db *db, const char *model, const char *ctx, int n_layers,
+                                      int n_experts, const double *ee, const double *es, const double *ss,
+                                      const double *weight_sum, tm_err *err)
+{
+    sqlite3_stmt *q = NULL;
+    int own;
+    tm_status st = own_begin(db, &own, err);
+    if (st) return st;
+    if (sqlite3_prepare_v2(db->db,
+                           "INSERT INTO substitute_fit (model, context, layer, expert, substitute, ee, es, ss, "
+                           "weight_sum) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) "
+                           "ON CONFLICT (model, context, layer, expert, substitute) DO UPDATE SET "
+                           "ee = ee + ?6, es = es + ?7, ss = ss + ?8, weight_sum = weight_sum + ?9",
+                           -1, &q, NULL) != SQLITE_OK) {
+        st = sql_fail(db, err, "write substitute fit");
+        goto done;
+    }
+    sqlite3_bind_text(q, 1, model, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 2, ctx, -1, SQLITE_STATIC);
+    for (int l = 0; l < n_layers && !st; l++)
+        for (int e = 0; e < n_experts && !st; e++) {
+            size_t le = (size_t)l * n_experts + e;
+            if (weight_sum[le] <= 0) continue;
+            for (int s = 0; s < n_experts && !st; s++) {
+                if (s == e) continue;
+                sqlite3_bind_int(q, 3, l);
+                sqlite3_bind_int(q, 4, e);
+                sqlite3_bind_int(q, 5, s);
+                sqlite3_bind_double(q, 6, ee[le]);
+                sqlite3_bind_double(q, 7, es[le * n_experts + s]);
+                sqlite3_bind_double(q, 8, ss[le * n_experts + s]);
+                sqlite3_bind_double(q, 9, weight_sum[le]);
+                if (sqlite3_step(q) != SQLITE_DONE) st = sql_fail(db, err, "write substitute fit");
+                sqlite3_reset(q);
+            }
+        }
+done:
+    sqlite3_finalize(q);
+    return own_end(db, own, st, err);
+}
+
+tm_status trust_db_load_substitutes(trust_db *db, const char *model, const char *ctx, int n_layers,
+                                    int n_experts, int32_t *rank, float *gain, int *found, tm_err *err)
+{
+    sqlite3_stmt *q = NULL;
+    tm_status st = TM_OK;
+    const size_t n = (size_t)n_layers * n_experts * n_experts;
+    /* score[l, e, s]: relative residual 1 - cos^2 of the best scaled
+     * stand-in; unseen or anti-correlated pairs rank last. */
+    double *score = tm_malloc(n * sizeof *score);
+    for (size_t i = 0; i < n; i++) {
+        score[i] = HUGE_VAL;
+        gain[i] = 0;
+    }
+    *found = 0;
+    if (sqlite3_prepare_v2(db->db,
+                           "SELECT layer, expert, substitute, ee, es, ss FROM substitute_fit "
+                           "WHERE model=?1 AND context=?2",
+                           -1, &q, NULL) != SQLITE_OK) {
+        st = sql_fail(db, err, "load substitutes");
+        goto done;
+    }
+    sqlite3_bind_text(q, 1, model, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 2, ctx, -1, SQLITE_STATIC);
+    int rc;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        int l = sqlite3_column_int(q, 0), e = sqlite3_column_int(q, 1), s = sqlite3_column_int(q, 2);
+        double ee = sqlite3_column_double(q, 3), es = sqlite3_column_double(q, 4), ss = sqlite3_column_double(q, 5);
+        if (l < 0 || l >= n_layers || e < 0 || e >= n_experts || s < 0 || s >= n_experts || s == e ||
+            !(ee >= 0) || !(ss >= 0) || !isfinite(es)) {
+            st = tm_errf(err, TM_EINPUT,
+                         "%s: substitute fit of model \"%s\" context \"%s\": row layer %d expert %d substitute "
+                         "%d (sums %g %g %g) does not fit %d layers x %d experts",
+                         db->path, model, ctx, l, e, s, ee, es, ss, n_layers, n_experts);
+            goto done;
+        }
+        size_t i = ((size_t)l * n_experts + e) * n_experts + s;
+        if (ee > 0 && ss > 0 && es > 0) {
+            score[i] = 1.0 - es * es / (ee * ss);
+            gain[i] = (float)(es / ss);
+        }
+        *found = 1;
+    }
+    if (rc != SQLITE_DONE) {
+        st = sql_fail(db, err, "load substitutes");
+        goto done;
+    }
+    for (int l = 0; l < n_layers; l++)
+        for (int e = 0; e < n_experts; e++) {
+            const double *sc = score + ((size_t)l * n_experts + e) * n_experts;
+            int32_t *r = rank + ((size_t)l * n_experts + e) * n_experts;
+            int m = 0;
+            for (int s = 0; s < n_experts; s++) {
+                if (s == e || sc[s] == HUGE_VAL) continue;
+                int i = m++;
+                /* insertion by (score asc, id asc): E is small enough */
+                while (i > 0 && sc[r[i - 1]] > sc[s]) {
+                    r[i] = r[i - 1];
+                    i--;
+                }
+                r[i] = s;
+            }
+            for (; m < n_experts; m++) r[m] = -1;
+        }
+done:
+    sqlite3_finalize(q);
+    free(score);
+    return st;
+}
+
+tm_status trust_db_add_pair_counts(trust_db *db, const char *model, int layer, int n_experts,
+                                   const int64_t *count, tm_err *err)
+{
+    sqlite3_stmt *q = NULL;
+    int own;
+    tm_status st = own_begin(db, &own, err);
+    if (st) return st;
+    if (sqlite3_prepare_v2(db->db,
+                           "INSERT INTO co_activation (model, layer, expert_a, expert_b, count, quality) "
+                           "VALUES (?1, ?2, ?3, ?4, ?5, 0) ON CONFLICT (model, layer, expert_a, expert_b) "
+                           "DO UPDATE SET count = count + ?5",
+                           -1, &q, NULL) != SQLITE_OK) {
+        st = sql_fail(db, err, "write co-activation counts");
+        goto done;
+    }
+    sqlite3_bind_text(q, 1, model, -1, SQLITE_STATIC);
+    sqlite3_bind_int(q, 2, layer);
+    for (int a = 0; a < n_experts && !st; a++)
+        for (int b = a + 1; b < n_experts && !st; b++) {
+            int64_t c = count[(size_t)a * n_experts + b];
+            if (c <= 0) continue;
+            sqlite3_bind_int(q, 3, a);
+            sqlite3_bind_int(q, 4, b);
+            sqlite3_bind_int64(q, 5, c);
+            if (sqlite3_step(q) != SQLITE_DONE) st = sql_fail(db, err, "write co-activation counts");
+            sqlite3_reset(q);
+        }
+done:
+    sqlite3_finalize(q);
+    return own_end(db, own, st, err);
 }

@@ -23,6 +23,20 @@
  *   train_progress(model TEXT, run TEXT, windows INT)        (version 2)
  *     quality windows committed by `trust train` for a run key, written
  *     in the same transaction as the window's updates
+ *   baseline(model TEXT, context TEXT, mean REAL, var REAL,  (version 3)
+ *            windows INT)
+ *     the per-context EMA of window quality q (mean and variance) that the
+ *     advantage signal measures against (trust_quality.h)
+ *   substitute_fit(model TEXT, context TEXT, layer INT,        (version 3)
+ *                  expert INT, substitute INT, ee REAL, es REAL, ss REAL,
+ *                  weight_sum REAL)
+ *     how well `substitute`'s output y_s stands in for `expert`'s y_e on
+ *     training tokens, as routing-weighted sums over the tokens that chose
+ *     e: ee = Σ w|y_e|^2, es = Σ w<y_e, y_s>, ss = Σ w|y_s|^2, weight_sum =
+ *     Σ w.  The best fixed gain is c = es / ss and its relative residual
+ *     1 - es^2 / (ee ss) (0: a perfect stand-in, 1: no better than none)
+ * `trust train` also adds token-level co-selection counts of expert pairs
+ * (expert_a < expert_b) to co_activation.count.
  *
  * Blob encodings: `window` is n <= TRUST_WINDOW float32 values, oldest
  * first; `centroid` is dim float32 values.  Both little-endian IEEE-754,
@@ -41,7 +55,7 @@
 #include "trust_context.h"
 #include "trust_rep.h"
 
-#define TRUST_DB_SCHEMA_VERSION 2
+#define TRUST_DB_SCHEMA_VERSION 3
 
 typedef struct {
     double ema_rate;     /* trust EMA rate at full credit; default 0.1       */
@@ -107,6 +121,29 @@ tm_status trust_db_get_progress(trust_db *db, const char *model, const char *run
 /* Add n windows to (model, run key); meant for the window's transaction. */
 tm_status trust_db_add_progress(trust_db *db, const char *model, const char *run, int64_t n,
                                 tm_err *err);
+
+/* The quality baseline of (model, ctx); *found = 0 and b zeroed when none. */
+tm_status trust_db_get_baseline(trust_db *db, const char *model, const char *ctx, trust_baseline *b,
+                                int *found, tm_err *err);
+tm_status trust_db_put_baseline(trust_db *db, const char *model, const char *ctx, const trust_baseline *b,
+                                tm_err *err);
+
+/* Add one window's substitute sums of context ctx: ee[L, E], es[L, E, E],
+ * ss[L, E, E] and weight_sum[L, E] f64 (rows above); experts with weight 0
+ * are skipped. */
+tm_status trust_db_add_substitute_fit(trust_db *db, const char *model, const char *ctx, int n_layers,
+                                      int n_experts, const double *ee, const double *es, const double *ss,
+                                      const double *weight_sum, tm_err *err);
+/* rank[L, E, E] int32: for each (layer, expert) the experts that can stand
+ * in for it (positive gain), lowest residual first, then -1; gain[L, E, E]
+ * f32 the fitted gain c of each (expert, substitute), 0 when unusable.
+ * *found = 0 when (model, ctx) has no fit. */
+tm_status trust_db_load_substitutes(trust_db *db, const char *model, const char *ctx, int n_layers,
+                                    int n_experts, int32_t *rank, float *gain, int *found, tm_err *err);
+
+/* Add co-selection counts of one layer: count[E, E] (a < b used). */
+tm_status trust_db_add_pair_counts(trust_db *db, const char *model, int layer, int n_experts,
+                                   const int64_t *count, tm_err *err);
 
 /* Fill t (already initialised to the model's shape) with the trust and
  * evidence of (model, t->context); experts without a row keep the prior.

@@ -20,6 +20,7 @@ void trust_metrics_init(trust_metrics *m, int n_layers, int n_experts)
     m->budget_fallbacks = tm_calloc((size_t)n_layers, sizeof(int64_t));
     m->explored = tm_calloc((size_t)n_layers, sizeof(int64_t));
     m->trust_driven = tm_calloc((size_t)n_layers, sizeof(int64_t));
+    m->co = tm_calloc((size_t)n_layers * n_experts * n_experts, sizeof *m->co);
 }
 
 void trust_metrics_reset(trust_metrics *m)
@@ -32,6 +33,7 @@ void trust_metrics_reset(trust_metrics *m)
     memset(m->budget_fallbacks, 0, L * sizeof(int64_t));
     memset(m->explored, 0, L * sizeof(int64_t));
     memset(m->trust_driven, 0, L * sizeof(int64_t));
+    memset(m->co, 0, L * m->n_experts * m->n_experts * sizeof *m->co);
 }
 
 void trust_metrics_free(trust_metrics *m)
@@ -43,6 +45,7 @@ void trust_metrics_free(trust_metrics *m)
     free(m->budget_fallbacks);
     free(m->explored);
     free(m->trust_driven);
+    free(m->co);
     memset(m, 0, sizeof *m);
 }
 
@@ -54,6 +57,12 @@ void trust_metrics_add(trust_metrics *m, int layer, const int32_t *ids, int k)
         TM_ASSERT(ids[i] >= 0 && ids[i] < m->n_experts);
         row[ids[i]]++;
     }
+    int64_t *co = m->co + (size_t)layer * m->n_experts * m->n_experts;
+    for (int i = 0; i < k; i++)
+        for (int j = i + 1; j < k; j++) {
+            int a = ids[i] < ids[j] ? ids[i] : ids[j], b = ids[i] ^ ids[j] ^ a;
+            co[(size_t)a * m->n_experts + b]++;
+        }
     m->selections[layer]++;
 }
 
@@ -144,6 +153,23 @@ static cJSON *metrics_doc(const trust_metrics *m)
     cJSON_AddNumberToObject(o, "gini", mean.gini / L);
     cJSON_AddNumberToObject(o, "top4_share", mean.top4_share / L);
     cJSON_AddNumberToObject(o, "changed_frac", mean.changed_frac / L);
+    /* co_selection[l][a][b]: tokens that chose both a and b (symmetric; the
+     * diagonal is the expert's own load), what coactivation placement reads */
+    cJSON *co = cJSON_AddArrayToObject(root, "co_selection");
+    const int E = m->n_experts;
+    for (int l = 0; l < m->n_layers; l++) {
+        const int64_t *c = m->co + (size_t)l * E * E;
+        cJSON *rows = cJSON_CreateArray();
+        for (int a = 0; a < E; a++) {
+            cJSON *row = cJSON_CreateArray();
+            for (int b = 0; b < E; b++) {
+                int64_t v = a == b ? m->load[(size_t)l * E + a] : a < b ? c[(size_t)a * E + b] : c[(size_t)b * E + a];
+                cJSON_AddItemToArray(row, cJSON_CreateNumber((double)v));
+            }
+            cJSON_AddItemToArray(rows, row);
+        }
+        cJSON_AddItemToArray(co, rows);
+    }
     return root;
 }
 

@@ -28,6 +28,8 @@ typedef struct {
     int64_t *budget_fallbacks; /* [n_layers] selections replaced by budget  */
     int64_t *explored;      /* [n_layers] epsilon-exploration selections    */
     int64_t *trust_driven;  /* [n_layers] trust-first selections by trust   */
+    int64_t *co;            /* [n_layers, n_experts, n_experts] selections
+                               that chose both a < b (upper triangle)       */
 } trust_metrics;
 
 typedef struct {
@@ -52,7 +54,9 @@ void trust_metrics_layer(const trust_metrics *m, int layer, trust_layer_stats *o
 
 /* Write {"n_layers", "n_experts", "layers": [{layer, selections, distinct,
  * entropy_bits, entropy_norm, gini, top4_share, changed_frac, masked,
- * budget_fallbacks, explored, trust_driven}], "mean": {...}} to path. */
+ * budget_fallbacks, explored, trust_driven}], "mean": {...},
+ * "co_selection": [layer][a][b] co-selection counts, symmetric, the
+ * diagonal being the expert's load} to path. */
 tm_status trust_metrics_write_json(const trust_metrics *m, const char *path, tm_err *err);
 /* The same document as a malloc'd string (free with free()). */
 char *trust_metrics_json(const trust_metrics *m);

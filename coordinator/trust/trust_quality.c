@@ -75,14 +75,55 @@ double trust_quality_credit(const trust_quality_acc *a, int layer, int expert)
     return c < 0 ? 0 : c > 1 ? 1 : c;
 }
 
+const char *trust_signal_name(trust_signal s)
+{
+    return s == TRUST_SIGNAL_ADVANTAGE ? "advantage" : "absolute";
+}
+
+tm_status trust_signal_parse(const char *s, trust_signal *out, tm_err *err)
+{
+    if (!strcmp(s, "absolute")) *out = TRUST_SIGNAL_ABSOLUTE;
+    else if (!strcmp(s, "advantage")) *out = TRUST_SIGNAL_ADVANTAGE;
+    else return tm_errf(err, TM_EINPUT, "--signal: unknown signal \"%s\" (absolute, advantage)", s);
+    return TM_OK;
+}
+
+double trust_baseline_target(trust_baseline *b, double q, double gain, double beta)
+{
+    double target = TRUST_PRIOR;
+    if (b->windows == 0) {
+        b->mean = q;
+        b->var = 0;
+    } else {
+        double d = q - b->mean;
+        if (b->windows >= TRUST_BASELINE_WARMUP) {
+            double z = d / (sqrt(b->var) + 1e-3);
+            target = TRUST_PRIOR + gain * z;
+            target = target < 0 ? 0 : target > 1 ? 1 : target;
+        }
+        /* the incremental EMA of mean and variance (West 1979) */
+        b->mean += beta * d;
+        b->var = (1 - beta) * (b->var + beta * d * d);
+    }
+    b->windows++;
+    return target;
+}
+
 tm_status trust_quality_commit(trust_quality_acc *a, trust_db *db, const char *model,
                                trust_table *table, double ema_rate, int64_t now, double *q_out,
                                tm_err *err)
 {
-    tm_status st = TM_OK;
     double q = trust_quality_window_q(a);
     if (q_out) *q_out = q;
-    if (q < 0) goto done;
+    return trust_quality_commit_value(a, db, model, table, ema_rate, now, q, err);
+}
+
+tm_status trust_quality_commit_value(trust_quality_acc *a, trust_db *db, const char *model,
+                                     trust_table *table, double ema_rate, int64_t now, double q,
+                                     tm_err *err)
+{
+    tm_status st = TM_OK;
+    if (trust_quality_window_q(a) < 0) goto done;
     TM_ASSERT(db || table);
     TM_ASSERT(!table || (table->n_layers == a->n_layers && table->n_experts == a->n_experts));
     const char *ctx = table ? table->context : "general";

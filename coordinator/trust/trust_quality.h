@@ -13,6 +13,20 @@
  * the unweighted q with step ema_rate * credit, and both q and the credit are
  * stored, so thresholds on trust keep the scale of q.
  *
+ * Two signals (--signal) decide what trust moves toward:
+ *   absolute   the window's q itself.  q of a small model sits far below
+ *              the 0.5 prior, so every update lowers trust, fastest for the
+ *              most-used experts: trust ends up as inverse usage.
+ *   advantage  (default) how much better this window did than its context
+ *              usually does: with a per-context EMA baseline (mean m, variance v,
+ *              rate TRUST_BASELINE_RATE) of q,
+ *                 target = clip(0.5 + gain * (q - m) / (sqrt(v) + 0.001))
+ *              (gain TRUST_ADVANTAGE_GAIN: 0.1 per standard deviation;
+ *              0.5 during the first TRUST_BASELINE_WARMUP windows of a
+ *              context).  An expert's trust then rises when the windows
+ *              that lean on it beat the context's norm, and usage alone
+ *              moves it toward 0.5, not down.
+ *
  * Engine use, per window:
  *   trust_quality_add(&acc, layer, ids, w, k)   after each trust_select
  *   trust_quality_add_ce(&acc, ce_sum, n)       per scored token(s)
@@ -56,6 +70,23 @@ double trust_quality_window_q(const trust_quality_acc *a);
 /* credit of (layer, expert) in [0, 1] (0 when unused). */
 double trust_quality_credit(const trust_quality_acc *a, int layer, int expert);
 
+typedef enum {
+    TRUST_SIGNAL_ABSOLUTE = 0,
+    TRUST_SIGNAL_ADVANTAGE,
+} trust_signal;
+
+#define TRUST_ADVANTAGE_GAIN 0.1
+#define TRUST_BASELINE_RATE 0.05
+#define TRUST_BASELINE_WARMUP 4
+
+/* "absolute" | "advantage" */
+const char *trust_signal_name(trust_signal s);
+tm_status trust_signal_parse(const char *s, trust_signal *out, tm_err *err);
+
+/* The advantage target of a window with quality q against baseline b,
+ * which then takes q in (EMA rate beta). */
+double trust_baseline_target(trust_baseline *b, double q, double gain, double beta);
+
 /* Fold the window into the reputation of context table->context: one
  * transaction updating every credited (layer, expert); table (optional)
  * then mirrors the stored trust and evidence.  db may be NULL to update
@@ -67,5 +98,10 @@ double trust_quality_credit(const trust_quality_acc *a, int layer, int expert);
 tm_status trust_quality_commit(trust_quality_acc *a, trust_db *db, const char *model,
                                trust_table *table, double ema_rate, int64_t now, double *q_out,
                                tm_err *err);
+/* The same, folding `value` (e.g. an advantage target) in place of the
+ * window's q; the window must have scored tokens for anything to change. */
+tm_status trust_quality_commit_value(trust_quality_acc *a, trust_db *db, const char *model,
+                                     trust_table *table, double ema_rate, int64_t now, double value,
+                                     tm_err *err);
 
 #endif

@@ -55,6 +55,13 @@ void trust_pair_update(trust_pair *p, double q);
  * trust by min(0.1, dq), capped at 1 (0.5 + 0.15 -> 0.6). */
 double trust_substitution_bump(double trust, double dq);
 
+/* A context's running window quality: EMA mean and variance of q (the
+ * advantage signal's reference point, trust_quality.h). */
+typedef struct {
+    double mean, var;
+    int64_t windows;
+} trust_baseline;
+
 /* The in-memory trust of one (model, context) over all layers and experts,
  * which is what the selector reads per token. */
 typedef struct {

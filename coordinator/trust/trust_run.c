@@ -2,6 +2,8 @@
  * bundle (see trust_run.h). */
 #include "trust_run.h"
 
+#include "input.h"
+
 #include <cJSON.h>
 #include <math.h>
 #include <stdlib.h>
@@ -27,6 +29,11 @@ void trust_opts_default(trust_opts *o)
     o->window = 128;
     o->epochs = 1;
     o->n_contexts = 8;
+    /* bench/RESULTS.md "Trust that measures quality": the absolute signal
+     * learns inverse usage; the advantage signal does not, and no blend
+     * with it costs more than 0.2% perplexity */
+    o->signal = TRUST_SIGNAL_ADVANTAGE;
+    o->sub_every = 8;
 }
 
 void trust_opts_usage(FILE *f)
@@ -48,7 +55,12 @@ void trust_opts_usage(FILE *f)
                "  --window N           tokens per quality window (default 128)\n"
                "  --max-windows N      stop after N windows (default all)\n"
                "  --epochs N           train: passes over the corpus (default 1)\n"
-               "  --contexts K         fit-contexts: number of contexts (default 8)\n");
+               "  --contexts K         fit-contexts: number of contexts (default 8)\n"
+               "  --signal S           train: advantage (q over the context's running\n"
+               "                       baseline, default) | absolute (window q)\n"
+               "  --mask FILE          unavailable experts, \"LAYER EXPERT\" per line (LAYER may be *)\n"
+               "  --substitute M       router (next best, default) | learned (train's table)\n"
+               "  --sub-sample N       train: fit substitutes on every N-th token (default 8, 0 off)\n");
 }
 
 static tm_status take_int(const char *flag, const char *v, long lo, long hi, long *out, tm_err *err)
@@ -80,7 +92,8 @@ tm_status trust_opts_take(int *argc, char **argv, trust_opts *o, tm_err *err)
         static const char *const flags[] = {
             "--trust-db", "--select", "--alpha", "--min-evidence", "--epsilon", "--trust-seed",
             "--trust-rate", "--policy", "--requester", "--atp-budget", "--context", "--stats-json",
-            "--corpus", "--window", "--max-windows", "--epochs", "--contexts"};
+            "--corpus", "--window", "--max-windows", "--epochs", "--contexts", "--signal", "--mask",
+            "--substitute", "--sub-sample"};
         int known = 0;
         for (size_t j = 0; j < TM_ARRAY_LEN(flags) && !known; j++) known = !strcmp(a, flags[j]);
         if (!known) {
@@ -119,6 +132,14 @@ tm_status trust_opts_take(int *argc, char **argv, trust_opts *o, tm_err *err)
             if (!(st = take_int(a, v, 1, 1 << 20, &n, err))) o->epochs = (int)n;
         } else if (!strcmp(a, "--contexts")) {
             if (!(st = take_int(a, v, 1, 4096, &n, err))) o->n_contexts = (int)n;
+        } else if (!strcmp(a, "--signal")) st = trust_signal_parse(v, &o->signal, err);
+        else if (!strcmp(a, "--mask")) o->mask_path = v;
+        else if (!strcmp(a, "--substitute")) {
+            if (!strcmp(v, "router")) o->substitute = 0;
+            else if (!strcmp(v, "learned")) o->substitute = 1;
+            else st = tm_errf(err, TM_EINPUT, "--substitute: unknown mode \"%s\" (router, learned)", v);
+        } else if (!strcmp(a, "--sub-sample")) {
+            if (!(st = take_int(a, v, 0, 1 << 20, &n, err))) o->sub_every = (int)n;
         }
         if (st) return st;
     }
@@ -127,11 +148,63 @@ tm_status trust_opts_take(int *argc, char **argv, trust_opts *o, tm_err *err)
     return TM_OK;
 }
 
+/* ---- --mask FILE ---------------------------------------------------------------- */
+
+tm_status trust_mask_load(const char *path, int n_layers, int n_experts, uint8_t *mask, tm_err *err)
+{
+    char *text = NULL;
+    tm_status st = tm_read_file(path, &text, NULL, err);
+    if (st) return st;
+    memset(mask, 1, (size_t)n_layers * n_experts);
+    int line = 0;
+    for (char *p = text, *next; p && *p; p = next) {
+        line++;
+        next = strchr(p, '\n');
+        if (next) *next++ = '\0';
+        while (*p == ' ' || *p == '\t' || *p == '\r') p++;
+        if (!*p || *p == '#') continue;
+        long layer = -1, expert;
+        char *end;
+        if (*p == '*') {
+            end = p + 1;
+        } else {
+            layer = strtol(p, &end, 10);
+            if (end == p || layer < 0 || layer >= n_layers) goto bad;
+        }
+        p = end;
+        if (*p != ' ' && *p != '\t') goto bad;
+        expert = strtol(p, &end, 10);
+        if (end == p || expert < 0 || expert >= n_experts) goto bad;
+        while (*end == ' ' || *end == '\t' || *end == '\r') end++;
+        if (*end) goto bad;
+        for (int l = layer < 0 ? 0 : (int)layer; l < (layer < 0 ? n_layers : (int)layer + 1); l++)
+            mask[(size_t)l * n_experts + expert] = 0;
+        continue;
+    bad:
+        st = tm_errf(err, TM_EINPUT, "%s:%d: want \"LAYER EXPERT\" with LAYER in [0, %d) or *, EXPERT in [0, %d)",
+                     path, line, n_layers, n_experts);
+        break;
+    }
+    free(text);
+    return st;
+}
+
 /* ---- the per-run bundle -------------------------------------------------------- */
 
 void trust_model_id(const tm_model *m, char *buf, size_t size)
 {
     snprintf(buf, size, "qwen3moe-%016llx", (unsigned long long)m->identity);
+}
+
+/* The current context's substitutes; a context without a fit falls back to
+ * "general"'s, and without that to the router's next best. */
+static void trust_run_use_substitutes(trust_run *r)
+{
+    if (!r->subst) return;
+    size_t per = (size_t)r->n_layers * r->n_experts * r->n_experts;
+    int j = r->have_subst[r->cur] ? r->cur : r->n_tables - 1;
+    trust_selector_set_substitutes(&r->sel, r->have_subst[j] ? r->subst + (size_t)j * per : NULL,
+                                   r->have_subst[j] ? r->gain + (size_t)j * per : NULL);
 }
 
 tm_status trust_run_open(trust_run *r, const trust_opts *o, const tm_model *m, tm_err *err)
@@ -197,6 +270,37 @@ tm_status trust_run_open(trust_run *r, const trust_opts *o, const tm_model *m, t
     if ((st = trust_selector_init(&r->sel, &sp, err))) goto fail;
     if ((st = trust_selector_set_policy(&r->sel, r->have_pol ? &r->pol : NULL, o->requester, err))) goto fail;
     if ((st = trust_selector_set_table(&r->sel, &r->tables[r->cur], err))) goto fail;
+    if (o->mask_path) {
+        r->mask = tm_malloc((size_t)r->n_layers * r->n_experts);
+        if ((st = trust_mask_load(o->mask_path, r->n_layers, r->n_experts, r->mask, err))) goto fail;
+        if ((st = trust_selector_set_mask(&r->sel, r->mask, err))) goto fail;
+    }
+    if (o->substitute) {
+        if (!r->have_db) {
+            st = tm_errf(err, TM_EINPUT, "--substitute learned needs --trust-db (the table `trust train` fits)");
+            goto fail;
+        }
+        size_t per = (size_t)r->n_layers * r->n_experts * r->n_experts;
+        r->subst = tm_malloc((size_t)r->n_tables * per * sizeof *r->subst);
+        r->gain = tm_malloc((size_t)r->n_tables * per * sizeof *r->gain);
+        r->have_subst = tm_calloc((size_t)r->n_tables, 1);
+        int any = 0;
+        for (int j = 0; j < r->n_tables; j++) {
+            int found = 0;
+            if ((st = trust_db_load_substitutes(&r->db, r->model_id, r->tables[j].context, r->n_layers, r->n_experts,
+                                                r->subst + (size_t)j * per, r->gain + (size_t)j * per, &found,
+                                                err)))
+                goto fail;
+            r->have_subst[j] = (uint8_t)found;
+            any |= found;
+        }
+        if (!any) {
+            st = tm_errf(err, TM_EINPUT, "%s: model %s has no substitution table (run `trust train` first)",
+                         o->db_path, r->model_id);
+            goto fail;
+        }
+        trust_run_use_substitutes(r);
+    }
     trust_selector_set_budget(&r->sel, o->atp_budget);
     trust_metrics_init(&r->metrics, r->n_layers, r->n_experts);
     trust_selector_set_metrics(&r->sel, &r->metrics);
@@ -223,6 +327,7 @@ tm_status trust_run_begin_request(trust_run *r, const tm_model *m, const int32_t
         }
     }
     tm_status st = trust_selector_set_table(&r->sel, &r->tables[r->cur], err);
+    trust_run_use_substitutes(r);
     trust_selector_set_budget(&r->sel, r->o.atp_budget);
     if (!st && !r->quiet) {
         const char *name = r->tables[r->cur].context;
@@ -255,6 +360,8 @@ cJSON *trust_run_stats_doc(const trust_run *r)
     cJSON_AddNumberToObject(doc, "alpha", r->o.alpha);
     cJSON_AddNumberToObject(doc, "min_evidence", r->o.min_evidence);
     cJSON_AddNumberToObject(doc, "epsilon", r->o.epsilon);
+    cJSON_AddStringToObject(doc, "substitute", r->o.substitute ? "learned" : "router");
+    if (r->o.mask_path) cJSON_AddStringToObject(doc, "mask", r->o.mask_path);
     return doc;
 }
 
@@ -289,6 +396,10 @@ void trust_run_close(trust_run *r)
     if (r->metrics.load) trust_metrics_free(&r->metrics);
     free(r->mean);
     free(r->row);
+    free(r->mask);
+    free(r->subst);
+    free(r->gain);
+    free(r->have_subst);
     memset(r, 0, sizeof *r);
 }
 

@@ -50,6 +50,11 @@ typedef struct {
     int max_windows;          /* --max-windows N (0: all)                      */
     int epochs;               /* --epochs N (train)                            */
     int n_contexts;           /* --contexts K (fit-contexts)                   */
+    trust_signal signal;      /* --signal absolute|advantage (train)           */
+    const char *mask_path;    /* --mask FILE: unavailable experts              */
+    int substitute;           /* --substitute router (0) | learned (1)         */
+    int sub_every;            /* --sub-sample N: train fits substitutes on
+                                 every N-th token (0: off)                     */
 } trust_opts;
 
 void trust_opts_default(trust_opts *o);
@@ -77,7 +82,17 @@ typedef struct {
     trust_metrics metrics;
     float *mean;           /* [hidden] f32 scratch                           */
     float *row;            /* [hidden] f32 scratch                           */
+    uint8_t *mask;         /* [n_layers, n_experts] from --mask; NULL: all   */
+    int32_t *subst;        /* [n_tables, L, E, E] ranked substitutes         */
+    float *gain;           /* [n_tables, L, E, E] f32 their fitted gains     */
+    uint8_t *have_subst;   /* [n_tables] 1: the context has a fitted table   */
 } trust_run;
+
+/* A --mask FILE: one unavailable expert per line, "LAYER EXPERT", where
+ * LAYER may be "*" (every layer); blank lines and lines starting with '#'
+ * are skipped.  mask[L, E] receives 1 = available, 0 = masked.  Errors name
+ * the file and line. */
+tm_status trust_mask_load(const char *path, int n_layers, int n_experts, uint8_t *mask, tm_err *err);
 
 tm_status trust_run_open(trust_run *r, const trust_opts *o, const tm_model *m, tm_err *err);
 /* Classify the request (unless --context), select its table, reset its

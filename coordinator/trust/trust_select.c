@@ -137,6 +137,7 @@ tm_status trust_selector_init(trust_selector *s, const trust_select_params *p, t
     s->cand = tm_malloc(E * sizeof *s->cand);
     s->router = tm_malloc(E * sizeof *s->router);
     s->raw = tm_malloc(E * sizeof *s->raw);
+    s->carry = tm_malloc(E * sizeof *s->carry);
     memset(s->mask, 1, L * E);
     memset(s->allowed, 1, L * E);
     memset(s->ok, 1, L * E);
@@ -159,6 +160,7 @@ void trust_selector_free(trust_selector *s)
     free(s->cand);
     free(s->router);
     free(s->raw);
+    free(s->carry);
     memset(s, 0, sizeof *s);
 }
 
@@ -227,6 +229,13 @@ tm_status trust_selector_set_policy(trust_selector *s, const trust_policy *pol,
     char what[160];
     snprintf(what, sizeof what, "policy for requester \"%s\"", requester ? requester : "");
     return combine_ok(s, what, err);
+}
+
+void trust_selector_set_substitutes(trust_selector *s, const int32_t *rank, const float *gain)
+{
+    TM_ASSERT(!rank == !gain);
+    s->subst = rank;
+    s->gain = gain;
 }
 
 void trust_selector_set_utilization(trust_selector *s, const float *util)
@@ -312,6 +321,64 @@ static void charge(trust_selector *s, int layer, const float *probs, const uint8
     s->info.cost = (int32_t)sum;
 }
 
+static int holds(const int32_t *ids, int n, int e)
+{
+    for (int i = 0; i < n; i++)
+        if (ids[i] == e) return 1;
+    return 0;
+}
+
+/* ROUTER under a mask with a learned table: the available experts of the
+ * unmasked top-k (s->raw) keep their places; each unavailable one e is
+ * replaced by its best available substitute s not yet chosen, which
+ * carries p(e) times the fitted gain c(e, s) (else by the router's next
+ * best with its own p).  ids and s->carry end up ordered by carried
+ * weight, best first.  Returns the p-sum of the unmasked top-k. */
+static float learned_substitutes(trust_selector *s, int layer, const float *probs, const uint8_t *ok, int k,
+                                 int32_t *ids)
+{
+    const int E = s->p.n_experts;
+    float *carry = s->carry;
+    int n = 0;
+    for (int i = 0; i < k; i++)
+        if (ok[s->raw[i]]) {
+            ids[n] = s->raw[i];
+            carry[n++] = probs[s->raw[i]];
+        }
+    for (int i = 0; i < k; i++) {
+        int e = s->raw[i], pick = -1;
+        if (ok[e]) continue;
+        const size_t row = ((size_t)layer * E + e) * E;
+        const int32_t *r = s->subst + row;
+        float c = 0;
+        for (int j = 0; j < E - 1 && r[j] >= 0 && pick < 0; j++)
+            if (ok[r[j]] && !holds(ids, n, r[j])) pick = r[j];
+        if (pick >= 0) {
+            c = probs[e] * s->gain[row + pick];
+        } else {
+            /* the masked router top-k holds k ok experts, so one is free */
+            for (int j = 0; j < k && pick < 0; j++)
+                if (!holds(ids, n, s->router[j])) pick = s->router[j];
+            TM_ASSERT(pick >= 0);
+            c = probs[pick];
+        }
+        ids[n] = pick;
+        carry[n++] = c;
+    }
+    float sum = 0.0f;
+    for (int i = 0; i < k; i++) sum += probs[s->raw[i]];
+    for (int i = 1; i < k; i++)
+        for (int j = i; j > 0 && carry[j] > carry[j - 1]; j--) {
+            float c = carry[j];
+            carry[j] = carry[j - 1];
+            carry[j - 1] = c;
+            int32_t t = ids[j];
+            ids[j] = ids[j - 1];
+            ids[j - 1] = t;
+        }
+    return sum;
+}
+
 int trust_select(trust_selector *s, int layer, const float *probs, int k, int norm_topk,
                  int32_t *ids, float *w)
 {
@@ -329,9 +396,12 @@ int trust_select(trust_selector *s, int layer, const float *probs, int k, int no
         for (int i = 0; i < k; i++) s->info.masked += !ok[s->raw[i]];
     }
 
+    int carried = s->p.mode == TRUST_SELECT_ROUTER && s->subst && !s->all_ok[layer] && s->budget < 0;
+    float raw_sum = 0.0f;
     switch (s->p.mode) {
     case TRUST_SELECT_ROUTER:
-        memcpy(ids, s->router, (size_t)k * sizeof *ids);
+        if (carried) raw_sum = learned_substitutes(s, layer, probs, ok, k, ids);
+        else memcpy(ids, s->router, (size_t)k * sizeof *ids);
         break;
     case TRUST_SELECT_BLEND: {
         const float a = s->p.alpha;
@@ -369,7 +439,12 @@ int trust_select(trust_selector *s, int layer, const float *probs, int k, int no
     s->info.changed = s->p.mode != TRUST_SELECT_ROUTER && !same_set(ids, s->router, k);
     if (s->budget >= 0) charge(s, layer, probs, ok, k, ids);
 
-    if (s->p.mode == TRUST_SELECT_ROUTER && !norm_topk) {
+    if (carried) {
+        /* normalised as the unmasked top-k would be, so a perfect stand-in
+         * reproduces the unmasked output */
+        for (int i = 0; i < k; i++)
+            w[i] = !norm_topk ? s->carry[i] : raw_sum > 0.0f ? s->carry[i] / raw_sum : 1.0f / (float)k;
+    } else if (s->p.mode == TRUST_SELECT_ROUTER && !norm_topk) {
         for (int i = 0; i < k; i++) w[i] = probs[ids[i]];
     } else {
         float sum = 0.0f;

@@ -28,7 +28,16 @@
  * Availability: mask (not placed / worker failed) and the authorization
  * policy give each (layer, expert) an "ok" flag.  A not-ok expert is never
  * chosen; the next best takes its place and info.masked counts how many of
- * the unrestricted router top-k were replaced.
+ * the unrestricted router top-k were replaced.  In ROUTER mode a learned
+ * substitution table (trust_selector_set_substitutes, fitted by `trust
+ * train`) can choose the replacement instead: each unavailable expert e of
+ * the unmasked top-k is replaced by the best-ranked available substitute
+ * for e that is not already chosen, weighted p(e) times the fitted gain
+ * c(e, s); the weights are normalised by the p-sum of the unmasked top-k,
+ * so a perfect stand-in reproduces the unmasked output.  An expert with no
+ * usable substitute falls back to the router's next best.  Without a
+ * table, with every expert available, or under an ATP budget (which has
+ * its own fallback), ROUTER is unchanged.
  *
  * ATP budget (optional, per request): each selection costs the sum of its
  * experts' trust_atp_cost(util of the hosting worker, trust).  When the
@@ -115,6 +124,10 @@ typedef struct {
     int32_t *cand;      /* [n_experts] scratch                            */
     int32_t *router;    /* [n_experts] router's top-k under the mask      */
     int32_t *raw;       /* [n_experts] router's top-k without the mask    */
+    const int32_t *subst; /* [n_layers, n_experts, n_experts] ranked
+                             substitutes per expert, -1 ended; NULL: none */
+    const float *gain;  /* [n_layers, n_experts, n_experts] f32 fitted gain */
+    float *carry;       /* [n_experts] scratch: p carried by each slot    */
 } trust_selector;
 
 tm_status trust_selector_init(trust_selector *s, const trust_select_params *p, tm_err *err);
@@ -126,6 +139,11 @@ void trust_selector_free(trust_selector *s);
  * trust_selector_refresh after changing it in place. */
 tm_status trust_selector_set_table(trust_selector *s, const trust_table *t, tm_err *err);
 void trust_selector_refresh(trust_selector *s);
+
+/* Ranked substitutes and their gains, [n_layers, n_experts, n_experts]
+ * each (trust_db_load_substitutes), read not copied; NULL for both returns
+ * to the router's next best. */
+void trust_selector_set_substitutes(trust_selector *s, const int32_t *rank, const float *gain);
 
 /* Availability mask [n_layers, n_experts] (1 = usable), NULL = all.  Fails,
  * naming the layer, if mask and policy leave fewer than top_k experts. */
