@@ -5,6 +5,7 @@
 #include "commands.h"
 #include "input.h"
 #include "kernels.h"
+#include "scheduler.h"
 #include "tokenizer.h"
 
 #include <cJSON.h>
@@ -13,14 +14,16 @@
 #include <string.h>
 #include <unistd.h>
 
+typedef struct gen_run gen_run;
+
 typedef struct {
+    gen_run *run;    /* the run it belongs to (the scheduler's callbacks get the sequence) */
     int32_t *prompt; /* [n_prompt] */
     int n_prompt;
     int32_t *out;    /* [n_predict] */
     int n_out;
     int done;
     const char *stop;
-    int32_t *hist;   /* [n_prompt + n_predict] prompt then output: the penalties' window */
     tok_stream ts;   /* with a tokenizer: the output as text */
     char *text;      /* [text_cap] the visible text (special tokens hidden, cut at a stop string) */
     size_t text_len, text_cap, shown; /* shown: bytes already streamed */
@@ -174,7 +177,7 @@ static tm_status add_selection_stats(const char *path, const trust_run *tr, tm_e
 
 /* ---- one run: its steps ------------------------------------------------------- */
 
-typedef struct {
+struct gen_run {
     cli_opts o;
     trust_opts to;
     int selecting;
@@ -182,18 +185,14 @@ typedef struct {
     gen_seq *seqs;            /* [n_seqs] */
     int n_seqs, total_prompt; /* sequences; prompt tokens over all of them */
     tm_model m;
-    tm_state s;
-    sampler smp;
+    sched sc;                 /* the generation loop (coordinator/sched/), with the KV state */
+    sampler_params sp;        /* the sampling of every sequence, its seed drawn when random */
     moe_backend be;
     unsigned char *mask;      /* rank 0's empty expert mask in an MPI job */
-    int have_model, have_state, have_smp, started;
+    int have_model, have_state, started;
     trust_run tr;
     int have_trust;
     tm_selector sel;
-    float *logits;            /* [n_seqs, vocab] f32: each sequence's next-token logits */
-    int32_t *batch_ids;       /* [total_prompt] ids of one forward call */
-    int *batch_seq;           /* [total_prompt] their sequences */
-    int *batch_of;            /* [n_seqs] the sequence of each decode row */
     int32_t tok_im_end, tok_eot; /* chat stop tokens beyond the config's eos ids (-1: none) */
     int stream;               /* one sequence printed as it comes */
     int echoed;               /* the prompt was printed before the text */
@@ -201,7 +200,7 @@ typedef struct {
     size_t piece_cap;
     double t_load, t_prefill, t_decode;
     int n_decoded, decode_steps;
-} gen_run;
+};
 
 /* The tokenizer (when the folder has one) and the prompts as ids. */
 static tm_status gen_read_input(gen_run *g, tm_err *err)
@@ -253,20 +252,24 @@ static tm_status gen_setup(gen_run *g, tm_err *err)
     ctx = TM_MIN(ctx, cfg->max_position_embeddings);
     if (longest > ctx)
         return tm_errf(err, TM_EINPUT, "prompt of %d tokens is longer than the context of %d tokens", longest, ctx);
-    if ((st = state_init_batch(&g->s, &g->m, g->n_seqs, ctx, TM_MAX(g->total_prompt, g->n_seqs), err)) != TM_OK)
-        return st;
+    /* every prompt prefills in the first step, as one batch; then one token
+     * per live sequence per step */
+    sched_params sp = sched_default_params();
+    sp.max_seqs = TM_MAX(g->n_seqs, 1);
+    sp.max_queue = sp.max_seqs;
+    sp.ctx = ctx;
+    sp.chunk = TM_MAX(g->total_prompt, 1);
+    sp.on_step = dist_set_step;
+    if ((st = sched_init(&g->sc, &g->m, &g->be, &g->sel, &sp, err)) != TM_OK) return st;
     g->have_state = 1;
-    sampler_init(&g->smp, &o->samp, cfg->vocab_size);
-    g->have_smp = 1;
-    g->logits = tm_malloc(sizeof(float) * (size_t)cfg->vocab_size * (size_t)TM_MAX(g->n_seqs, 1));
-    g->batch_ids = tm_malloc(sizeof(int32_t) * (size_t)g->total_prompt);
-    g->batch_seq = tm_malloc(sizeof(int) * (size_t)g->total_prompt);
-    g->batch_of = tm_malloc(sizeof(int) * (size_t)g->n_seqs);
+    sampler seed_of; /* draws the random seed once, for every sequence and the summary */
+    sampler_init(&seed_of, &o->samp, 1);
+    g->sp = seed_of.p;
+    sampler_free(&seed_of);
     for (int q = 0; q < g->n_seqs; q++) {
         gen_seq *sq = &g->seqs[q];
+        sq->run = g;
         sq->out = tm_malloc(sizeof(int32_t) * (size_t)(o->n_predict + 1));
-        sq->hist = tm_malloc(sizeof(int32_t) * (size_t)(sq->n_prompt + o->n_predict + 1));
-        memcpy(sq->hist, sq->prompt, sizeof(int32_t) * (size_t)sq->n_prompt);
         if (g->tok) {
             tok_stream_init(&sq->ts, g->tok);
             sq->text_cap = 256;
@@ -274,7 +277,7 @@ static tm_status gen_setup(gen_run *g, tm_err *err)
             sq->text[0] = '\0';
         }
     }
-    if ((st = cli_start_backend(o, &g->m, &g->s, &g->be, &g->started, err)) != TM_OK) return st;
+    if ((st = cli_start_backend(o, &g->m, &g->sc.s, &g->be, &g->started, err)) != TM_OK) return st;
     g->t_load = tm_now() - t0;
     if (g->selecting) {
         /* one context per run: the first prompt's */
@@ -291,35 +294,6 @@ static tm_status gen_setup(gen_run *g, tm_err *err)
         g->piece = tm_malloc(g->piece_cap);
     }
     return TM_OK;
-}
-
-/* Every prompt in one forward pass; keeps the logits of each prompt's last
- * token. */
-static tm_status gen_prefill(gen_run *g, tm_err *err)
-{
-    const int V = g->m.cfg.vocab_size;
-    double t0 = tm_now();
-    int T = 0;
-    dist_set_step(&g->be, 0);
-    for (int q = 0; q < g->n_seqs; q++)
-        for (int i = 0; i < g->seqs[q].n_prompt; i++) {
-            g->batch_ids[T] = g->seqs[q].prompt[i];
-            g->batch_seq[T++] = q;
-        }
-    tm_status st;
-    if (g->n_seqs == 1) {
-        st = model_forward(&g->m, &g->s, g->batch_ids, T, &g->be, &g->sel, g->logits, 0, err);
-    } else {
-        float *all = tm_malloc(sizeof(float) * (size_t)V * (size_t)T); /* [T, vocab] */
-        st = model_forward_batch(&g->m, &g->s, g->batch_ids, g->batch_seq, T, &g->be, &g->sel, all, err);
-        for (int q = 0, end = 0; st == TM_OK && q < g->n_seqs; q++) {
-            end += g->seqs[q].n_prompt;
-            memcpy(g->logits + (size_t)q * V, all + (size_t)(end - 1) * V, sizeof(float) * (size_t)V);
-        }
-        free(all);
-    }
-    g->t_prefill = tm_now() - t0;
-    return st;
 }
 
 /* Special tokens (<|im_end|>, <|endoftext|>, <|im_start|>, ...: added
@@ -362,7 +336,7 @@ static void gen_show(gen_seq *q, size_t upto)
  * (the text then ends before the stop string). */
 static int gen_push_text(gen_run *g, gen_seq *q, int32_t next)
 {
-    const sampler_params *sp = &g->smp.p;
+    const sampler_params *sp = &g->sp;
     size_t before = q->text_len;
     if (!gen_hidden(g, next)) gen_append(q, g->piece, tok_stream_push(&q->ts, next, g->piece, g->piece_cap));
     if (sp->n_stop && q->text_len > before) {
@@ -387,19 +361,6 @@ static void gen_end_text(gen_run *g, gen_seq *q)
     gen_append(q, g->piece, tok_stream_flush(&q->ts, g->piece, g->piece_cap));
 }
 
-/* Marks q done when next ends it: an eos or chat stop id, a stop string, -n
- * reached, or a full context.  Returns 1 when it stays live. */
-static int gen_continues(gen_run *g, gen_seq *q, int qi, int32_t next, int stopped)
-{
-    if (cfg_is_eos(&g->m.cfg, next) || next == g->tok_im_end || next == g->tok_eot) q->stop = "eos";
-    else if (stopped) q->stop = "stop";
-    else if (q->n_out >= g->o.n_predict) q->stop = "length";
-    else if (g->s.seq_len[qi] >= g->s.max_ctx) q->stop = "context";
-    else return 1;
-    q->done = 1;
-    return 0;
-}
-
 /* The streamed sequence after a sampled token: text (held back while it
  * could be the start of a stop string), or ids without a tokenizer. */
 static void gen_stream(gen_run *g, gen_seq *q, int32_t next)
@@ -413,7 +374,7 @@ static void gen_stream(gen_run *g, gen_seq *q, int32_t next)
         gen_end_text(g, q);
         gen_show(q, q->text_len);
     } else {
-        gen_show(q, q->text_len - sampler_stop_holdback(&g->smp.p, q->text, q->text_len));
+        gen_show(q, q->text_len - sampler_stop_holdback(&g->sp, q->text, q->text_len));
     }
 }
 
@@ -436,53 +397,62 @@ static void gen_echo(gen_run *g)
     fflush(stdout);
 }
 
-/* One token per live sequence per step until every sequence is done. */
-static tm_status gen_decode(gen_run *g, tm_err *err)
+/* The scheduler's callbacks: a sequence's token (its text, a stop string,
+ * the stream), and its end. */
+static int gen_on_token(void *ctx, int32_t id, const float *logits, int vocab)
 {
-    const int V = g->m.cfg.vocab_size;
-    double t0 = tm_now();
+    gen_seq *sq = ctx;
+    gen_run *g = sq->run;
+    (void)logits, (void)vocab;
+    sq->out[sq->n_out++] = id;
+    int stopped = g->tok ? gen_push_text(g, sq, id) : 0;
+    if (g->stream) gen_stream(g, sq, id);
+    return stopped;
+}
+
+static void gen_on_done(void *ctx, sched_stop why, int n)
+{
+    gen_seq *sq = ctx;
+    gen_run *g = sq->run;
+    (void)n;
+    sq->done = 1;
+    sq->stop = why == SCHED_STOP_CALLER ? "stop" : sched_stop_name(why);
+    if (g->tok) gen_end_text(g, sq);
+    if (g->stream && g->tok) gen_show(sq, sq->text_len);
+}
+
+/* Every sequence through the scheduler: the first step is the prefill (all
+ * prompts, and each one's first token), the rest decode. */
+static tm_status gen_run_all(gen_run *g, tm_err *err)
+{
     gen_echo(g);
-    if (g->o.n_predict == 0)
-        for (int q = 0; q < g->n_seqs; q++) {
-            g->seqs[q].done = 1;
-            g->seqs[q].stop = "length";
+    int32_t stop_ids[2] = {g->tok_im_end, g->tok_eot};
+    for (int q = 0; q < g->n_seqs; q++) {
+        gen_seq *sq = &g->seqs[q];
+        if (g->o.n_predict == 0) { /* nothing to generate */
+            sq->done = 1;
+            sq->stop = "length";
+            continue;
         }
-    for (int step = 1;; step++) {
-        int live = 0;
-        for (int q = 0; q < g->n_seqs; q++) {
-            gen_seq *sq = &g->seqs[q];
-            if (sq->done) continue;
-            float *lq = g->logits + (size_t)q * V;
-            sampler_apply_penalties(&g->smp, lq, sq->hist, sq->n_prompt + sq->n_out);
-            int32_t next = sampler_sample(&g->smp, lq);
-            sq->out[sq->n_out++] = next;
-            sq->hist[sq->n_prompt + sq->n_out - 1] = next;
-            int stopped = g->tok ? gen_push_text(g, sq, next) : 0;
-            int more = gen_continues(g, sq, q, next, stopped);
-            if (!more && g->tok && !g->stream) gen_end_text(g, sq);
-            if (g->stream) gen_stream(g, sq, next);
-            if (!more) continue;
-            g->batch_ids[live] = next;
-            g->batch_seq[live] = q;
-            g->batch_of[live++] = q;
-        }
-        if (!live) break;
-        dist_set_step(&g->be, step);
-        tm_status st = model_forward_batch(&g->m, &g->s, g->batch_ids, g->batch_seq, live, &g->be, &g->sel,
-                                           g->logits, err);
+        sched_request r = {.samp = g->sp, .max_tokens = g->o.n_predict, .stop_ids = stop_ids, .n_stop_ids = 2,
+                           .on_token = gen_on_token, .on_done = gen_on_done, .ctx = sq};
+        r.samp.seed = g->sp.seed + (uint64_t)q; /* each sequence its own stream */
+        tm_status st = sched_add(&g->sc, sq->prompt, sq->n_prompt, &r, err);
         if (st != TM_OK) return st;
-        g->n_decoded += live;
-        g->decode_steps++;
-        /* rows come back in batch order; put them at their sequence's slot */
-        for (int i = live - 1; i >= 0; i--)
-            if (g->batch_of[i] != i)
-                memmove(g->logits + (size_t)g->batch_of[i] * V, g->logits + (size_t)i * V, sizeof(float) * (size_t)V);
     }
-    g->t_decode = tm_now() - t0;
+    double t0 = tm_now();
+    tm_status st = sched_step(&g->sc, err);
+    g->t_prefill = tm_now() - t0;
+    uint64_t first = g->sc.generated_tokens, steps = g->sc.steps;
+    double t1 = tm_now();
+    while (st == TM_OK && sched_running(&g->sc) + sched_queued(&g->sc) > 0) st = sched_step(&g->sc, err);
+    g->t_decode = tm_now() - t1;
+    g->n_decoded = (int)(g->sc.generated_tokens - first);
+    g->decode_steps = (int)(g->sc.steps - steps);
     /* the text ends its line, and is out before any summary line */
     if (g->stream && (g->seqs[0].n_out || g->echoed)) printf("\n");
     fflush(stdout);
-    return TM_OK;
+    return st;
 }
 
 /* The figures: one set, handed to the run's report (the summary on stderr
@@ -522,7 +492,7 @@ static void gen_print_plain(const gen_run *g)
 static void gen_report(gen_run *g)
 {
     const cli_opts *o = &g->o;
-    const sampler_params *sp = &g->smp.p;
+    const sampler_params *sp = &g->sp;
     dist_times t = gen_times(g);
     dist_set_times(&g->be, &t);
     if (o->verbosity > 0) {
@@ -538,7 +508,7 @@ static void gen_report(gen_run *g)
                         "trustmoe generate: warning: %s%d of -n %d tokens: the context of %d tokens is full "
                         "(-c raises it, up to max_position_embeddings %d)\n",
                         g->n_seqs > 1 ? "a sequence stopped after " : "stopped after ", sq->n_out, o->n_predict,
-                        g->s.max_ctx, g->m.cfg.max_position_embeddings);
+                        g->sc.s.max_ctx, g->m.cfg.max_position_embeddings);
         }
         if (g->have_trust && o->verbosity > 1) trust_run_print_summary(&g->tr, stderr);
     }
@@ -570,10 +540,10 @@ static void gen_report(gen_run *g)
     cJSON_AddNumberToObject(tm, "decode_tokens", (double)t.decode_tok);
     cJSON_AddNumberToObject(tm, "sequences", g->n_seqs);
     cJSON *split = cJSON_AddObjectToObject(tm, "split_ms");
-    cJSON_AddNumberToObject(split, "attention", 1e3 * g->s.t_attn);
-    cJSON_AddNumberToObject(split, "routing_selection", 1e3 * g->s.t_route);
-    cJSON_AddNumberToObject(split, "experts", 1e3 * g->s.t_moe);
-    cJSON_AddNumberToObject(split, "lm_head", 1e3 * g->s.t_head);
+    cJSON_AddNumberToObject(split, "attention", 1e3 * g->sc.s.t_attn);
+    cJSON_AddNumberToObject(split, "routing_selection", 1e3 * g->sc.s.t_route);
+    cJSON_AddNumberToObject(split, "experts", 1e3 * g->sc.s.t_moe);
+    cJSON_AddNumberToObject(split, "lm_head", 1e3 * g->sc.s.t_head);
     char *text = cJSON_PrintUnformatted(json);
     printf("%s\n", text);
     fflush(stdout);
@@ -584,20 +554,14 @@ static void gen_report(gen_run *g)
 static void gen_free(gen_run *g)
 {
     free(g->piece);
-    free(g->logits);
-    free(g->batch_ids);
-    free(g->batch_seq);
-    free(g->batch_of);
     for (int q = 0; g->seqs && q < g->n_seqs; q++) {
         free(g->seqs[q].prompt);
         free(g->seqs[q].out);
-        free(g->seqs[q].hist);
         free(g->seqs[q].text);
     }
     free(g->seqs);
     if (g->have_trust) trust_run_close(&g->tr);
-    if (g->have_smp) sampler_free(&g->smp);
-    if (g->have_state) state_free(&g->s);
+    if (g->have_state) sched_free(&g->sc);
     if (g->have_model) model_free(&g->m);
     free(g->mask);
     if (g->tok) tok_free(g->tok);
@@ -636,10 +600,10 @@ int cmd_generate(int argc, char **argv)
         return rc;
     }
     if ((st = gen_read_input(g, &err)) == TM_OK && (st = gen_setup(g, &err)) == TM_OK &&
-        (st = gen_prefill(g, &err)) == TM_OK && (st = gen_decode(g, &err)) == TM_OK)
+        (st = gen_run_all(g, &err)) == TM_OK)
         gen_report(g);
     if (st != TM_OK) rc = cli_fail("generate", &err, st);
-    rc = cli_finish(&g->be, g->started, rc, g->have_state ? &g->s : NULL);
+    rc = cli_finish(&g->be, g->started, rc, g->have_state ? &g->sc.s : NULL);
     if (rc == 0 && g->have_trust && g->o.dist.stats_json &&
         add_selection_stats(g->o.dist.stats_json, &g->tr, &err) != TM_OK)
         rc = cli_fail("generate", &err, TM_EFAIL);
