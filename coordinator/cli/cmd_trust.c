@@ -590,6 +590,7 @@ out:
  * empty database and report on nothing. */
 static tm_status db_must_exist(const char *path, tm_err *err)
 {
+    if (!*path) return tm_errf(err, TM_EINPUT, "--trust-db: empty path (name a database file)");
     if (access(path, F_OK) != 0)
         return tm_errf(err, TM_EINPUT, "--trust-db %s: no such database (trust fit-contexts or train creates one)",
                        path);
