@@ -1,4 +1,4 @@
-/* placement.c: (layer, expert) -> worker ranks; policies, file, validation, print. */
+/* placement.c: (layer, expert) -> ranks; policies, file, validation, print. */
 #include "placement.h"
 
 #include <cJSON.h>
@@ -46,10 +46,10 @@ tm_status place_validate(const place_map *pm, tm_err *err)
                 return tm_errf(err, TM_EINPUT, "placement %s: layer %d expert %d is hosted by no worker",
                                pm->policy, l, e);
             for (int i = 0; i < n; i++) {
-                if (r[i] < 1 || r[i] > pm->n_workers)
+                if (r[i] < 0 || r[i] > pm->n_workers)
                     return tm_errf(err, TM_EINPUT,
                                    "placement %s: layer %d expert %d: rank %d is out of range (workers are ranks "
-                                   "1..%d)",
+                                   "1..%d, 0 is the coordinator)",
                                    pm->policy, l, e, r[i], pm->n_workers);
                 for (int j = 0; j < i; j++)
                     if (r[j] == r[i])
@@ -62,19 +62,33 @@ tm_status place_validate(const place_map *pm, tm_err *err)
 
 /* ---- policies ------------------------------------------------------------- */
 
-static void place_policy(place_map *pm, int round_robin, int replicas)
+/* Rank 0's experts under a coordinator share of n0 per layer. */
+static int on_coordinator(int e, int E, int n0, int round_robin)
+{
+    if (!round_robin) return e < n0;
+    return (int)(((int64_t)(e + 1) * n0) / E) > (int)(((int64_t)e * n0) / E);
+}
+
+static void place_policy(place_map *pm, int round_robin, int replicas, int n0)
 {
     int E = pm->n_experts, W = pm->n_workers, n = 0;
     int n_moe = 0;
     for (int l = 0; l < pm->n_layers; l++) n_moe += pm->is_moe[l];
     pm->ranks = tm_malloc(((size_t)n_moe * E * replicas + 1) * sizeof(int));
-    for (int l = 0; l < pm->n_layers; l++)
+    for (int l = 0; l < pm->n_layers; l++) {
+        int i = 0; /* ordinal of the expert among the workers' ones */
         for (int e = 0; e < E; e++) {
             pm->offsets[l * E + e] = n;
             if (!pm->is_moe[l]) continue;
-            int w0 = round_robin ? e % W : (int)(((int64_t)e * W) / E);
+            if (on_coordinator(e, E, n0, round_robin)) {
+                pm->ranks[n++] = 0;
+                continue;
+            }
+            int w0 = round_robin ? i % W : (int)(((int64_t)i * W) / (E - n0));
             for (int j = 0; j < replicas; j++) pm->ranks[n++] = 1 + (w0 + j) % W;
+            i++;
         }
+    }
     pm->offsets[pm->n_layers * E] = n;
 }
 
@@ -250,6 +264,12 @@ static int is_policy(const char *p, const char *name) { return p && !strcmp(p, n
 tm_status place_build(place_map *pm, const tm_config *c, size_t expert_bytes, int n_workers, const char *policy,
                       int replicas, tm_err *err)
 {
+    return place_build_share(pm, c, expert_bytes, n_workers, policy, replicas, 0.0, err);
+}
+
+tm_status place_build_share(place_map *pm, const tm_config *c, size_t expert_bytes, int n_workers,
+                            const char *policy, int replicas, double coordinator_share, tm_err *err)
+{
     if (!policy || !*policy) policy = "contiguous";
     if (replicas <= 0) replicas = 1;
     place_alloc(pm, c->num_layers, c->num_experts, n_workers);
@@ -257,7 +277,15 @@ tm_status place_build(place_map *pm, const tm_config *c, size_t expert_bytes, in
     pm->expert_bytes = expert_bytes;
     for (int l = 0; l < c->num_layers; l++) pm->is_moe[l] = (unsigned char)cfg_layer_is_moe(c, l);
     tm_status st = TM_OK;
-    if (n_workers < 1) {
+    int policy_kind = is_policy(policy, "contiguous") || is_policy(policy, "round-robin");
+    int n0 = (int)(coordinator_share * c->num_experts + 0.5);
+    if (coordinator_share < 0 || coordinator_share > 1) {
+        st = tm_errf(err, TM_EINPUT, "--coordinator-share %g: not a fraction in [0, 1]", coordinator_share);
+    } else if (coordinator_share > 0 && !policy_kind) {
+        st = tm_errf(err, TM_EINPUT,
+                     "--coordinator-share applies to contiguous and round-robin; with %s, name rank 0 in a "
+                     "placement file", policy);
+    } else if (n_workers < 1) {
         st = tm_errf(err, TM_EINPUT, "placement: %d worker ranks; expert placement needs at least one", n_workers);
     } else if (!strncmp(policy, "balanced:", 9)) {
         if (replicas > n_workers)
@@ -270,7 +298,7 @@ tm_status place_build(place_map *pm, const tm_config *c, size_t expert_bytes, in
             st = tm_errf(err, TM_EINPUT, "--replicas %d needs at least %d worker ranks, this run has %d", replicas,
                          replicas, n_workers);
         else
-            place_policy(pm, is_policy(policy, "round-robin"), replicas);
+            place_policy(pm, is_policy(policy, "round-robin"), replicas, n0);
     } else {
         if (replicas > 1)
             st = tm_errf(err, TM_EINPUT,
@@ -363,6 +391,7 @@ int placement_print(FILE *f, const tm_config *c, tm_dtype weight_dtype, const ch
     }
     int n_moe = 0;
     for (int l = 0; l < pm.n_layers; l++) n_moe += pm.is_moe[l];
+    int r_first = place_rank_experts(&pm, 0) ? 0 : 1; /* rank 0 shown when it hosts experts */
     int from_file = policy && strcmp(policy, "contiguous") && strcmp(policy, "round-robin") &&
                     strncmp(policy, "balanced:", 9);
     fprintf(f, "placement: %s, %d workers (ranks 1..%d), replicas %d%s\n", pm.policy, n_workers, n_workers,
@@ -379,8 +408,8 @@ int placement_print(FILE *f, const tm_config *c, tm_dtype weight_dtype, const ch
             l = l1 + 1;
             continue;
         }
-        for (int r = 1; r <= n_workers; r++) {
-            fprintf(f, "%s rank %d:", r > 1 ? " |" : "", r);
+        for (int r = r_first; r <= n_workers; r++) {
+            fprintf(f, "%s rank %d:", r > r_first ? " |" : "", r);
             int any = 0;
             for (int e = 0; e < pm.n_experts;) {
                 if (!place_hosts(&pm, r, l, e)) {
@@ -400,14 +429,14 @@ int placement_print(FILE *f, const tm_config *c, tm_dtype weight_dtype, const ch
         l = l1 + 1;
     }
     int max_e = 0, sum_e = 0;
-    for (int r = 1; r <= n_workers; r++) {
+    for (int r = r_first; r <= n_workers; r++) {
         int n = place_rank_experts(&pm, r);
         fprintf(f, "rank %d: %d experts, %.2f MiB of expert weights\n", r, n, mib(place_rank_bytes(&pm, r)));
         max_e = TM_MAX(max_e, n);
         sum_e += n;
     }
     fprintf(f, "total: %d expert instances, %.2f MiB; max/mean experts per rank %.3f\n", sum_e,
-            mib((size_t)sum_e * eb), sum_e ? (double)max_e * n_workers / sum_e : 0.0);
+            mib((size_t)sum_e * eb), sum_e ? (double)max_e * (n_workers + 1 - r_first) / sum_e : 0.0);
     place_free(&pm);
     return 0;
 }

@@ -236,8 +236,8 @@ tm_status cli_load_model(cli_opts *o, tm_model *m, unsigned char **mask_out, tm_
     dist_init(NULL, NULL, &rank, &size);
     *mask_out = NULL;
     if (size > 1) {
-        /* the workers hold the experts; rank 0 maps none of them */
-        if (!(*mask_out = dist_no_experts_mask(o->model_dir, &o->load, err))) return TM_EINPUT;
+        /* the workers hold the experts; rank 0 maps only its own share, if any */
+        if (!(*mask_out = dist_coordinator_mask(o->model_dir, &o->load, &o->dist, size, err))) return TM_EINPUT;
         o->load.expert_mask = *mask_out;
     }
     return model_load(m, o->model_dir, &o->load, err);

@@ -30,7 +30,7 @@ static void collect_worker_stats(dist_ctx *c, int exit_code)
         int rc = MPI_Isend(msg, (int)len, MPI_BYTE, r, DIST_TAG_CONTROL, dist_comm(), &c->req[size + r]);
         if (rc != MPI_SUCCESS) dist_die(1, "shutdown send to rank %d: %s", r, dist_mpi_error(rc));
     }
-    int rc = dist_wait_all(c->req, c->sts, 2 * size, c->p.comm_timeout);
+    int rc = dist_wait_all(c->req, c->sts, 2 * size, c->p.comm_timeout, c->p.comm_timeout);
     if (rc >= 0)
         dist_die(1, "shutdown: worker rank %d (%s) did not answer within %g s (--comm-timeout)", rc % size,
                  c->info[rc % size].host, c->p.comm_timeout);
@@ -69,7 +69,7 @@ static report_totals totals_of(const dist_ctx *c, const tm_state *s)
 {
     report_totals x = {0};
     uint64_t max_pairs = 0, sum_pairs = 0, max_rows = 0, sum_rows = 0;
-    int first = c->distributed ? 1 : 0;
+    int first = c->distributed && !c->local_experts ? 1 : 0; /* ranks that compute experts */
     for (int r = 1; r < c->size; r++) {
         x.sent += c->bytes_to[r];
         x.recvd += c->bytes_from[r];
@@ -117,6 +117,15 @@ static void print_report(const dist_ctx *c, const report_totals *x)
                        "token (all layers, both ways)\n",
                     1e6 * c->t_dispatch / x->calls, 1e6 * c->t_wait / x->calls, 1e6 * c->t_combine / x->calls,
                     x->toks ? (double)(x->sent + x->recvd) / (double)x->toks : 0.0);
+            fprintf(f, "trustmoe: per MoE layer call: wait = slowest compute %.1f us + exchange overhead %.1f us "
+                       "(median %.1f us over %llu decode calls)\n",
+                    1e6 * c->t_slowest / x->calls, 1e6 * c->t_overhead / x->calls, dist_overhead_median_us(c),
+                    (unsigned long long)c->ov_calls);
+            if (c->local_experts)
+                fprintf(f, "trustmoe: rank 0 (%s): %d experts %.2f MiB, %llu token rows, %llu expert-tokens, compute "
+                           "%.2f ms\n",
+                        c->info[0].host, c->local_experts, dist_mib(c->info[0].weight_bytes),
+                        (unsigned long long)c->rank_rows[0], (unsigned long long)c->rank_pairs[0], 1e3 * c->t_local);
             for (int r = 1; r < c->size; r++) {
                 const rank_info *ri = &c->info[r];
                 fprintf(f, "trustmoe: rank %d (%s): %d experts %.2f MiB, resident %.2f MiB, %llu token rows, %llu "
@@ -144,7 +153,8 @@ static cJSON *rank_json(const dist_ctx *c, const report_totals *x, int r)
         cJSON_AddNumberToObject(o, "bytes_sent", (double)x->sent);
         cJSON_AddNumberToObject(o, "bytes_received", (double)x->recvd);
         cJSON_AddNumberToObject(o, "resident_bytes", (double)tm_rss_bytes());
-        if (!c->distributed) {
+        if (c->distributed) cJSON_AddNumberToObject(o, "experts", c->local_experts);
+        if (!c->distributed || c->local_experts) {
             cJSON_AddNumberToObject(o, "token_rows", (double)c->rank_rows[0]);
             cJSON_AddNumberToObject(o, "expert_tokens", (double)c->rank_pairs[0]);
             cJSON_AddNumberToObject(o, "expert_compute_s", c->t_local);
@@ -203,6 +213,11 @@ static void write_stats_json(const dist_ctx *c, const report_totals *x)
     cJSON_AddNumberToObject(pl, "dispatch", 1e6 * c->t_dispatch / x->calls);
     cJSON_AddNumberToObject(pl, "dispatch_wait", 1e6 * c->t_wait / x->calls);
     cJSON_AddNumberToObject(pl, "combine", 1e6 * c->t_combine / x->calls);
+    /* dispatch_wait = slowest_compute + exchange_overhead, call by call */
+    cJSON_AddNumberToObject(pl, "slowest_compute", 1e6 * c->t_slowest / x->calls);
+    cJSON_AddNumberToObject(pl, "exchange_overhead", 1e6 * c->t_overhead / x->calls);
+    cJSON_AddNumberToObject(pl, "exchange_overhead_decode_median", dist_overhead_median_us(c));
+    cJSON_AddNumberToObject(pl, "decode_calls", (double)c->ov_calls);
     cJSON *by = cJSON_AddObjectToObject(j, "bytes");
     cJSON_AddNumberToObject(by, "sent", (double)x->sent);
     cJSON_AddNumberToObject(by, "received", (double)x->recvd);
