@@ -15,15 +15,15 @@ T=${TRUSTMOE:-build/trustmoe}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
 TMP=$(mktemp -d /tmp/trustmoe-idle.XXXXXX)
 trap 'rm -rf "$TMP"' EXIT
-for i in $(seq 16); do echo "$((i * 3 + 1)),$((i * 5 + 2)),$((i * 7 + 3)),$((i + 4))"; done >"$TMP/prompts"
-mpirun --oversubscribe -np 3 "$T" generate -m "$M" --prompts "$TMP/prompts" -n 240 --temp 0 \
+for i in $(seq 64); do echo "$((i * 3 + 1)),$((i * 5 + 2)),$((i * 7 + 3)),$((i + 4))"; done >"$TMP/prompts"
+mpirun --oversubscribe -np 3 "$T" generate -m "$M" --prompts "$TMP/prompts" -n 250 --temp 0 \
     >/dev/null 2>"$TMP/err" &
 mp=$!
 for _ in $(seq 300); do
     grep -q "workers ready" "$TMP/err" 2>/dev/null && break
     sleep 0.05
 done
-sleep 0.2
+sleep 0.02
 workers=$(sed -n 's/^trustmoe: rank [0-9]* ([^,]*, pid \([0-9]*\)).*/\1/p' "$TMP/err" | sort -u)
 rank0=""
 for p in $(ps -o pid= --ppid "$mp"); do
@@ -31,6 +31,9 @@ for p in $(ps -o pid= --ppid "$mp"); do
 done
 [ -n "$rank0" ] && [ -n "$workers" ] || { echo "mpi_idle_cpu: cannot find the ranks" >&2; kill "$mp"; exit 1; }
 kill -STOP "$rank0"
+for p in $workers; do
+    [ -e "/proc/$p/stat" ] || { echo "mpi_idle_cpu: the run ended before rank 0 was stopped" >&2; kill -CONT "$rank0"; exit 1; }
+done
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 declare -A t0
 for p in $workers; do t0[$p]=$(ticks "$p"); done
