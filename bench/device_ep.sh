@@ -69,7 +69,7 @@ PY
     echo "$name np=$np layout=$layout ${MCA:-} rc=$rc wall=$((SECONDS - t0))s: $line" | tee -a "$S" >&2
 }
 
-log "host: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), $(free -g | awk '/Mem:/ {print $2}') GiB; $(mpirun --version 2>&1 | head -1)"
+log "host: $(env -u OMP_NUM_THREADS nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), $(free -g | awk '/Mem:/ {print $2}') GiB; $(mpirun --version 2>&1 | head -1)"
 
 if [ "$PART" = sweep ]; then
     one old-np1-t16 "$TOLD" 1 16/0/0

@@ -60,7 +60,7 @@ np=$((workers + 1))
 # (bench/RESULTS.md, "Expert parallelism that pays").
 t0=$cores
 if [ "$local" = 1 ] && [ "$workers" -gt 0 ]; then
-    host_cores=$(nproc)
+    host_cores=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc) # nproc obeys OMP_NUM_THREADS
     t0=$((host_cores - workers * cores))
     [ "$t0" -ge 1 ] || t0=1
 fi

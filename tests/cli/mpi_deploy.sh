@@ -26,7 +26,7 @@ else
     bad "wrapper --worker-model: $line"
 fi
 line=$(TRUSTMOE=$TRUSTMOE bash $run -m "$M" -w 2 --local --cores-per-rank 1 --dry-run -- logits --ids 1 -o x 2>&1)
-want_t0=$(($(nproc) - 2))
+want_t0=$(($(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc) - 2))
 [ "$want_t0" -ge 1 ] || want_t0=1
 if echo "$line" | grep -q -- "--coordinator-share" &&
     { [ "$want_t0" = 1 ] || echo "$line" | grep -q -- "-np 1 .* -t $want_t0 .* : -np 2 .* -t 1 "; }; then
