@@ -1,9 +1,8 @@
 #!/bin/bash
 # Same answer at every scale: logits of -np 2, 3, 5 (contiguous, round-robin,
-# --replicas 2, rank 0 hosting a share of the experts) match -np 1 within
-# 1e-5 x max|logit| with the same argmax; greedy generation gives identical
-# ids; two runs with the same -np and placement are bitwise identical, with
-# and without a coordinator share; mpirun -np 1 equals the plain run bitwise.
+# --replicas 2) match -np 1 within 1e-5 x max|logit| with the same argmax;
+# greedy generation gives identical ids; two runs with the same -np and
+# placement are bitwise identical; mpirun -np 1 equals the plain run bitwise.
 set -u
 cd "$(dirname "$0")/../.." || exit 2
 . tests/cli/mpi_lib.bash
@@ -24,37 +23,29 @@ for fx in $FIXTURES; do
         else
             bad "$fx prompt $p: mpirun -np 1 differs or failed: $(tail -1 "$TMP/err")"
         fi
-        for cfgline in "2 contiguous 1 0" "3 contiguous 1 0" "5 contiguous 1 0" "3 round-robin 1 0" \
-            "3 round-robin 2 0" "5 contiguous 2 0" "5 round-robin 4 0" "2 contiguous 1 0.5" "3 round-robin 2 0.3" \
-            "5 contiguous 1 0.2"; do
+        for cfgline in "2 contiguous 1" "3 contiguous 1" "5 contiguous 1" "3 round-robin 1" "3 round-robin 2" \
+            "5 contiguous 2" "5 round-robin 4"; do
             set -- $cfgline
-            np=$1 pol=$2 rep=$3 share=$4
-            what="-np $np $pol replicas $rep coordinator share $share"
-            out=$TMP/$fx.$p.np$np.$pol.$rep.$share.f32
+            np=$1 pol=$2 rep=$3
+            out=$TMP/$fx.$p.np$np.$pol.$rep.f32
             if ! tm_mpirun 120 "$np" logits -m "$M" --ids "$ids" -o "$out" --placement "$pol" --replicas "$rep" \
-                --coordinator-share "$share" --comm-timeout 30 2>"$TMP/err"; then
-                bad "$fx prompt $p $what: run failed: $(grep -m1 trustmoe "$TMP/err")"
+                --comm-timeout 30 2>"$TMP/err"; then
+                bad "$fx prompt $p -np $np $pol replicas $rep: run failed: $(grep -m1 trustmoe "$TMP/err")"
                 continue
             fi
             if msg=$(compare_logits "$ref" "$out" "$V" 1e-5); then
-                ok "$fx prompt $p $what: $msg"
+                ok "$fx prompt $p -np $np $pol replicas $rep: $msg"
             else
-                bad "$fx prompt $p $what: $msg"
+                bad "$fx prompt $p -np $np $pol replicas $rep: $msg"
             fi
         done
         # bitwise repeatability, same -np and placement
         out2=$TMP/$fx.$p.np3.again.f32
         if tm_mpirun 120 3 logits -m "$M" --ids "$ids" -o "$out2" --placement round-robin --replicas 2 2>"$TMP/err" &&
-            cmp -s "$TMP/$fx.$p.np3.round-robin.2.0.f32" "$out2"; then
+            cmp -s "$TMP/$fx.$p.np3.round-robin.2.f32" "$out2"; then
             ok "$fx prompt $p: two -np 3 runs are bitwise identical"
         else
             bad "$fx prompt $p: two -np 3 runs differ"
-        fi
-        if tm_mpirun 120 3 logits -m "$M" --ids "$ids" -o "$out2" --placement round-robin --replicas 2 \
-            --coordinator-share 0.3 2>"$TMP/err" && cmp -s "$TMP/$fx.$p.np3.round-robin.2.0.3.f32" "$out2"; then
-            ok "$fx prompt $p: two -np 3 runs with a coordinator share are bitwise identical"
-        else
-            bad "$fx prompt $p: two -np 3 runs with a coordinator share differ"
         fi
     done
 
@@ -65,14 +56,12 @@ for fx in $FIXTURES; do
         continue
     fi
     g1=$(json_ids "$TMP/g1.json")
-    for npshare in "3 0" "5 0" "3 0.5"; do
-        set -- $npshare
-        np=$1 share=$2
+    for np in 3 5; do
         if tm_mpirun 120 "$np" generate -m "$M" --ids "$ids" -n 8 --temp 0 --json --placement round-robin \
-            --coordinator-share "$share" >"$TMP/g$np.json" 2>"$TMP/err" && [ "$(json_ids "$TMP/g$np.json")" = "$g1" ]; then
-            ok "$fx: greedy ids with -np $np, coordinator share $share equal -np 1 ($g1)"
+            >"$TMP/g$np.json" 2>"$TMP/err" && [ "$(json_ids "$TMP/g$np.json")" = "$g1" ]; then
+            ok "$fx: greedy ids with -np $np equal -np 1 ($g1)"
         else
-            bad "$fx: greedy ids with -np $np, coordinator share $share: '$(json_ids "$TMP/g$np.json" 2>/dev/null)' vs '$g1'"
+            bad "$fx: greedy ids with -np $np: '$(json_ids "$TMP/g$np.json" 2>/dev/null)' vs '$g1'"
         fi
     done
 done
