@@ -31,7 +31,7 @@ static char g_host[256];
  * than the gap between two decode steps (lm_head, sampling), far shorter than
  * a pause between requests.  TRUSTMOE_POLL_SPIN_US overrides. */
 static double g_hot_s = 20e-3;
-static long g_sleep_max_ns = 500000L; /* longest idle sleep in the first second; TRUSTMOE_POLL_SLEEP_US overrides */
+static long g_sleep_max_ns = 500000L; /* longest idle sleep in the first 100 ms; TRUSTMOE_POLL_SLEEP_US overrides */
 
 static void dist_abort_hook(int code)
 {
