@@ -21,12 +21,16 @@
  *             version, model identity, host, experts, weight and resident
  *             bytes.  Rank 0 checks every field; a mismatch names the rank and
  *             both values and ends the job before any compute.
- *   per layer rank 0 groups the tokens by destination worker and sends each
+ *   per layer rank 0 groups the tokens by destination rank and sends each
  *             worker that has any of them one DISPATCH message (proto/wire.h):
  *             the token rows once, with that worker's (expert, weight) pairs.
  *             Receives for the RESULTs are posted before the sends.  A worker
- *             returns one pre-summed row per token, Σ w · expert(x); rank 0
- *             adds the rows in ascending worker rank, so two runs with the
+ *             returns one pre-summed row per token, Σ w · expert(x), and its
+ *             compute time.  When the placement gives rank 0 experts
+ *             (--coordinator-share, or rank 0 in a placement file), rank 0
+ *             computes its own share after the sends, while the workers
+ *             compute theirs.  Rank 0 then adds its rows and the workers' in
+ *             ascending rank, so two runs with the
  *             same -np and placement are bitwise identical.  Workers with no
  *             tokens get no message: a worker serves whatever arrives next
  *             (DISPATCH or CONTROL) and needs no end-of-layer marker.
@@ -35,10 +39,16 @@
  * MPI start-up itself (MPI_Init, the communicator's duplication) is
  * collective with no deadline; a watchdog thread ends the rank after
  * --idle-timeout if it has not completed (dist_set_startup_timeout).
- * Every wait after it polls against a deadline (MPI_Test / MPI_Iprobe: it yields for
- * the first 500 us or TRUSTMOE_POLL_SPIN_US, then sleeps up to 500 us or
- * TRUSTMOE_POLL_SLEEP_US at a time): --comm-timeout for replies,
- * --idle-timeout for loading and for a worker's wait for its next request.
+ * Every wait polls against a deadline (MPI_Test / MPI_Iprobe).  A reply
+ * that is due is awaited by spinning (with sched_yield): rank 0 after its
+ * sends, a worker on its own send, and a worker for the next request while a
+ * step is in flight, i.e. for 20 ms (TRUSTMOE_POLL_SPIN_US) after its last
+ * request: longer than the gap between two decode steps.  Otherwise the wait
+ * sleeps, doubling from 20 us up to 500 us (TRUSTMOE_POLL_SLEEP_US), and up
+ * to 20 ms after 100 ms idle, so an idle worker uses under 1% of a core
+ * (bench/mpi_idle_cpu.sh).  Deadlines: --comm-timeout for
+ * replies, --idle-timeout for loading and for a worker's wait for its next
+ * request.
  * On expiry or on a bad message the rank
  * prints who (rank, host), where (step, layer) and what, then MPI_Abort
  * ends the whole job with a non-zero status.
@@ -71,6 +81,7 @@ typedef struct {
     int workers;           /* inspect --workers N: worker ranks to print a placement for (0: none) */
     int verbose;           /* -v: per-rank tables, and workers' lines while they serve */
     int quiet;             /* -q: no summary on stderr */
+    double coordinator_share; /* fraction of every layer's experts rank 0 hosts itself (0: none) */
 } dist_params;
 
 typedef enum {
@@ -86,7 +97,8 @@ dist_params dist_default_params(void);
 /* Returns 1 if argv[*i] is one of the dist flags (consumes its value and
  * advances *i past it), 0 if not, -1 on a bad value (err filled).
  *   --placement P  --replicas R  --wire-dtype f32|bf16  --[no-]wire-checksum
- *   --comm-timeout S  --idle-timeout S  --stats-json FILE  --workers N */
+ *   --comm-timeout S  --idle-timeout S  --stats-json FILE  --workers N
+ *   --coordinator-share F */
 int dist_parse_flag(dist_params *p, int argc, char **argv, int *i, tm_err *err);
 /* Help lines for the flags above. */
 void dist_usage(FILE *f);
@@ -116,20 +128,28 @@ void dist_finalize(void);
 #include <mpi.h>
 MPI_Comm dist_comm(void);
 const char *dist_hostname(void);
-/* Wait for every request in reqs[0..n) (MPI_REQUEST_NULL entries are done).
+/* Wait for every request in reqs[0..n) (MPI_REQUEST_NULL entries are done),
+ * spinning for the first `spin` seconds (a reply that is due: pass the
+ * timeout itself) and sleeping with back-off after that (0: nothing due).
  * Returns the index of the first request still open at the deadline, -1
  * when all completed, or -2 - i when request i completed with an error
  * (sts[i].MPI_ERROR says which). */
-int dist_wait_all(MPI_Request *reqs, MPI_Status *sts, int n, double timeout);
-/* Poll for the next message from `src` with any tag.  Returns 1 and fills
+int dist_wait_all(MPI_Request *reqs, MPI_Status *sts, int n, double timeout, double spin);
+/* Poll for the next message from `src` with any tag, spinning until
+ * tm_now() reaches hot_until and sleeping after that.  Returns 1 and fills
  * *st when one is there, 0 at the deadline. */
-int dist_probe(int src, MPI_Status *st, double timeout);
+int dist_probe(int src, MPI_Status *st, double timeout, double hot_until);
+/* Seconds a worker keeps spinning for the next request after its last one. */
+double dist_hot_window(void);
 /* Print "trustmoe: rank R (host): <msg>" and MPI_Abort the job. */
 _Noreturn void dist_die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 const char *dist_mpi_error(int code);
 /* Layers and experts per layer of model_dir (or lp->synthetic's preset). */
 tm_status dist_model_shape(const char *model_dir, const model_load_params *lp, int *layers, int *experts,
                            tm_err *err);
+/* What a placement needs of model_dir's config (or lp->synthetic's preset):
+ * layers, experts, MoE layers, shapes. */
+tm_status dist_model_config(const char *model_dir, const model_load_params *lp, tm_config *c, tm_err *err);
 /* CRC32C of sampled bytes of the checkpoint files (the handshake's content_sample). */
 uint64_t dist_content_sample(const st_set *st);
 #endif

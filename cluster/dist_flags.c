@@ -18,6 +18,7 @@ dist_params dist_default_params(void)
         .stats_json = NULL,
         .idle_timeout = 600.0,
         .workers = 0,
+        .coordinator_share = 0.0,
     };
     return p;
 }
@@ -28,6 +29,8 @@ void dist_usage(FILE *f)
                "                      balanced:STATS (the expert loads of an earlier --stats-json),\n"
                "                      or a JSON file {\"experts\": [[layer, expert, rank], ...]}\n"
                "  --replicas R        host every expert on R distinct workers (default 1)\n"
+               "  --coordinator-share F  rank 0 hosts this fraction of every layer's experts too (0..1, default 0;\n"
+               "                      contiguous and round-robin; a placement file may name rank 0 itself)\n"
                "  --wire-dtype D      activations on the wire: f32 (default) or bf16\n"
                "  --no-wire-checksum  no CRC32C over the activation payloads (on by default: it costs under\n"
                "                      0.3%% of decode; bench/RESULTS.md)\n"
@@ -72,7 +75,7 @@ int dist_parse_flag(dist_params *p, int argc, char **argv, int *i, tm_err *err)
         return 1;
     }
     static const char *const valued[] = {"--placement", "--replicas", "--wire-dtype", "--comm-timeout",
-                                         "--idle-timeout", "--stats-json", "--workers"};
+                                         "--idle-timeout", "--stats-json", "--workers", "--coordinator-share"};
     size_t which = TM_ARRAY_LEN(valued);
     for (size_t j = 0; j < TM_ARRAY_LEN(valued); j++)
         if (!strcmp(a, valued[j])) which = j;
@@ -102,6 +105,17 @@ int dist_parse_flag(dist_params *p, int argc, char **argv, int *i, tm_err *err)
     case 3: return parse_seconds(a, v, &p->comm_timeout, err);
     case 4: return parse_seconds(a, v, &p->idle_timeout, err);
     case 5: p->stats_json = v; return 1;
+    case 7: {
+        char *end;
+        errno = 0;
+        double x = strtod(v, &end);
+        if (errno || end == v || *end || !(x >= 0 && x <= 1)) {
+            tm_errf(err, TM_EINPUT, "--coordinator-share: '%s' is not a fraction in [0, 1]", v);
+            return -1;
+        }
+        p->coordinator_share = x;
+        return 1;
+    }
     default: return parse_count(a, v, 1, 1 << 20, &p->workers, err);
     }
 }

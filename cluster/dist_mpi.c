@@ -30,8 +30,11 @@
 static int g_mpi, g_finalized, g_rank, g_size = 1;
 static MPI_Comm g_comm = MPI_COMM_NULL;
 static char g_host[256];
-static double g_spin_s = 500e-6;  /* poll spin window; TRUSTMOE_POLL_SPIN_US overrides */
-static long g_sleep_max_ns = 500000L; /* longest poll sleep; TRUSTMOE_POLL_SLEEP_US overrides */
+/* A worker spins for the next request this long after its last one: longer
+ * than the gap between two decode steps (lm_head, sampling), far shorter than
+ * a pause between requests.  TRUSTMOE_POLL_SPIN_US overrides. */
+static double g_hot_s = 20e-3;
+static long g_sleep_max_ns = 500000L; /* longest idle sleep in the first 100 ms; TRUSTMOE_POLL_SLEEP_US overrides */
 
 static void dist_abort_hook(int code)
 {
@@ -161,7 +164,7 @@ void dist_init(int *argc, char ***argv, int *rank, int *size)
     /* the default 50 us timer slack would dominate the poll's short sleeps */
     prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
     const char *spin = getenv("TRUSTMOE_POLL_SPIN_US");
-    if (spin) g_spin_s = atof(spin) * 1e-6;
+    if (spin) g_hot_s = atof(spin) * 1e-6;
     const char *sl = getenv("TRUSTMOE_POLL_SLEEP_US");
     if (sl && atol(sl) > 0) g_sleep_max_ns = atol(sl) * 1000L;
     *rank = g_rank;
@@ -194,32 +197,49 @@ _Noreturn void dist_die(int code, const char *fmt, ...)
     exit(code);
 }
 
-/* Polling against a deadline.  For the first g_spin_s of a wait the
- * poll only yields the CPU: the gaps between layers are that short in decode,
- * and on an oversubscribed box the yield hands the core to the rank we wait
- * for.  After that it sleeps, doubling from 20 us up to g_sleep_max_ns, so
- * an idle rank costs almost nothing and oversleeps by at most that much. */
+/* Polling against a deadline: spinning while something is due, sleeping
+ * otherwise (dist.h).
+ *
+ * Spinning (rank 0 after its sends, a worker's own send, a worker within
+ * g_hot_s of its last request, i.e. while a generation step is in flight):
+ * one MPI_Test/MPI_Iprobe per round and a sched_yield, so a message is seen
+ * within microseconds and a rank sharing its core still hands the core over.
+ *
+ * Sleeping (loading, a worker between requests): the poll sleeps, doubling from 20 us up to g_sleep_max_ns, and
+ * after 100 ms of waiting up to DIST_IDLE_SLEEP_NS: a wake-up with its
+ * MPI_Iprobe costs tens of microseconds of CPU, so an idle worker then costs
+ * a few tenths of a percent of a core.
+ *
+ * Both modes check the deadline every round, so a dead or silent peer ends
+ * the wait on time either way. */
+
+#define DIST_IDLE_SLEEP_NS 20000000L /* 20 ms: 50 wake-ups a second once idle */
 
 typedef struct {
     double t0;
     long ns;
+    int idle;
 } backoff;
 
 static void backoff_wait(backoff *b)
 {
-    if (tm_now() - b->t0 < g_spin_s) {
+    if (!b->idle) {
         sched_yield();
         return;
     }
-    b->ns = b->ns ? TM_MIN(b->ns * 2, g_sleep_max_ns) : TM_MIN(20000L, g_sleep_max_ns);
-    struct timespec ts = {0, b->ns};
+    double waited = tm_now() - b->t0;
+    long cap = waited < 0.1 ? g_sleep_max_ns : TM_MAX(g_sleep_max_ns, DIST_IDLE_SLEEP_NS);
+    b->ns = b->ns ? TM_MIN(b->ns * 2, cap) : TM_MIN(20000L, cap);
+    struct timespec ts = {b->ns / 1000000000L, b->ns % 1000000000L};
     nanosleep(&ts, NULL);
 }
 
-int dist_wait_all(MPI_Request *reqs, MPI_Status *sts, int n, double timeout)
+double dist_hot_window(void) { return g_hot_s; }
+
+int dist_wait_all(MPI_Request *reqs, MPI_Status *sts, int n, double timeout, double spin)
 {
-    double deadline = tm_now() + timeout;
-    backoff b = {tm_now(), 0};
+    double t0 = tm_now(), deadline = t0 + timeout;
+    backoff b = {t0, 0, 0};
     for (;;) {
         int open = -1;
         for (int i = 0; i < n; i++) {
@@ -232,22 +252,51 @@ int dist_wait_all(MPI_Request *reqs, MPI_Status *sts, int n, double timeout)
             if (!flag && open < 0) open = i;
         }
         if (open < 0) return -1;
-        if (tm_now() > deadline) return open;
+        double now = tm_now();
+        if (now > deadline) return open;
+        if (!b.idle && now - t0 >= spin) {
+            b.idle = 1;
+            b.t0 = now;
+        }
         backoff_wait(&b);
     }
 }
 
-int dist_probe(int src, MPI_Status *st, double timeout)
+int dist_probe(int src, MPI_Status *st, double timeout, double hot_until)
 {
     double deadline = tm_now() + timeout;
-    backoff b = {tm_now(), 0};
+    backoff b = {tm_now(), 0, 0};
     for (;;) {
         int flag = 0, rc = MPI_Iprobe(src, MPI_ANY_TAG, g_comm, &flag, st);
         if (rc != MPI_SUCCESS) dist_die(1, "MPI_Iprobe from rank %d failed: %s", src, dist_mpi_error(rc));
         if (flag) return 1;
-        if (tm_now() > deadline) return 0;
+        double now = tm_now();
+        if (now > deadline) return 0;
+        if (!b.idle && now >= hot_until) {
+            b.idle = 1;
+            b.t0 = now;
+        }
         backoff_wait(&b);
     }
+}
+
+tm_status dist_model_config(const char *model_dir, const model_load_params *lp, tm_config *c, tm_err *err)
+{
+    if (lp && lp->synthetic) {
+        const mk_preset *pre = mk_preset_find(lp->synthetic);
+        if (!pre) return tm_errf(err, TM_EINPUT, "--synthetic %s: unknown preset", lp->synthetic);
+        /* what a placement reads; every layer of a preset is a MoE layer */
+        memset(c, 0, sizeof *c);
+        c->num_layers = pre->n_layers;
+        c->num_experts = pre->n_experts;
+        c->top_k = pre->top_k;
+        c->hidden_size = pre->hidden;
+        c->moe_intermediate_size = pre->moe_inter;
+        c->intermediate_size = pre->dense_inter;
+        c->decoder_sparse_step = 1;
+        return TM_OK;
+    }
+    return cfg_load(c, model_dir, err);
 }
 
 tm_status dist_model_shape(const char *model_dir, const model_load_params *lp, int *layers, int *experts,

@@ -1,4 +1,4 @@
-/* placement.c: (layer, expert) -> worker ranks; policies, file, validation, print. */
+/* placement.c: (layer, expert) -> ranks; policies, file, validation, print. */
 #include "placement.h"
 #include "input.h"
 
@@ -52,10 +52,10 @@ tm_status place_validate(const place_map *pm, tm_err *err)
                 st = tm_errf(err, TM_EINPUT, "placement %s: layer %d expert %d is hosted by no worker", pm->policy,
                              l, e);
             for (int i = 0; i < n && st == TM_OK; i++) {
-                if (r[i] < 1 || r[i] > pm->n_workers)
+                if (r[i] < 0 || r[i] > pm->n_workers)
                     st = tm_errf(err, TM_EINPUT,
                                  "placement %s: layer %d expert %d: rank %d is out of range (workers are ranks "
-                                 "1..%d)",
+                                 "1..%d, 0 is the coordinator)",
                                  pm->policy, l, e, r[i], pm->n_workers);
                 else if (seen[r[i]] == slot)
                     st = tm_errf(err, TM_EINPUT, "placement %s: layer %d expert %d: rank %d listed twice",
@@ -70,19 +70,33 @@ tm_status place_validate(const place_map *pm, tm_err *err)
 
 /* ---- policies ------------------------------------------------------------- */
 
-static void place_policy(place_map *pm, int round_robin, int replicas)
+/* Rank 0's experts under a coordinator share of n0 per layer. */
+static int on_coordinator(int e, int E, int n0, int round_robin)
+{
+    if (!round_robin) return e < n0;
+    return (int)(((int64_t)(e + 1) * n0) / E) > (int)(((int64_t)e * n0) / E);
+}
+
+static void place_policy(place_map *pm, int round_robin, int replicas, int n0)
 {
     int E = pm->n_experts, W = pm->n_workers, n = 0;
     int n_moe = 0;
     for (int l = 0; l < pm->n_layers; l++) n_moe += pm->is_moe[l];
     pm->ranks = tm_malloc(((size_t)n_moe * E * replicas + 1) * sizeof(int));
-    for (int l = 0; l < pm->n_layers; l++)
+    for (int l = 0; l < pm->n_layers; l++) {
+        int i = 0; /* ordinal of the expert among the workers' ones */
         for (int e = 0; e < E; e++) {
             pm->offsets[l * E + e] = n;
             if (!pm->is_moe[l]) continue;
-            int w0 = round_robin ? e % W : (int)(((int64_t)e * W) / E);
+            if (on_coordinator(e, E, n0, round_robin)) {
+                pm->ranks[n++] = 0;
+                continue;
+            }
+            int w0 = round_robin ? i % W : (int)(((int64_t)i * W) / (E - n0));
             for (int j = 0; j < replicas; j++) pm->ranks[n++] = 1 + (w0 + j) % W;
+            i++;
         }
+    }
     pm->offsets[pm->n_layers * E] = n;
 }
 
@@ -454,6 +468,12 @@ static int is_policy(const char *p, const char *name) { return p && !strcmp(p, n
 tm_status place_build(place_map *pm, const tm_config *c, size_t expert_bytes, int n_workers, const char *policy,
                       int replicas, tm_err *err)
 {
+    return place_build_share(pm, c, expert_bytes, n_workers, policy, replicas, 0.0, err);
+}
+
+tm_status place_build_share(place_map *pm, const tm_config *c, size_t expert_bytes, int n_workers,
+                            const char *policy, int replicas, double coordinator_share, tm_err *err)
+{
     if (!policy || !*policy) policy = "contiguous";
     if (replicas <= 0) replicas = 1;
     place_alloc(pm, c->num_layers, c->num_experts, n_workers);
@@ -461,7 +481,15 @@ tm_status place_build(place_map *pm, const tm_config *c, size_t expert_bytes, in
     pm->expert_bytes = expert_bytes;
     for (int l = 0; l < c->num_layers; l++) pm->is_moe[l] = (unsigned char)cfg_layer_is_moe(c, l);
     tm_status st = TM_OK;
-    if (n_workers < 1) {
+    int policy_kind = is_policy(policy, "contiguous") || is_policy(policy, "round-robin");
+    int n0 = (int)(coordinator_share * c->num_experts + 0.5);
+    if (coordinator_share < 0 || coordinator_share > 1) {
+        st = tm_errf(err, TM_EINPUT, "--coordinator-share %g: not a fraction in [0, 1]", coordinator_share);
+    } else if (coordinator_share > 0 && !policy_kind) {
+        st = tm_errf(err, TM_EINPUT,
+                     "--coordinator-share applies to contiguous and round-robin; with %s, name rank 0 in a "
+                     "placement file", policy);
+    } else if (n_workers < 1) {
         st = tm_errf(err, TM_EINPUT, "placement: %d worker ranks; expert placement needs at least one", n_workers);
     } else if (!strncmp(policy, "balanced:", 9)) {
         if (replicas > n_workers)
@@ -479,11 +507,11 @@ tm_status place_build(place_map *pm, const tm_config *c, size_t expert_bytes, in
             st = tm_errf(err, TM_EINPUT, "--replicas %d needs at least %d worker ranks, this run has %d", replicas,
                          replicas, n_workers);
         else
-            place_policy(pm, is_policy(policy, "round-robin"), replicas);
+            place_policy(pm, is_policy(policy, "round-robin"), replicas, n0);
     } else if (access(policy, F_OK) != 0) {
         st = tm_errf(err, TM_EINPUT,
-                     "--placement '%s' is none of contiguous, round-robin, balanced:STATS (an earlier --stats-json) "
-                     "or an existing JSON placement file",
+                     "--placement '%s' is none of contiguous, round-robin, balanced:STATS (an earlier --stats-json), "
+                     "coactivation:STATS or an existing JSON placement file",
                      policy);
     } else {
         if (replicas > 1)
@@ -577,15 +605,17 @@ int placement_print(FILE *f, const tm_config *c, tm_dtype weight_dtype, const ch
     }
     int n_moe = 0;
     for (int l = 0; l < pm.n_layers; l++) n_moe += pm.is_moe[l];
+    int r_first = place_rank_experts(&pm, 0) ? 0 : 1; /* rank 0 shown when it hosts experts */
     int from_file = policy && strcmp(policy, "contiguous") && strcmp(policy, "round-robin") &&
                     strncmp(policy, "balanced:", 9) && strncmp(policy, "coactivation:", 13);
     fprintf(f, "placement: %s, %d workers (ranks 1..%d), replicas %d%s\n", pm.policy, n_workers, n_workers,
             replicas > 0 ? replicas : 1, from_file ? " (from file)" : "");
     fprintf(f, "experts: %d MoE layers of %d, %d experts each, %.3f MiB per expert (%s)\n", n_moe, pm.n_layers,
             pm.n_experts, mib(eb), tm_dtype_name(weight_dtype));
-    /* hosts[(r - 1) * E + e]: rank r holds expert e of the layer printed;
-     * filled from the CSR so printing is linear in workers x experts */
-    unsigned char *hosts = tm_malloc((size_t)n_workers * pm.n_experts);
+    /* hosts[r * E + e]: rank r (0: the coordinator's share) holds expert e of
+     * the layer printed; filled from the CSR so printing is linear in
+     * workers x experts */
+    unsigned char *hosts = tm_malloc(((size_t)n_workers + 1) * pm.n_experts);
     int *rank_experts = tm_calloc((size_t)n_workers + 1, sizeof(int));
     for (int i = 0; i < pm.offsets[pm.n_layers * pm.n_experts]; i++) rank_experts[pm.ranks[i]]++;
     for (int l = 0; l < pm.n_layers;) {
@@ -598,13 +628,13 @@ int placement_print(FILE *f, const tm_config *c, tm_dtype weight_dtype, const ch
             l = l1 + 1;
             continue;
         }
-        memset(hosts, 0, (size_t)n_workers * pm.n_experts);
+        memset(hosts, 0, ((size_t)n_workers + 1) * pm.n_experts);
         for (int e = 0; e < pm.n_experts; e++)
             for (int i = 0; i < place_count(&pm, l, e); i++)
-                hosts[(size_t)(place_ranks(&pm, l, e)[i] - 1) * pm.n_experts + e] = 1;
-        for (int r = 1; r <= n_workers; r++) {
-            const unsigned char *hr = hosts + (size_t)(r - 1) * pm.n_experts;
-            fprintf(f, "%s rank %d:", r > 1 ? " |" : "", r);
+                hosts[(size_t)place_ranks(&pm, l, e)[i] * pm.n_experts + e] = 1;
+        for (int r = r_first; r <= n_workers; r++) {
+            const unsigned char *hr = hosts + (size_t)r * pm.n_experts;
+            fprintf(f, "%s rank %d:", r > r_first ? " |" : "", r);
             int any = 0;
             for (int e = 0; e < pm.n_experts;) {
                 if (!hr[e]) {
@@ -624,14 +654,14 @@ int placement_print(FILE *f, const tm_config *c, tm_dtype weight_dtype, const ch
         l = l1 + 1;
     }
     int max_e = 0, sum_e = 0;
-    for (int r = 1; r <= n_workers; r++) {
+    for (int r = r_first; r <= n_workers; r++) {
         int n = rank_experts[r];
         fprintf(f, "rank %d: %d experts, %.2f MiB of expert weights\n", r, n, mib((size_t)n * eb));
         max_e = TM_MAX(max_e, n);
         sum_e += n;
     }
     fprintf(f, "total: %d expert instances, %.2f MiB; max/mean experts per rank %.3f\n", sum_e,
-            mib((size_t)sum_e * eb), sum_e ? (double)max_e * n_workers / sum_e : 0.0);
+            mib((size_t)sum_e * eb), sum_e ? (double)max_e * (n_workers + 1 - r_first) / sum_e : 0.0);
     free(hosts);
     free(rank_experts);
     place_free(&pm);

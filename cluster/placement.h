@@ -1,6 +1,9 @@
-/* placement.h: which worker rank(s) host expert e of layer l.
+/* placement.h: which rank(s) host expert e of layer l.
  *
- * Worker ranks are 1..n_workers (rank 0 is the coordinator).  A placement is
+ * Worker ranks are 1..n_workers.  Rank 0, the coordinator, hosts experts only
+ * when asked: a coordinator share (--coordinator-share F) or rank 0 named in
+ * a placement file.  It then computes them while the workers compute theirs
+ * (coordinator/dispatch/dispatch.c).  A placement is
  * built once, from a policy, before any compute, validated, and sent to every
  * worker in the handshake (proto/trustmoe.proto, Placement).
  *
@@ -20,12 +23,17 @@
  * --replicas R (contiguous, round-robin) puts replica j of an expert on the
  * worker j places after its first one (mod W), so R <= W distinct workers;
  * with balanced, R replicas of every expert share its load.
+ * A coordinator share F (contiguous, round-robin) gives rank 0
+ * n0 = round(F * E) experts of every MoE layer, one copy each: contiguous
+ * the first n0 ids, round-robin n0 ids spread evenly (e where
+ * floor((e+1) n0 / E) > floor(e n0 / E)).  The other E - n0 experts go to
+ * the workers by the policy, in id order, with their replicas.
  * The coordinator spreads tokens between the replicas of an expert by token
  * index (coordinator/dispatch/dispatch.c), so the choice is deterministic.
  *
  * FILE format: one object with a list of [layer, expert, rank] triples;
  * `rank` may also be a list of ranks (replicas, in the order tokens are
- * spread over them).  An optional "workers" must equal the number of worker
+ * spread over them).  Rank 0 is the coordinator.  An optional "workers" must equal the number of worker
  * ranks of the run, to catch a file written for another -np.
  *
  *   {"workers": 2,
@@ -45,7 +53,7 @@
 
 typedef struct {
     int n_layers, n_experts;
-    int n_workers;           /* worker ranks are 1..n_workers */
+    int n_workers;           /* worker ranks are 1..n_workers; 0 is the coordinator */
     char policy[256];        /* "contiguous", "round-robin", "balanced:STATS" or the file path */
     unsigned char *is_moe;   /* [n_layers] */
     int *offsets;            /* [n_layers * n_experts + 1]: CSR into ranks */
@@ -60,6 +68,9 @@ size_t place_expert_bytes(const tm_config *c, tm_dtype wdt);
  * or "" means contiguous; replicas <= 0 means 1. */
 tm_status place_build(place_map *pm, const tm_config *c, size_t expert_bytes, int n_workers, const char *policy,
                       int replicas, tm_err *err);
+/* The same with a coordinator share in [0, 1] (see above; 0 is place_build). */
+tm_status place_build_share(place_map *pm, const tm_config *c, size_t expert_bytes, int n_workers,
+                            const char *policy, int replicas, double coordinator_share, tm_err *err);
 /* Adopt a map received in CSR form (copies the arrays) and validate it. */
 tm_status place_from_csr(place_map *pm, int n_layers, int n_experts, int n_workers, const int *offsets,
                          size_t n_offsets, const int *ranks, size_t n_ranks, size_t expert_bytes, tm_err *err);

@@ -87,6 +87,25 @@ void st_release(const st_set *s, const st_tensor *t)
     if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
 }
 
+void st_advise_sparse(st_set *s)
+{
+    s->sparse = 1;
+    for (int i = 0; i < s->n_files; i++)
+        if (s->files[i].map) madvise(s->files[i].map, s->files[i].size, MADV_RANDOM);
+}
+
+void st_prefetch(const st_set *s, const st_tensor *t)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    if (!s->sparse || t->file < 0) return;
+    const st_file *f = &s->files[t->file];
+    uintptr_t lo = (uintptr_t)t->data, hi = lo + t->nbytes;
+    uintptr_t base = (uintptr_t)f->map;
+    if (lo < base || hi > base + f->size) return;
+    lo &= ~((uintptr_t)page - 1);
+    if (hi > lo) madvise((void *)lo, hi - lo, MADV_WILLNEED);
+}
+
 /* ---- one file ------------------------------------------------------------ */
 
 static int64_t json_int(const cJSON *v, int *ok)

@@ -48,6 +48,7 @@ typedef struct {
     size_t n_slots;
     void **copies;         /* aligned copies owned by the set */
     int n_copies;
+    int sparse;            /* st_advise_sparse: only the used tensors are read */
 } st_set;
 
 /* Open DIR/model.safetensors or the shards named by DIR/model.safetensors.index.json. */
@@ -65,6 +66,14 @@ const st_tensor *st_find(const st_set *s, const char *name);
 size_t st_numel(const st_tensor *t);
 /* Path of the file holding t. */
 const char *st_path(const st_set *s, const st_tensor *t);
+/* For a reader of a subset (a worker's experts): no read-ahead around a
+ * page fault (MADV_RANDOM on every file), so the neighbours' tensors are not
+ * read from disk; st_prefetch then reads each used tensor as a whole.  A
+ * full load keeps the kernel's sequential read-ahead, which is faster. */
+void st_advise_sparse(st_set *s);
+/* After st_advise_sparse: start reading a mapped tensor's pages, exactly
+ * its range (MADV_WILLNEED); a no-op otherwise. */
+void st_prefetch(const st_set *s, const st_tensor *t);
 /* Drop a tensor's pages from this process's resident set (after a copy). */
 void st_release(const st_set *s, const st_tensor *t);
 

@@ -80,6 +80,7 @@ static tm_status find(loader *L, const char *name, const char *what, const st_te
         kern_parallel_for((int64_t)st_numel(w), 1 << 16, fill_range, &job);
         w->data = job.out;
     }
+    st_prefetch(&L->m->st, t);
     if (t->dtype < 0)
         return tm_errf(L->err, TM_EINPUT, "%s: tensor '%s': dtype '%s' is not supported (BF16, F16, F32, F64)",
                        st_path(&L->m->st, t), name, t->dtype_str);
@@ -344,6 +345,7 @@ tm_status model_load(tm_model *m, const char *dir, const model_load_params *p, t
         snprintf(m->dir, sizeof m->dir, "%s", dir);
         if ((st = cfg_load(&m->cfg, dir, err)) != TM_OK) return st;
         if ((st = st_open_dir(&m->st, dir, err)) != TM_OK) return st;
+        if (p->expert_mask) st_advise_sparse(&m->st);
     }
     const tm_config *c = &m->cfg;
 

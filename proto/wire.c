@@ -52,7 +52,9 @@ void wire_encode(const wire_header *h, uint8_t out[WIRE_HEADER_BYTES])
     put32(out + 32, h->cols);
     put32(out + 36, h->pairs);
     put32(out + 40, h->flags);
-    put32(out + 44, 0);
+    uint32_t cu;
+    memcpy(&cu, &h->compute_us, 4);
+    put32(out + 44, cu);
     put64(out + 48, h->payload_bytes);
     put64(out + 56, h->checksum);
 }
@@ -75,6 +77,8 @@ tm_status wire_decode(wire_header *h, const uint8_t *buf, size_t len, int dst_ra
     h->rows = get32(buf + 28);
     h->cols = get32(buf + 32);
     h->pairs = get32(buf + 36);
+    uint32_t cu = get32(buf + 44);
+    memcpy(&h->compute_us, &cu, 4);
     h->flags = get32(buf + 40);
     h->payload_bytes = get64(buf + 48);
     h->checksum = get64(buf + 56);

@@ -10,7 +10,7 @@
  *
  *   offset size  field
  *    0     4     magic          0x414D4D54 ("TMMA" in memory order)
- *    4     2     version        WIRE_VERSION (1)
+ *    4     2     version        WIRE_VERSION (2)
  *    6     2     kind           wire_kind: 1 DISPATCH (coordinator -> worker),
  *                               2 RESULT (worker -> coordinator)
  *    8     4     step           i32, generation step (0 = prefill)
@@ -24,7 +24,12 @@
  *   32     4     cols           u32, hidden size
  *   36     4     pairs          u32, (expert, weight) slots per row; 0 in RESULT
  *   40     4     flags          u32, bit 0 WIRE_FLAG_CHECKSUM: `checksum` is set
- *   44     4     reserved       0
+ *   44     4     compute_us     f32, RESULT only: the worker's expert compute
+ *                               for this message, microseconds (grouping and
+ *                               the expert products, not the conversions), so
+ *                               the coordinator can split each call's wait
+ *                               into compute and exchange overhead; 0 in
+ *                               DISPATCH.  Not compared by wire_check.
  *   48     8     payload_bytes  u64, bytes after the header
  *   56     8     checksum       u64, CRC32C (Castagnoli) of the payload in the
  *                               low 32 bits when WIRE_FLAG_CHECKSUM, else 0
@@ -55,7 +60,7 @@
 #endif
 
 #define WIRE_MAGIC 0x414D4D54u
-#define WIRE_VERSION 1
+#define WIRE_VERSION 2 /* 2: compute_us at offset 44 (was reserved) */
 #define WIRE_HEADER_BYTES 64
 #define WIRE_PAIR_BYTES 8
 
@@ -77,6 +82,7 @@ typedef struct {
     uint32_t dtype;
     uint32_t rows, cols, pairs;
     uint32_t flags;
+    float compute_us; /* RESULT: the worker's expert compute, microseconds */
     uint64_t payload_bytes;
     uint64_t checksum;
 } wire_header;

@@ -73,6 +73,38 @@ static void test_round_robin_replicas(void)
     CU_ASSERT_EQUAL(place_build(&pm, &c, 10, 0, "contiguous", 1, &err), TM_EINPUT);
 }
 
+static void test_coordinator_share(void)
+{
+    tm_config c = cfg(2, 16);
+    place_map pm;
+    tm_err err;
+    /* contiguous: rank 0 the first round(0.25 * 16) = 4 ids, the other 12 in blocks of 6 */
+    CU_ASSERT_EQUAL_FATAL(place_build_share(&pm, &c, 10, 2, "contiguous", 1, 0.25, &err), TM_OK);
+    for (int e = 0; e < 16; e++) CU_ASSERT_EQUAL(place_ranks(&pm, 1, e)[0], e < 4 ? 0 : e < 10 ? 1 : 2);
+    CU_ASSERT_EQUAL(place_rank_experts(&pm, 0), 8);
+    CU_ASSERT_EQUAL(place_rank_experts(&pm, 1), 12);
+    place_free(&pm);
+    /* round-robin: rank 0 every fourth id (3, 7, 11, 15), one copy, the rest
+     * round-robin over the workers with replicas */
+    CU_ASSERT_EQUAL_FATAL(place_build_share(&pm, &c, 10, 2, "round-robin", 2, 0.25, &err), TM_OK);
+    for (int e = 0; e < 16; e++) {
+        int on0 = e % 4 == 3;
+        CU_ASSERT_EQUAL(place_count(&pm, 0, e), on0 ? 1 : 2);
+        if (on0) CU_ASSERT_EQUAL(place_ranks(&pm, 0, e)[0], 0);
+        if (!on0) CU_ASSERT(place_ranks(&pm, 0, e)[0] >= 1 && place_ranks(&pm, 0, e)[1] >= 1);
+    }
+    CU_ASSERT_EQUAL(place_rank_experts(&pm, 0), 8);
+    place_free(&pm);
+    /* everything on rank 0 is a valid placement (the workers idle) */
+    CU_ASSERT_EQUAL_FATAL(place_build_share(&pm, &c, 10, 2, "contiguous", 1, 1.0, &err), TM_OK);
+    CU_ASSERT_EQUAL(place_rank_experts(&pm, 0), 32);
+    CU_ASSERT_EQUAL(place_rank_experts(&pm, 1), 0);
+    place_free(&pm);
+    /* a share with a measured placement: the file names rank 0 instead */
+    CU_ASSERT_EQUAL(place_build_share(&pm, &c, 10, 2, "balanced:x.json", 1, 0.5, &err), TM_EINPUT);
+    CU_ASSERT(strstr(err.msg, "--coordinator-share applies to contiguous and round-robin") != NULL);
+}
+
 static void test_dense_layers(void)
 {
     tm_config c = cfg(4, 8);
@@ -128,10 +160,15 @@ static void test_file(void)
     CU_ASSERT_EQUAL(build_file(&pm, "{\"experts\": [[0,0,1],[0,1,1],[0,2,3],[0,3,1],[1,0,2],[1,1,2],[1,2,1],[1,3,1]]}",
                                2, &err), TM_EINPUT);
     CU_ASSERT(strstr(err.msg, "layer 0 expert 2: rank 3 is out of range") != NULL);
-    /* rank 0 is the coordinator, not a worker */
-    CU_ASSERT_EQUAL(build_file(&pm, "{\"experts\": [[0,0,0],[0,1,1],[0,2,1],[0,3,1],[1,0,2],[1,1,2],[1,2,1],[1,3,1]]}",
+    /* rank 0, the coordinator, may host experts; a negative rank is out of range */
+    CU_ASSERT_EQUAL_FATAL(build_file(&pm, "{\"experts\": [[0,0,0],[0,1,1],[0,2,1],[0,3,1],[1,0,2],[1,1,2],[1,2,1],[1,3,0]]}",
+                                     2, &err), TM_OK);
+    CU_ASSERT_EQUAL(place_rank_experts(&pm, 0), 2);
+    CU_ASSERT(place_hosts(&pm, 0, 1, 3));
+    place_free(&pm);
+    CU_ASSERT_EQUAL(build_file(&pm, "{\"experts\": [[0,0,-1],[0,1,1],[0,2,1],[0,3,1],[1,0,2],[1,1,2],[1,2,1],[1,3,1]]}",
                                2, &err), TM_EINPUT);
-    CU_ASSERT(strstr(err.msg, "rank 0 is out of range") != NULL);
+    CU_ASSERT(strstr(err.msg, "rank -1 is out of range") != NULL);
     /* duplicate */
     CU_ASSERT_EQUAL(build_file(&pm, "{\"experts\": [[0,0,1],[0,0,1],[0,1,1],[0,2,1],[0,3,1],[1,0,2],[1,1,2],[1,2,1],[1,3,1]]}",
                                2, &err), TM_EINPUT);
@@ -312,7 +349,7 @@ static void test_flags(void)
     CU_ASSERT(p.replicas == 1 && p.wire_dtype == TM_DT_F32 && p.checksum && p.comm_timeout == 60.0);
     char *argv[] = {"logits", "--placement", "round-robin", "--replicas", "2", "--wire-dtype", "bf16",
                     "--no-wire-checksum", "--comm-timeout", "2.5", "--idle-timeout", "30", "--stats-json", "s.json",
-                    "--workers", "7", "-m"};
+                    "--workers", "7", "--coordinator-share", "0.5", "-m"};
     int argc = (int)TM_ARRAY_LEN(argv), i = 1, taken = 0;
     tm_err err;
     while (i < argc) {
@@ -321,7 +358,7 @@ static void test_flags(void)
         taken++;
         i++; /* the caller's loop steps past the last argument consumed */
     }
-    CU_ASSERT_EQUAL(taken, 8);
+    CU_ASSERT_EQUAL(taken, 9);
     CU_ASSERT_STRING_EQUAL(argv[i], "-m"); /* not ours: left to the caller */
     CU_ASSERT_STRING_EQUAL(p.placement, "round-robin");
     CU_ASSERT(p.replicas == 2 && p.wire_dtype == TM_DT_BF16 && !p.checksum && p.comm_timeout == 2.5);
@@ -329,12 +366,14 @@ static void test_flags(void)
     i = 1;
     CU_ASSERT(dist_parse_flag(&p, 2, on, &i, &err) == 1 && p.checksum);
     CU_ASSERT(p.idle_timeout == 30.0 && p.workers == 7 && !strcmp(p.stats_json, "s.json"));
+    CU_ASSERT(p.coordinator_share == 0.5);
 
     struct {
         char *flag, *value, *want;
     } bad[] = {{"--wire-dtype", "f16", "not f32 or bf16"}, {"--replicas", "0", "--replicas"},
                {"--comm-timeout", "-1", "seconds"},      {"--comm-timeout", "x", "seconds"},
-               {"--workers", "2x", "--workers"},         {"--placement", "", "empty"}};
+               {"--workers", "2x", "--workers"},         {"--placement", "", "empty"},
+               {"--coordinator-share", "1.5", "fraction"}};
     for (size_t k = 0; k < TM_ARRAY_LEN(bad); k++) {
         char *a[] = {"logits", bad[k].flag, bad[k].value};
         i = 1;
@@ -372,6 +411,7 @@ int main(void)
     CU_pSuite s = CU_add_suite("placement", NULL, NULL);
     CU_add_test(s, "contiguous", test_contiguous);
     CU_add_test(s, "round-robin with replicas", test_round_robin_replicas);
+    CU_add_test(s, "coordinator share", test_coordinator_share);
     CU_add_test(s, "dense layers host nothing", test_dense_layers);
     CU_add_test(s, "JSON file and its errors", test_file);
     CU_add_test(s, "balanced by measured load", test_balanced);

@@ -30,8 +30,13 @@ static void test_roundtrip(void)
 {
     wire_header h = sample(), g;
     h.step = -1; /* signed fields survive */
+    h.compute_us = 1234.5f;
     uint8_t buf[WIRE_HEADER_BYTES];
     wire_encode(&h, buf);
+    /* compute_us: an IEEE binary32 at offset 44 */
+    float cu;
+    memcpy(&cu, buf + 44, 4);
+    CU_ASSERT_EQUAL(cu, 1234.5f);
     /* layout is fixed: magic bytes "TMMA", version at 4, payload_bytes at 48 */
     CU_ASSERT(memcmp(buf, "TMMA", 4) == 0);
     CU_ASSERT_EQUAL(buf[4], WIRE_VERSION);

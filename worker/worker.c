@@ -125,7 +125,7 @@ static void worker_send(worker *w, const void *buf, size_t n, int tag)
     MPI_Status st;
     int rc = MPI_Isend(buf, (int)n, MPI_BYTE, 0, tag, dist_comm(), &req);
     if (rc != MPI_SUCCESS) dist_die(1, "send of tag %d to rank 0: %s", tag, dist_mpi_error(rc));
-    rc = dist_wait_all(&req, &st, 1, w->comm_timeout);
+    rc = dist_wait_all(&req, &st, 1, w->comm_timeout, dist_hot_window());
     if (rc >= 0) dist_die(1, "send of tag %d to rank 0 did not complete within %g s", tag, w->comm_timeout);
     if (rc <= -2) dist_die(1, "send of tag %d to rank 0: %s", tag, dist_mpi_error(st.MPI_ERROR));
 }
@@ -136,7 +136,7 @@ static void worker_send(worker *w, const void *buf, size_t n, int tag)
 static Trustmoe__Placement *receive_placement(worker *w, const dist_params *p)
 {
     MPI_Status st;
-    if (!dist_probe(0, &st, p->idle_timeout))
+    if (!dist_probe(0, &st, p->idle_timeout, 0.0))
         dist_die(1, "no placement from the coordinator within %g s (--idle-timeout)", p->idle_timeout);
     if (st.MPI_TAG == DIST_TAG_CONTROL) {
         /* the coordinator stopped before placing anything (bad input): it
@@ -336,9 +336,10 @@ static void compute_experts(worker *w, int layer, int rows, int P)
     expert_group_run(&w->grp, w->m.layers[layer].experts, w->x, rows, w->ids, w->wts, P, w->partial);
 }
 
-/* The RESULT message in w->out: one pre-summed row per token, with the
- * test fault applied when it fires.  Returns the bytes to send. */
-static size_t pack_reply(worker *w, const wire_header *h, int rows, int fire)
+/* The RESULT message in w->out: one pre-summed row per token and the
+ * compute time it took, with the test fault applied when it fires.  Returns
+ * the bytes to send. */
+static size_t pack_reply(worker *w, const wire_header *h, int rows, double compute_s, int fire)
 {
     const worker_fault *f = &w->fault;
     wire_header o = wire_header_init(WIRE_KIND_RESULT);
@@ -350,6 +351,7 @@ static size_t pack_reply(worker *w, const wire_header *h, int rows, int fire)
     o.rows = (uint32_t)rows;
     o.cols = (uint32_t)w->H;
     o.pairs = 0;
+    o.compute_us = (float)(1e6 * compute_s);
     o.payload_bytes = wire_payload_bytes(o.dtype, o.rows, o.cols, 0);
     uint8_t *payload = w->out + WIRE_HEADER_BYTES;
     wire_pack_rows(w->dt, w->partial, (size_t)rows * w->H, payload);
@@ -405,7 +407,7 @@ static void worker_dispatch(worker *w, int count)
     int n_pairs = take_pairs(w, &h, rows, P);
     compute_experts(w, h.layer, rows, P);
     double t2 = tm_now();
-    size_t send_bytes = pack_reply(w, &h, rows, fire);
+    size_t send_bytes = pack_reply(w, &h, rows, t2 - t1, fire);
     double t3 = tm_now();
     worker_send(w, w->out, send_bytes, DIST_TAG_RESULT);
     /* activation traffic only, as the coordinator counts it */
@@ -459,16 +461,19 @@ int worker_main(const char *model_dir, const dist_params *p, const model_load_pa
     w.comm_timeout = p->comm_timeout;
     w.idle_timeout = p->idle_timeout;
     int code = 0;
+    /* spin for the next request while a step is in flight, sleep once idle */
+    double hot_until = 0.0;
     for (int serving = worker_start(&w, model_dir, p, lp); serving;) {
         MPI_Status st;
         double t0 = tm_now();
-        if (!dist_probe(0, &st, w.idle_timeout))
+        if (!dist_probe(0, &st, w.idle_timeout, hot_until))
             dist_die(1, "no request from the coordinator for %g s (--idle-timeout; last step %d)", w.idle_timeout,
                      w.last_step);
         w.idle_s += tm_now() - t0;
         int count = worker_recv(&w, &st);
         if (st.MPI_TAG == DIST_TAG_DISPATCH) {
             worker_dispatch(&w, count);
+            hot_until = tm_now() + dist_hot_window();
         } else if (st.MPI_TAG == DIST_TAG_CONTROL) {
             code = worker_shutdown(&w, count);
             break;

@@ -139,6 +139,8 @@ static const cli_option options[] = {
      "contiguous (default), round-robin, balanced:STATS (an earlier --stats-json), or a JSON file"},
     {"--replicas", NULL, "R", G | L | I | SV | CH, GRP_MPI, "host every expert on R distinct workers (default 1)"},
     {"--workers", NULL, "N", I, GRP_MPI, "print the placement for N worker ranks, without MPI (default: none)"},
+    {"--coordinator-share", NULL, "F", G | L | SV | CH, GRP_MPI,
+     "the fraction of every layer's experts rank 0 computes itself while the workers compute theirs (default 0)"},
     {"--wire-dtype", NULL, "D", G | L | SV | CH, GRP_MPI, "activations on the wire: f32 (default) or bf16"},
     {"--no-wire-checksum", NULL, NULL, G | L | SV | CH, GRP_MPI,
      "no CRC32C over the activation payloads (default on; it costs under 0.3% of decode)"},
@@ -573,8 +575,8 @@ tm_status cli_load_model(cli_opts *o, tm_model *m, unsigned char **mask_out, tm_
     dist_init(NULL, NULL, &rank, &size);
     *mask_out = NULL;
     if (size > 1) {
-        /* the workers hold the experts; rank 0 maps none of them */
-        if (!(*mask_out = dist_no_experts_mask(o->model_dir, &o->load, err))) return TM_EINPUT;
+        /* the workers hold the experts; rank 0 maps only its own share, if any */
+        if (!(*mask_out = dist_coordinator_mask(o->model_dir, &o->load, &o->dist, size, err))) return TM_EINPUT;
         o->load.expert_mask = *mask_out;
     }
     return model_load(m, o->model_dir, &o->load, err);

@@ -1,10 +1,13 @@
 /* dispatch.c: the coordinator's side of the exchange (see cluster/dist.h for
- * the protocol): per-layer dispatch of token rows to the workers and combine
- * of their partial sums, the same statistics around the local backend at
- * -np 1, and prefill/decode step accounting. */
+ * the protocol): per-layer dispatch of token rows to the workers, rank 0's
+ * own share of the experts computed while they work, and the combine of
+ * the partial sums; the same statistics around the local backend at -np 1,
+ * and prefill/decode step accounting. */
 #include "dispatch_ctx.h" /* first: it opens dist.h's internal part */
 #include "dispatch.h"
 
+#include "expert.h"
+#include "kernels.h"
 #include "wire.h"
 
 #include <stdlib.h>
@@ -55,6 +58,7 @@ dist_ctx *dist_ctx_new(const tm_model *m, const dist_params *p, int size)
     c->req = tm_malloc(2 * (size_t)size * sizeof(MPI_Request));
     c->sts = tm_calloc(2 * (size_t)size, sizeof(MPI_Status));
     c->seq = tm_calloc((size_t)size, sizeof(uint32_t));
+    c->ov_hist = tm_calloc(DIST_OV_BINS, sizeof(uint32_t));
     for (int i = 0; i < 2 * size; i++) c->req[i] = MPI_REQUEST_NULL;
     snprintf(c->info[0].host, sizeof c->info[0].host, "%s", dist_hostname());
     c->info[0].pid = (int)getpid();
@@ -71,6 +75,17 @@ void dist_ctx_grow(dist_ctx *c, int T)
     c->dest = tm_malloc((size_t)cap * c->K * sizeof(int));
     c->rows_of = tm_malloc((size_t)c->size * cap * sizeof(int));
     if (!c->distributed) return;
+    if (c->local_experts) {
+        size_t rh = (size_t)cap * c->H;
+        free(c->lslot);
+        free(c->lgather);
+        free(c->ly);
+        free(c->lscratch);
+        c->lslot = tm_malloc((size_t)cap * c->K * sizeof(int));
+        c->lgather = tm_malloc(rh * sizeof(float));
+        c->ly = tm_malloc(rh * sizeof(float));
+        c->lscratch = tm_malloc((size_t)cap * 2 * TM_MAX(c->m->cfg.moe_intermediate_size, 1) * sizeof(float));
+    }
     for (int r = 1; r < c->size; r++) {
         free(c->send[r]);
         free(c->recv[r]);
@@ -99,6 +114,12 @@ void dist_ctx_free(dist_ctx *c)
     free(c->req);
     free(c->sts);
     free(c->seq);
+    free(c->lcount);
+    free(c->lslot);
+    free(c->lgather);
+    free(c->ly);
+    free(c->lscratch);
+    free(c->ov_hist);
     free(c->dest);
     free(c->rows_of);
     free(c->stamp);
@@ -194,7 +215,8 @@ static void route_tokens(dist_ctx *c, int layer, int T, const int32_t *ids, int 
 }
 
 /* Pass 2: each worker's payload, its token rows then one row of k
- * (expert, weight) pairs per token, padded with (-1, 0). */
+ * (expert, weight) pairs per token, padded with (-1, 0).  Rank 0's own
+ * pairs are not packed: compute_local reads them from c->dest. */
 static void pack_requests(dist_ctx *c, const float *x, int T, const int32_t *ids, const float *w, int k)
 {
     const int H = c->H;
@@ -210,7 +232,7 @@ static void pack_requests(dist_ctx *c, const float *x, int T, const int32_t *ids
         for (int j = 0; j < k; j++) slot_used[j] = 0;
         for (int j = 0; j < k; j++) {
             int r = c->dest[(size_t)t * k + j];
-            if (c->stamp[r] == t) continue;
+            if (r == 0 || c->stamp[r] == t) continue; /* rank 0's pairs stay here */
             c->stamp[r] = t;
             int row = cursor[r]++;
             c->rows_of[(size_t)r * c->cap_T + row] = t;
@@ -269,12 +291,15 @@ static void post_exchange(dist_ctx *c, int layer, int k)
     }
 }
 
-/* Waits for every send and reply of the layer; a late or failed worker ends
- * the job with its rank, host and pid. */
-static void await_exchange(dist_ctx *c, int layer)
+/* Waits for the requests of the layer from c->req[first] on: the sends
+ * alone (first = size) or every receive and send (first = 0).  A late or
+ * failed worker ends the job with its rank, host and pid. */
+static void await_exchange(dist_ctx *c, int layer, int first)
 {
     const int size = c->size;
-    int rc = dist_wait_all(c->req, c->sts, 2 * size, c->p.comm_timeout);
+    int rc = dist_wait_all(c->req + first, c->sts + first, 2 * size - first, c->p.comm_timeout, c->p.comm_timeout);
+    if (rc >= 0) rc += first;
+    if (rc <= -2) rc -= first;
     if (rc >= 0) {
         char late[512];
         size_t o = 0;
@@ -295,10 +320,89 @@ static void await_exchange(dist_ctx *c, int layer)
     }
 }
 
-/* Checks every RESULT header against what was asked and adds the rows in
- * ascending worker rank: a fixed order, so runs repeat bitwise. */
-static void combine_replies(dist_ctx *c, int layer, float *out)
+/* One token (decode at batch 1): rank 0's n experts as one pass of 2n
+ * gate/up products and one of n down products, so the thread pool wakes
+ * twice per layer instead of 3n times; sums in ascending expert id. */
+static void compute_local_one(dist_ctx *c, int layer, const float *x, const int32_t *ids, const float *w, int k,
+                              float *out)
 {
+    const int H = c->H, inter = c->m->cfg.moe_intermediate_size;
+    tm_mat gu[2 * KERN_MANY_MAX], dn[KERN_MANY_MAX];
+    const float *xs[2 * KERN_MANY_MAX];
+    float *ys[2 * KERN_MANY_MAX];
+    int j_of[KERN_MANY_MAX], n = 0;
+    for (int j = 0; j < k; j++) /* slots in ascending expert id */
+        if (c->dest[j] == 0) {
+            int i = n++;
+            while (i > 0 && ids[j_of[i - 1]] > ids[j]) {
+                j_of[i] = j_of[i - 1];
+                i--;
+            }
+            j_of[i] = j;
+        }
+    if (n == 0) return;
+    float *g = c->lscratch;          /* [n, inter] */
+    float *u = g + (size_t)n * inter; /* [n, inter] */
+    const tm_layer *ly = &c->m->layers[layer];
+    for (int i = 0; i < n; i++) {
+        const tm_expert *ex = &ly->experts[ids[j_of[i]]];
+        gu[2 * i] = ex->gate;
+        gu[2 * i + 1] = ex->up;
+        dn[i] = ex->down;
+        xs[2 * i] = xs[2 * i + 1] = x;
+        ys[2 * i] = g + (size_t)i * inter;
+        ys[2 * i + 1] = u + (size_t)i * inter;
+    }
+    kern_matvec_many(2 * n, gu, xs, ys);
+    kern_silu_mul(g, u, n * inter);
+    for (int i = 0; i < n; i++) {
+        xs[i] = g + (size_t)i * inter;
+        ys[i] = c->ly + (size_t)i * H;
+    }
+    kern_matvec_many(n, dn, xs, ys);
+    for (int i = 0; i < n; i++) kern_axpy(out, w[j_of[i]], c->ly + (size_t)i * H, H);
+}
+
+/* Rank 0's share: its (token, slot) pairs grouped by expert, each expert
+ * once over all of its tokens, experts ascending, added straight into `out`
+ * (zero on entry), so rank 0's rows come first in the fixed combine order.
+ * Runs after the sends, while the workers compute theirs. */
+static void compute_local(dist_ctx *c, int layer, const float *x, int T, const int32_t *ids, const float *w, int k,
+                          float *out)
+{
+    if (T == 1 && k <= KERN_MANY_MAX) {
+        compute_local_one(c, layer, x, ids, w, k, out);
+        return;
+    }
+    const int E = c->E, H = c->H;
+    int *count = c->lcount, *slot = c->lslot;
+    memset(count, 0, sizeof(int) * (size_t)(E + 1));
+    for (int i = 0; i < T * k; i++)
+        if (c->dest[i] == 0) count[ids[i] + 1]++;
+    for (int e = 0; e < E; e++) count[e + 1] += count[e];
+    for (int i = 0; i < T * k; i++)
+        if (c->dest[i] == 0) slot[count[ids[i]]++] = i;
+    for (int e = E; e > 0; e--) count[e] = count[e - 1];
+    count[0] = 0;
+    const tm_layer *ly = &c->m->layers[layer];
+    for (int e = 0; e < E; e++) {
+        int n = count[e + 1] - count[e];
+        if (!n) continue;
+        const int *sl = slot + count[e];
+        for (int r = 0; r < n; r++)
+            memcpy(c->lgather + (size_t)r * H, x + (size_t)(sl[r] / k) * H, sizeof(float) * (size_t)H);
+        expert_forward(&ly->experts[e], c->lgather, n, c->ly, c->lscratch);
+        for (int r = 0; r < n; r++)
+            kern_axpy(out + (size_t)(sl[r] / k) * H, w[sl[r]], c->ly + (size_t)r * H, H);
+    }
+}
+
+/* Checks every RESULT header against what was asked and adds the rows in
+ * ascending worker rank: a fixed order, so runs repeat bitwise.  Returns
+ * the slowest worker's compute time for this call, seconds. */
+static double combine_replies(dist_ctx *c, int layer, float *out)
+{
+    double slowest = 0.0;
     const int H = c->H;
     const tm_dtype dt = c->p.wire_dtype;
     const size_t row_bytes = (size_t)H * c->dts;
@@ -320,6 +424,7 @@ static void combine_replies(dist_ctx *c, int layer, float *out)
         want.flags = c->p.checksum ? WIRE_FLAG_CHECKSUM : 0;
         if (wire_check(&got, &want, WIRE_CHK_ALL, (size_t)count, c->recv[r] + WIRE_HEADER_BYTES, 0, &err) != TM_OK)
             die_wire(c, r, err.msg);
+        slowest = TM_MAX(slowest, 1e-6 * (double)got.compute_us);
         const uint8_t *act = c->recv[r] + WIRE_HEADER_BYTES;
         const int *rows = c->rows_of + (size_t)r * c->cap_T;
         for (int i = 0; i < c->n_rows[r]; i++)
@@ -327,6 +432,30 @@ static void combine_replies(dist_ctx *c, int layer, float *out)
         c->bytes_from[r] += (uint64_t)count;
         c->seq[r]++;
     }
+    return slowest;
+}
+
+/* Wait minus the slowest compute of the call: what the exchange itself cost. */
+static void record_overhead(dist_ctx *c, double wait, double slowest)
+{
+    double ov = TM_MAX(wait - slowest, 0.0);
+    c->t_slowest += slowest;
+    c->t_overhead += ov;
+    if (c->step > 0) {
+        c->ov_hist[TM_MIN((size_t)(ov * 1e6), (size_t)DIST_OV_BINS - 1)]++;
+        c->ov_calls++;
+    }
+}
+
+double dist_overhead_median_us(const dist_ctx *c)
+{
+    if (!c->ov_calls) return 0.0;
+    uint64_t seen = 0;
+    for (size_t i = 0; i < DIST_OV_BINS; i++) {
+        seen += c->ov_hist[i];
+        if (2 * seen >= c->ov_calls) return (double)i + 0.5;
+    }
+    return (double)DIST_OV_BINS;
 }
 
 int dist_run_layer(moe_backend *b, int layer, const float *x, int T, const int32_t *ids, const float *w, int k,
@@ -344,10 +473,22 @@ int dist_run_layer(moe_backend *b, int layer, const float *x, int T, const int32
     post_exchange(c, layer, k);
     double t1 = tm_now();
     c->t_dispatch += t1 - t0;
-    await_exchange(c, layer);
+    double local = 0.0;
+    if (c->n_rows[0]) {
+        /* A message above the eager limit moves only while its sender makes
+         * MPI progress (shared memory without single-copy), so the requests
+         * are delivered before rank 0 computes without calling MPI. */
+        await_exchange(c, layer, c->size); /* the sends: c->req[size..2 size) */
+        compute_local(c, layer, x, T, ids, w, k, out);
+        local = tm_now() - t1;
+        c->t_local += local;
+        c->rank_rows[0] += (uint64_t)c->n_rows[0];
+    }
+    await_exchange(c, layer, 0);
     double t2 = tm_now();
     c->t_wait += t2 - t1;
-    combine_replies(c, layer, out);
+    double slowest = combine_replies(c, layer, out);
+    record_overhead(c, t2 - t1, TM_MAX(slowest, local));
     c->tok_counter[layer] += (uint64_t)T;
     c->t_combine += tm_now() - t2;
     c->n_layer_calls++;
@@ -383,11 +524,28 @@ tm_status dist_local_start(const tm_model *m, const dist_params *p, moe_backend 
     return TM_OK;
 }
 
-/* ---- rank 0 maps no expert when workers host them ------------------------------- */
+/* ---- rank 0 maps only the experts the placement gives it ------------------------ */
 
 unsigned char *dist_no_experts_mask(const char *model_dir, const model_load_params *lp, tm_err *err)
 {
     int layers = 0, experts = 0;
     if (dist_model_shape(model_dir, lp, &layers, &experts, err) != TM_OK) return NULL;
     return tm_calloc((size_t)layers * (size_t)TM_MAX(experts, 1), 1);
+}
+
+unsigned char *dist_coordinator_mask(const char *model_dir, const model_load_params *lp, const dist_params *p,
+                                     int size, tm_err *err)
+{
+    tm_config cfg;
+    if (dist_model_config(model_dir, lp, &cfg, err) != TM_OK) return NULL;
+    unsigned char *mask = tm_calloc((size_t)cfg.num_layers * (size_t)TM_MAX(cfg.num_experts, 1), 1);
+    place_map pm;
+    tm_err perr;
+    /* a placement that does not build is reported by dist_coordinator_start,
+     * which builds it again from the loaded model */
+    if (place_build_share(&pm, &cfg, 0, size - 1, p->placement, p->replicas, p->coordinator_share, &perr) == TM_OK) {
+        place_rank_mask(&pm, 0, mask);
+        place_free(&pm);
+    }
+    return mask;
 }

@@ -21,6 +21,11 @@
  * expert.  free() it after model_free. */
 unsigned char *dist_no_experts_mask(const char *model_dir, const model_load_params *lp, tm_err *err);
 
+/* For rank 0 with size > 1: its expert mask under the placement of p
+ * (--placement, --replicas, --coordinator-share): the experts rank 0 hosts
+ * itself, usually none.  free() it after model_free. */
+unsigned char *dist_coordinator_mask(const char *model_dir, const model_load_params *lp, const dist_params *p,
+                                     int size, tm_err *err);
 /* Rank 0 with size > 1: handshake + placement; fills *be with a backend that
  * dispatches to the workers.  On a handshake or placement error the message
  * is printed and the job is aborted (workers are waiting on us). */

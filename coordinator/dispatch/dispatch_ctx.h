@@ -13,6 +13,7 @@
 #define DIST_CTX_MAGIC 0x44495354 /* marks a moe_backend.ctx made here */
 #define HS_MAX_BYTES 65536
 #define STATS_MAX_BYTES 4096
+#define DIST_OV_BINS 65536 /* exchange overhead histogram: 1 us bins up to 65 ms */
 
 static inline double dist_mib(uint64_t b) { return (double)b / (1024.0 * 1024.0); }
 
@@ -49,6 +50,14 @@ typedef struct {
     MPI_Request *req; /* [2 * size]: receives, then sends */
     MPI_Status *sts;  /* [2 * size] */
     uint32_t *seq;    /* [size] next sequence number per worker */
+    /* rank 0's own experts (a coordinator share; 0: none), computed like a
+     * worker's: grouped by expert, experts ascending */
+    int local_experts;
+    int *lcount;      /* [E + 1] */
+    int *lslot;       /* [cap_T * K] (token * k + slot) grouped by expert */
+    float *lgather;   /* [cap_T, H] f32 */
+    float *ly;        /* [cap_T, H] f32 */
+    float *lscratch;  /* [cap_T, 2 * moe_inter] f32 */
     uint64_t *tok_counter; /* [L] tokens seen per layer: spreads replicas */
 
     /* steps */
@@ -61,6 +70,12 @@ typedef struct {
     uint64_t *rank_pairs;    /* [size] (token, expert) evaluations per rank */
     uint64_t *bytes_to, *bytes_from; /* [size] */
     double t_dispatch, t_wait, t_combine, t_local;
+    /* per MoE layer call: the slowest participant's expert compute (a
+     * worker's from its RESULT header, or rank 0's own share), and the
+     * exchange overhead: wait minus that compute */
+    double t_slowest, t_overhead;
+    uint32_t *ov_hist; /* [DIST_OV_BINS] decode calls by overhead, 1 us bins; the last bin holds the rest */
+    uint64_t ov_calls;
     uint64_t n_layer_calls;
     uint64_t token_layers;   /* Σ T over MoE layer calls: (token, layer) pairs */
     uint64_t messages;       /* dispatch messages sent to workers */
@@ -74,6 +89,8 @@ typedef struct {
 dist_ctx *dist_ctx_of(moe_backend *be);
 /* Counters and buffers for a job of `size` ranks (1: local). */
 dist_ctx *dist_ctx_new(const tm_model *m, const dist_params *p, int size);
+/* The exchange overhead below which half of the decode calls fell, us. */
+double dist_overhead_median_us(const dist_ctx *c);
 /* Grows the per-call buffers to hold T tokens (never per token). */
 void dist_ctx_grow(dist_ctx *c, int T);
 void dist_ctx_free(dist_ctx *c);

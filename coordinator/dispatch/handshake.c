@@ -77,6 +77,28 @@ static void check_handshake(dist_ctx *c, int r, const Trustmoe__Handshake *hs, u
                  hs->host, hs->experts_hosted, want);
 }
 
+/* Rank 0 loaded its experts from the same placement (dist_coordinator_mask)
+ * before the model's config was read; this checks that it holds exactly
+ * the experts the placement built here gives it. */
+static void check_own_experts(dist_ctx *c)
+{
+    const tm_model *m = c->m;
+    int n = 0;
+    for (int l = 0; l < c->L; l++)
+        for (int e = 0; e < c->E && c->pm.is_moe[l]; e++) {
+            int want = place_hosts(&c->pm, 0, l, e);
+            int have = m->layers[l].experts && m->layers[l].experts[e].gate.data;
+            if (want != have)
+                dist_die(2, "placement: rank 0 %s layer %d expert %d, but the placement %s it (no expert was run)",
+                         have ? "loaded" : "did not load", l, e, want ? "gives it" : "does not give");
+            n += want;
+        }
+    c->local_experts = n;
+    c->info[0].experts = n;
+    c->info[0].weight_bytes = place_rank_bytes(&c->pm, 0);
+    if (n) c->lcount = tm_calloc((size_t)c->E + 1, sizeof(int));
+}
+
 tm_status dist_coordinator_start(const tm_model *m, const dist_params *p, int size, moe_backend *be, tm_err *err)
 {
     TM_ASSERT_MSG(dist_mpi_active() && dist_rank() == 0 && size == dist_size() && size > 1,
@@ -86,13 +108,14 @@ tm_status dist_coordinator_start(const tm_model *m, const dist_params *p, int si
     const tm_config *cfg = &m->cfg;
     if (p->wire_dtype != TM_DT_F32 && p->wire_dtype != TM_DT_BF16)
         dist_die(2, "--wire-dtype must be f32 or bf16");
-    tm_status st = place_build(&c->pm, cfg, place_expert_bytes(cfg, m->weight_dtype), size - 1, p->placement,
-                               p->replicas, err);
+    tm_status st = place_build_share(&c->pm, cfg, place_expert_bytes(cfg, m->weight_dtype), size - 1, p->placement,
+                                     p->replicas, p->coordinator_share, err);
     if (st != TM_OK) {
         /* bad input found before any worker was placed: the caller stops them cleanly */
         dist_ctx_free(c);
         return st;
     }
+    check_own_experts(c);
     if (!p->quiet) {
         char idle[256] = "";
         int n_idle = 0;
@@ -120,7 +143,7 @@ tm_status dist_coordinator_start(const tm_model *m, const dist_params *p, int si
         int rc = MPI_Isend(pl_buf, (int)pl_len, MPI_BYTE, r, DIST_TAG_PLACEMENT, dist_comm(), &c->req[size + r]);
         if (rc != MPI_SUCCESS) dist_die(1, "placement send to rank %d: %s", r, dist_mpi_error(rc));
     }
-    int rc = dist_wait_all(c->req, c->sts, 2 * size, p->idle_timeout);
+    int rc = dist_wait_all(c->req, c->sts, 2 * size, p->idle_timeout, 0.0);
     if (rc >= 0)
         dist_die(1, "handshake: no answer from worker rank %d within %g s (--idle-timeout): still loading its experts, "
                  "stopped, or not running trustmoe",
@@ -145,6 +168,9 @@ tm_status dist_coordinator_start(const tm_model *m, const dist_params *p, int si
     }
     free(hs_buf);
     free(pl_buf);
+    if (c->local_experts && p->verbose)
+        fprintf(stderr, "trustmoe: rank 0 (%s): %d experts, %.2f MiB of expert weights, computed during the wait\n",
+                dist_hostname(), c->local_experts, dist_mib(c->info[0].weight_bytes));
     if (p->verbose)
         fprintf(stderr, "trustmoe: %d workers ready; placement %s, replicas %d, wire %s%s, comm timeout %g s\n", c->W,
             c->pm.policy, TM_MAX(p->replicas, 1), tm_dtype_name(p->wire_dtype), p->checksum ? " + CRC32C" : "",

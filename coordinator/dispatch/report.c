@@ -30,7 +30,7 @@ static void collect_worker_stats(dist_ctx *c, int exit_code)
         int rc = MPI_Isend(msg, (int)len, MPI_BYTE, r, DIST_TAG_CONTROL, dist_comm(), &c->req[size + r]);
         if (rc != MPI_SUCCESS) dist_die(1, "shutdown send to rank %d: %s", r, dist_mpi_error(rc));
     }
-    int rc = dist_wait_all(c->req, c->sts, 2 * size, c->p.comm_timeout);
+    int rc = dist_wait_all(c->req, c->sts, 2 * size, c->p.comm_timeout, c->p.comm_timeout);
     if (rc >= 0)
         dist_die(1, "shutdown: worker rank %d (%s) did not answer within %g s (--comm-timeout)", rc % size,
                  c->info[rc % size].host, c->p.comm_timeout);
@@ -70,7 +70,7 @@ static report_totals totals_of(const dist_ctx *c, const tm_state *s)
 {
     report_totals x = {0};
     uint64_t max_pairs = 0, sum_pairs = 0, max_rows = 0, sum_rows = 0;
-    int first = c->distributed ? 1 : 0;
+    int first = c->distributed && !c->local_experts ? 1 : 0; /* ranks that compute experts */
     for (int r = 1; r < c->size; r++) {
         x.sent += c->bytes_to[r];
         x.recvd += c->bytes_from[r];
@@ -119,10 +119,13 @@ static void print_report(const dist_ctx *c, const report_totals *x)
     if (c->distributed)
         fprintf(f, "trustmoe: %d ranks (%d worker%s), placement %s, replicas %d, wire %s%s; %.0f bytes per token "
                    "(all layers, both ways); load imbalance %.3f (max/mean expert-tokens per worker); fan-out %.3f "
-                "workers per (token, layer)\n",
+                   "workers per (token, layer); per MoE layer call the wait is the slowest worker's compute %.1f us "
+                   "+ exchange overhead %.1f us (median %.1f us over %llu decode calls)\n",
                 c->size, c->W, c->W == 1 ? "" : "s", c->pm.policy, TM_MAX(c->p.replicas, 1),
                 tm_dtype_name(c->p.wire_dtype), c->p.checksum ? " + CRC32C" : "",
-                x->toks ? (double)(x->sent + x->recvd) / (double)x->toks : 0.0, x->imb, x->fanout);
+                x->toks ? (double)(x->sent + x->recvd) / (double)x->toks : 0.0, x->imb, x->fanout,
+                1e6 * c->t_slowest / x->calls, 1e6 * c->t_overhead / x->calls, dist_overhead_median_us(c),
+                (unsigned long long)c->ov_calls);
     if (!c->p.verbose) return;
     fprintf(f, "trustmoe: time attention %.2f ms, routing %.2f ms, experts %.2f ms (dispatch %.2f, wait %.2f, "
                "combine %.2f, local %.2f), head %.2f ms\n",
@@ -131,6 +134,11 @@ static void print_report(const dist_ctx *c, const report_totals *x)
     if (!c->distributed) return;
     fprintf(f, "trustmoe: per MoE layer call: dispatch %.1f us, wait %.1f us, combine %.1f us\n",
             1e6 * c->t_dispatch / x->calls, 1e6 * c->t_wait / x->calls, 1e6 * c->t_combine / x->calls);
+    if (c->local_experts)
+        fprintf(f, "trustmoe: rank 0 (%s): %d (layer, expert) instances, %.2f MiB, %llu token rows, %llu "
+                   "expert-tokens, compute %.2f ms\n",
+                c->info[0].host, c->local_experts, dist_mib(c->info[0].weight_bytes),
+                (unsigned long long)c->rank_rows[0], (unsigned long long)c->rank_pairs[0], 1e3 * c->t_local);
     for (int r = 1; r < c->size; r++) {
         const rank_info *ri = &c->info[r];
         fprintf(f, "trustmoe: rank %d (%s): %d (layer, expert) instances, %.2f MiB, resident %.2f MiB, %llu token "
@@ -156,7 +164,8 @@ static cJSON *rank_json(const dist_ctx *c, const report_totals *x, int r)
         cJSON_AddNumberToObject(o, "bytes_sent", (double)x->sent);
         cJSON_AddNumberToObject(o, "bytes_received", (double)x->recvd);
         cJSON_AddNumberToObject(o, "resident_bytes", (double)tm_rss_bytes());
-        if (!c->distributed) {
+        if (c->distributed) cJSON_AddNumberToObject(o, "experts", c->local_experts);
+        if (!c->distributed || c->local_experts) {
             cJSON_AddNumberToObject(o, "token_rows", (double)c->rank_rows[0]);
             cJSON_AddNumberToObject(o, "expert_tokens", (double)c->rank_pairs[0]);
             cJSON_AddNumberToObject(o, "expert_compute_s", c->t_local);
@@ -216,6 +225,11 @@ static int write_stats_json(const dist_ctx *c, const report_totals *x)
     cJSON_AddNumberToObject(pl, "dispatch", 1e6 * c->t_dispatch / x->calls);
     cJSON_AddNumberToObject(pl, "dispatch_wait", 1e6 * c->t_wait / x->calls);
     cJSON_AddNumberToObject(pl, "combine", 1e6 * c->t_combine / x->calls);
+    /* dispatch_wait = slowest_compute + exchange_overhead, call by call */
+    cJSON_AddNumberToObject(pl, "slowest_compute", 1e6 * c->t_slowest / x->calls);
+    cJSON_AddNumberToObject(pl, "exchange_overhead", 1e6 * c->t_overhead / x->calls);
+    cJSON_AddNumberToObject(pl, "exchange_overhead_decode_median", dist_overhead_median_us(c));
+    cJSON_AddNumberToObject(pl, "decode_calls", (double)c->ov_calls);
     cJSON *by = cJSON_AddObjectToObject(j, "bytes");
     cJSON_AddNumberToObject(by, "sent", (double)x->sent);
     cJSON_AddNumberToObject(by, "received", (double)x->recvd);
@@ -327,7 +341,7 @@ static void stop_unstarted_workers(int exit_code, double timeout)
         int rc = MPI_Isend(msg, (int)len, MPI_BYTE, r, DIST_TAG_CONTROL, dist_comm(), &req[r]);
         if (rc != MPI_SUCCESS) dist_die(exit_code, "shutdown send to rank %d: %s", r, dist_mpi_error(rc));
     }
-    int rc = dist_wait_all(req, sts, size, timeout);
+    int rc = dist_wait_all(req, sts, size, timeout, 0.0);
     if (rc != -1) dist_die(exit_code, "shutdown: worker rank %d did not take the stop message", rc >= 0 ? rc : -2 - rc);
     free(req);
     free(sts);

@@ -19,10 +19,20 @@ else
     bad "wrapper --dry-run: $line"
 fi
 line=$(TRUSTMOE=$TRUSTMOE bash $run -m "$M" -w 2 --worker-model /elsewhere --dry-run -- logits --ids 1 -o x 2>&1)
-if echo "$line" | grep -q -- "-np 1 .* -m $M .* : -np 2 .* -m /elsewhere"; then
-    ok "wrapper --worker-model writes an MPMD line"
+if echo "$line" | grep -q -- "-np 1 .* -m $M .* : -np 2 .* -m /elsewhere" &&
+    [ "$(echo "$line" | grep -o "OPENBLAS_NUM_THREADS=1" | wc -l)" = 2 ]; then
+    ok "wrapper --worker-model writes an MPMD line, -x in each app context"
 else
     bad "wrapper --worker-model: $line"
+fi
+line=$(TRUSTMOE=$TRUSTMOE bash $run -m "$M" -w 2 --local --cores-per-rank 1 --dry-run -- logits --ids 1 -o x 2>&1)
+want_t0=$(($(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc) - 2))
+[ "$want_t0" -ge 1 ] || want_t0=1
+if echo "$line" | grep -q -- "--coordinator-share" &&
+    { [ "$want_t0" = 1 ] || echo "$line" | grep -q -- "-np 1 .* -t $want_t0 .* : -np 2 .* -t 1 "; }; then
+    ok "wrapper --local gives rank 0 the cores the workers leave, and a share of the experts"
+else
+    bad "wrapper --local layout: $line"
 fi
 if ! TRUSTMOE=$TRUSTMOE bash $run -m /nonexistent -w 2 -- logits >/dev/null 2>&1 &&
     ! TRUSTMOE=$TRUSTMOE bash $run -m "$M" -w x -- logits >/dev/null 2>&1; then
