@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/coactivation.sh: issue 17's co-activation placement against
+# bench/coactivation.sh: the co-activation placement against
 # contiguous, round-robin and balanced, with 4 workers (mpirun -np 5).
 #
 #   bench/coactivation.sh [OUTDIR]          (default build/coactivation)

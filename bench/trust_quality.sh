@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/trust_quality.sh: issue 17's measurements on models/brown-moe:
+# bench/trust_quality.sh: the trust-quality measurements on models/brown-moe:
 # the absolute and advantage quality signals side by side, counterfactual
 # importance, and substitutes for masked experts.
 #

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""bench/trust_quality_plot.py: the PNGs of issue 17's measurements.
+"""bench/trust_quality_plot.py: the PNGs of the trust-quality measurements.
 
   trust_quality_plot.py OUTDIR            (bench/trust_quality.sh's OUTDIR)
       -> bench/trust_signals.png, bench/trust_substitutes.png
