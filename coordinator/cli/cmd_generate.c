@@ -379,11 +379,13 @@ static void gen_stream(gen_run *g, gen_seq *q, int32_t next)
 }
 
 /* At a terminal the prompt comes first, so the text reads on from it
- * (pipes get the generated text only). */
+ * (pipes get the generated text only).  Under mpirun rank 0's stdout is
+ * Open MPI's pseudo-terminal whatever mpirun's own stdout is, so there the
+ * text alone is printed. */
 static void gen_echo(gen_run *g)
 {
     const cli_opts *o = &g->o;
-    if (!g->stream || o->echo == 0 || !isatty(STDOUT_FILENO)) return;
+    if (!g->stream || o->echo == 0 || !isatty(STDOUT_FILENO) || dist_mpi_active()) return;
     if (o->prompt) {
         fputs(o->prompt, stdout);
     } else if (g->tok) {
