@@ -100,8 +100,6 @@ dist_params dist_default_params(void);
  *   --comm-timeout S  --idle-timeout S  --stats-json FILE  --workers N
  *   --coordinator-share F */
 int dist_parse_flag(dist_params *p, int argc, char **argv, int *i, tm_err *err);
-/* Help lines for the flags above. */
-void dist_usage(FILE *f);
 
 /* The limit on MPI start-up (MPI_Init and the communicator's set-up) that a
  * watchdog thread enforces: past it, the rank prints "start-up did not

@@ -23,24 +23,6 @@ dist_params dist_default_params(void)
     return p;
 }
 
-void dist_usage(FILE *f)
-{
-    fprintf(f, "  --placement P       expert placement over worker ranks: contiguous (default), round-robin,\n"
-               "                      balanced:STATS (the expert loads of an earlier --stats-json),\n"
-               "                      or a JSON file {\"experts\": [[layer, expert, rank], ...]}\n"
-               "  --replicas R        host every expert on R distinct workers (default 1)\n"
-               "  --coordinator-share F  rank 0 hosts this fraction of every layer's experts too (0..1, default 0;\n"
-               "                      contiguous and round-robin; a placement file may name rank 0 itself)\n"
-               "  --wire-dtype D      activations on the wire: f32 (default) or bf16\n"
-               "  --no-wire-checksum  no CRC32C over the activation payloads (on by default: it costs under\n"
-               "                      0.3%% of decode; bench/RESULTS.md)\n"
-               "  --comm-timeout S    seconds a worker's reply may take before the job is aborted (default 60)\n"
-               "  --idle-timeout S    seconds for MPI start-up, for loading and handshake, and a worker's wait\n"
-               "                      for work (default 600)\n"
-               "  --stats-json FILE   write throughput, time split, bytes and expert load to FILE\n"
-               "  --workers N         inspect: print the placement for N worker ranks\n");
-}
-
 static int parse_seconds(const char *flag, const char *v, double *out, tm_err *err)
 {
     char *end;

@@ -36,33 +36,6 @@ void trust_opts_default(trust_opts *o)
     o->sub_every = 8;
 }
 
-void trust_opts_usage(FILE *f)
-{
-    fprintf(f, "trust selection options:\n"
-               "  --trust-db PATH      reputation database (SQLite, created if missing)\n"
-               "  --select MODE        router (default) | blend | trust-first\n"
-               "  --alpha A            blend: router share in [0,1] (default 0.95)\n"
-               "  --min-evidence N     trust-first: windows of evidence to lead (default 2)\n"
-               "  --epsilon E          trust-first: exploration probability (default 0)\n"
-               "  --trust-seed S       exploration seed (default 42)\n"
-               "  --trust-rate R       trust EMA rate (default 0.1)\n"
-               "  --policy FILE        expert authorization policy (JSON)\n"
-               "  --requester ID       requester id the policy is applied for\n"
-               "  --atp-budget N       per-request ATP budget (default off)\n"
-               "  --context NAME       use this context instead of classifying\n"
-               "  --stats-json PATH    write per-layer diversity metrics as JSON\n"
-               "  --corpus FILE        text (needs tokenizer.json) or token ids\n"
-               "  --window N           tokens per quality window (default 128)\n"
-               "  --max-windows N      stop after N windows (default all)\n"
-               "  --epochs N           train: passes over the corpus (default 1)\n"
-               "  --contexts K         fit-contexts: number of contexts (default 8)\n"
-               "  --signal S           train: advantage (q over the context's running\n"
-               "                       baseline, default) | absolute (window q)\n"
-               "  --mask FILE          unavailable experts, \"LAYER EXPERT\" per line (LAYER may be *)\n"
-               "  --substitute M       router (next best, default) | learned (train's table)\n"
-               "  --sub-sample N       train: fit substitutes on every N-th token (default 8, 0 off)\n");
-}
-
 static tm_status take_int(const char *flag, const char *v, long lo, long hi, long *out, tm_err *err)
 {
     char *end;

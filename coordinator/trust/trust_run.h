@@ -61,7 +61,6 @@ void trust_opts_default(trust_opts *o);
 /* Remove the flags above from argv[1..*argc) (argv[0] stays), leaving the
  * rest for cli_parse_opts. */
 tm_status trust_opts_take(int *argc, char **argv, trust_opts *o, tm_err *err);
-void trust_opts_usage(FILE *f);
 
 typedef struct {
     trust_opts o;
