@@ -231,7 +231,8 @@ int cmd_chat(int argc, char **argv)
         t.stop[1] = tok_token_id(tok, "<|endoftext|>");
         sched_request r = {.samp = o.samp, .max_tokens = o.n_predict, .stop_ids = t.stop, .n_stop_ids = 2,
                            .on_token = chat_token, .on_done = chat_done, .ctx = &t};
-        r.samp.seed = o.samp.seed + turn_no++;
+        /* each reply its own stream: a given seed moves on per turn, a random one is drawn anew */
+        if (o.samp.seed != SAMPLER_SEED_RANDOM) r.samp.seed = o.samp.seed + turn_no++;
         st = sched_add(&sc, ids, (int)n, &r, &err);
         free(ids);
         while (st == TM_OK && !t.done) st = sched_step(&sc, &err);

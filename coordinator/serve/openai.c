@@ -184,8 +184,11 @@ static int chat_prompt(const cJSON *body, const openai_ctx *e, srv_req *q, bad *
     return rc;
 }
 
+/* "stop": the strings are the request's (q->stops); the sampler params point
+ * at them, so the server cuts the text with the sampler's search. */
 static int get_stops(const cJSON *body, srv_req *q, bad *b)
 {
+    q->r.samp.n_stop = 0;
     const cJSON *st = cJSON_GetObjectItemCaseSensitive(body, "stop");
     if (!st || cJSON_IsNull(st)) return 0;
     if (cJSON_IsString(st)) {
@@ -204,16 +207,9 @@ static int get_stops(const cJSON *body, srv_req *q, bad *b)
     } else {
         return fail(b, 400, "stop", "'stop' must be a string or an array of strings");
     }
-    for (int i = 0; i < q->n_stops; i++) q->max_stop = TM_MAX(q->max_stop, strlen(q->stops[i]));
+    for (int i = 0; i < q->n_stops; i++) q->r.samp.stop[i] = q->stops[i];
+    q->r.samp.n_stop = q->n_stops;
     return 0;
-}
-
-static uint64_t fresh_seed(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    static uint64_t counter;
-    return ((uint64_t)ts.tv_nsec * 0x9E3779B97F4A7C15ull) ^ ((uint64_t)ts.tv_sec << 20) ^ ++counter;
 }
 
 /* Sampling fields over the server's defaults. */
@@ -238,8 +234,7 @@ static int get_sampling(const cJSON *body, const openai_ctx *e, srv_req *q, bad 
     sp.temperature = (float)temp;
     sp.top_p = (float)top_p;
     sp.top_k = top_k < 0 ? 0 : (int)top_k;
-    sp.seed = seed >= 0 ? (uint64_t)seed : fresh_seed();
-    sp.n_stop = 0; /* stop strings are the server's (they cut the text it sends) */
+    sp.seed = seed >= 0 ? (uint64_t)seed : SAMPLER_SEED_RANDOM; /* drawn when the sequence starts */
     q->r.samp = sp;
     return 0;
 }

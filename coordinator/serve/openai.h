@@ -15,6 +15,7 @@
 #include "trust_select.h"
 
 #define SRV_MAX_STOPS 8
+_Static_assert(SRV_MAX_STOPS <= SAMPLER_MAX_STOP, "a request's stops fit the sampler's");
 #define SRV_MAX_LOGPROBS 20
 
 /* A generated token as the response reports it. */
@@ -41,7 +42,6 @@ typedef struct srv_req {
     float sel_alpha;
     char *stops[SRV_MAX_STOPS];
     int n_stops;
-    size_t max_stop;       /* longest stop string */
 
     /* what came out (written on the serving thread under the server mutex) */
     char *text;            /* [len] generated text, stop string and stop ids excluded */

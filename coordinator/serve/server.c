@@ -106,27 +106,21 @@ static void text_append(srv_req *q, const char *s, size_t n)
     q->text[q->len] = 0;
 }
 
-/* Cuts the text at the first stop string; else marks how much of it no stop
- * string can still end inside.  Returns 1 when a stop string was found. */
+/* Cuts the text at the first stop string (the sampler's search); else marks
+ * the text no stop string can still begin in as safe to send.  A stop that
+ * began before q->safe would have been found already, so the search starts
+ * there.  Returns 1 when a stop string was found. */
 static int apply_stops(srv_req *q)
 {
-    if (!q->n_stops) {
+    const sampler_params *sp = &q->r.samp;
+    long at = sampler_stop_find(sp, q->text + q->safe, q->len - q->safe);
+    if (at >= 0) {
+        q->len = q->safe + (size_t)at;
+        q->text[q->len] = 0;
         q->safe = q->len;
-        return 0;
-    }
-    size_t from = q->safe;
-    size_t first = q->len + 1;
-    for (int i = 0; i < q->n_stops; i++) {
-        const char *hit = strstr(q->text + (from > q->max_stop ? from - q->max_stop : 0), q->stops[i]);
-        if (hit && (size_t)(hit - q->text) < first) first = (size_t)(hit - q->text);
-    }
-    if (first <= q->len) {
-        q->len = first;
-        q->text[first] = 0;
-        q->safe = first;
         return 1;
     }
-    q->safe = q->len >= q->max_stop ? TM_MAX(q->safe, q->len - (q->max_stop - 1)) : q->safe;
+    q->safe = TM_MAX(q->safe, q->len - sampler_stop_holdback(sp, q->text, q->len));
     return 0;
 }
 
