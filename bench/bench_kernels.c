@@ -68,7 +68,7 @@ __attribute__((target("avx2"))) static void probe_range(void *arg, int64_t c0, i
  * kernels; HINT is where the prefetch puts the line (L1 or L2).  On some
  * machines the plain single stream reads slower. */
 #define PROBE4(name, HINT)                                                                                     \
-    static void name(void *arg, int64_t c0, int64_t c1)                                                        \
+    __attribute__((target("avx2"))) static void name(void *arg, int64_t c0, int64_t c1)                                                  \
     {                                                                                                          \
         const probe_arg *a = arg;                                                                              \
         enum { Q = PROBE_CHUNK / 4, AHEAD = 256 /* floats: 1 KiB */ };                                         \
