@@ -14,7 +14,7 @@ OPT     ?= -O2
 # Baseline x86-64: the kernels carry their own AVX2/AVX-512 targets per
 # function (core/kern_bf16.c, core/kernels.c) and pick one at run time.
 CFLAGS  ?= $(OPT) -g
-PKGS    := openblas cunit libcjson libutf8proc sqlite3 libprotobuf-c libmicrohttpd
+PKGS    := openblas cunit libcjson libutf8proc sqlite3 libprotobuf-c libmicrohttpd libcurl
 PROTOC  ?= protoc-c
 DEPS_OK := $(BUILD)/.deps-ok
 

@@ -4,7 +4,7 @@
 # something is missing.
 set -eu
 PKGS="build-essential pkg-config openmpi-bin libopenmpi-dev libprotobuf-c-dev protobuf-c-compiler \
-libopenblas-dev libcunit1-dev libutf8proc-dev libsqlite3-dev libcjson-dev libmicrohttpd-dev python3"
+libopenblas-dev libcunit1-dev libutf8proc-dev libsqlite3-dev libcjson-dev libmicrohttpd-dev libcurl4-openssl-dev python3"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

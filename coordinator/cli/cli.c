@@ -104,6 +104,8 @@ static const cli_option options[] = {
      "one prompt per line (text, or ids 1,2,3), generated as one batch; - reads stdin"},
     {"--chat", NULL, NULL, G, GRP_INPUT, "wrap the prompt in the Qwen3 chat template (default off)"},
     {"--system", NULL, "TEXT", G | CH, GRP_INPUT, "with --chat (generate): a system turn (default none)"},
+    {"--url", NULL, "URL", CH, GRP_INPUT,
+     "ask a running trustmoe serve or other OpenAI-compatible server instead of -m (default none)"},
     {"--max-batch", NULL, "N", G, GRP_INPUT, "at most N prompts in one --prompts run (default 256)"},
     {"-n", "--n-predict", "N", G | CH, GRP_SAMPLING,
      "tokens to generate, 0 for none (default 16, or max_new_tokens of generation_config.json)"},
@@ -117,7 +119,7 @@ static const cli_option options[] = {
     {"--presence-penalty", NULL, "X", SAMPLE, GRP_SAMPLING, "subtract X from each recent token's logit (default 0: off)"},
     {"--frequency-penalty", NULL, "X", SAMPLE, GRP_SAMPLING, "subtract X per occurrence of a recent token (default 0: off)"},
     {"-s", "--seed", "S", SAMPLE, GRP_SAMPLING, "sampling seed (default random; the summary prints it)"},
-    {"--stop", NULL, "TEXT", G, GRP_SAMPLING,
+    {"--stop", NULL, "TEXT", G | CH, GRP_SAMPLING,
      "end generation before TEXT; repeatable, up to 16 (default: eos tokens only)"},
     {"-o", NULL, "FILE", L, GRP_OUTPUT, "write the logits to FILE; - is stdout (required)"},
     {"--json", NULL, NULL, G, GRP_OUTPUT, "print the result as one JSON object (default: plain text)"},
@@ -260,6 +262,25 @@ void cli_usage(FILE *f, cli_cmd cmd)
 
 static tm_status parse_opts(cli_cmd cmd, int argc, char **argv, cli_opts *o, tm_err *err);
 
+/* chat --url: the model is the server's, so the flags of a model run here (the
+ * folder, the engine, MPI) are errors, and so is the repetition penalty the
+ * OpenAI API has no field for. */
+static tm_status url_conflicts(int argc, char **argv, tm_err *err)
+{
+    for (int i = 1; i < argc; i++) {
+        const cli_option *op = find_option(argv[i]);
+        if (!op) continue;
+        if (!strcmp(op->flag, "-m") || !strcmp(op->flag, "--synthetic"))
+            return tm_errf(err, TM_EINPUT, "give %s %s or --url URL, not both", argv[i], op->arg);
+        if (op->group == GRP_MODEL || op->group == GRP_MPI || !strcmp(op->flag, "--synthetic-seed"))
+            return tm_errf(err, TM_EINPUT, "--url: %s is for a model run here; the server has its own", argv[i]);
+        if (!strcmp(op->flag, "--repeat-penalty") || !strcmp(op->flag, "--repeat-last-n"))
+            return tm_errf(err, TM_EINPUT, "--url: %s has no field in the OpenAI API", argv[i]);
+        i += op->arg != NULL;
+    }
+    return TM_OK;
+}
+
 /* Parses the options shared by all commands; unknown flags are errors.
  * MPI starts after this (dist_init is lazy), so its start-up watchdog gets
  * --idle-timeout, or the default when parsing stopped before it. */
@@ -312,6 +333,9 @@ static tm_status parse_opts(cli_cmd cmd, int argc, char **argv, cli_opts *o, tm_
         } else if (!strcmp(a, "--max-batch")) {
             NEED();
             st = cli_parse_int(a, v, 1, 1 << 16, &o->max_batch, err);
+        } else if (!strcmp(a, "--url")) {
+            NEED();
+            o->url = v;
         } else if (!strcmp(a, "--system")) {
             NEED();
             o->system = v;
@@ -362,9 +386,11 @@ static tm_status parse_opts(cli_cmd cmd, int argc, char **argv, cli_opts *o, tm_
         } else if (!strcmp(a, "--presence-penalty")) {
             NEED();
             st = cli_parse_float(a, v, -100, 100, &o->samp.presence_penalty, err);
+            o->given |= CLI_GIVEN_PRESENCE;
         } else if (!strcmp(a, "--frequency-penalty")) {
             NEED();
             st = cli_parse_float(a, v, -100, 100, &o->samp.frequency_penalty, err);
+            o->given |= CLI_GIVEN_FREQUENCY;
         } else if (!strcmp(a, "--stop")) {
             NEED();
             if (!*v) return tm_errf(err, TM_EINPUT, "--stop: empty string");
@@ -418,6 +444,7 @@ static tm_status parse_opts(cli_cmd cmd, int argc, char **argv, cli_opts *o, tm_
         if (st != TM_OK) return st;
         i += takes;
     }
+    if (o->url) return url_conflicts(argc, argv, err);
     if (have_m && o->load.synthetic)
         return tm_errf(err, TM_EINPUT, "give -m DIR or --synthetic PRESET, not both");
     if (o->load.synthetic) o->model_dir = o->load.synthetic;

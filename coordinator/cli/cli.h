@@ -1,7 +1,8 @@
 /* cli.h: options shared by the commands of build/trustmoe.
  *
  * coordinator/cli/ owns the program: main.c, one cmd_*.c per command
- * (commands.h), and this file's option parsing and engine-run steps.  It sits
+ * (commands.h), this file's option parsing and engine-run steps, and the
+ * OpenAI client of `chat --url` (chat_client.h).  It sits
  * on top and may call every other folder; nothing calls it.  Dependencies
  * point one way, which tools/check_layers.py checks (tests/cli/layering.sh).
  */
@@ -39,11 +40,14 @@ enum {
     CLI_GIVEN_N = 1 << 5,
     CLI_GIVEN_MODEL = 1 << 6,
     CLI_GIVEN_DIST = 1 << 7, /* --placement or --replicas */
+    CLI_GIVEN_PRESENCE = 1 << 8,
+    CLI_GIVEN_FREQUENCY = 1 << 9,
 };
 
 typedef struct {
     cli_cmd cmd;
     const char *model_dir;
+    const char *url;          /* chat --url: a server's replies instead of a model's */
     const char *tokenizer_dir; /* --tokenizer: tokenizer.json from another folder */
     const char *ids_arg;      /* --ids */
     const char *prompt;       /* -p */

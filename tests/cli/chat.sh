@@ -2,6 +2,9 @@
 # `trustmoe chat`: each reply is the greedy continuation of the whole
 # conversation under the chat template (checked against `generate` on the
 # same text), /reset forgets it, EOF and /exit end the chat, bad use exits 2.
+# `chat --url` against `trustmoe serve`: the same replies, the server's error
+# for a message over its context (and the chat goes on), a clear error for no
+# server there.
 cd "$(dirname "$0")/../.." || exit 2
 source tests/cli/mpi_lib.bash
 M=models/brown-moe
@@ -27,4 +30,68 @@ cmp -s "$TMP/out2" "$TMP/want1" && ok "chat: /exit ends it" || bad "chat: /exit:
 "$TRUSTMOE" chat -m $M -n 600 </dev/null >/dev/null 2>"$TMP/e"; rc=$?
 [ $rc -eq 2 ] && [ "$(wc -l <"$TMP/e")" -eq 1 ] && ok "chat -n over the context: exit 2, $(cat "$TMP/e")" ||
     bad "chat -n 600: rc $rc, $(cat "$TMP/e")"
+
+# ---- chat --url: the same conversation through `trustmoe serve`
+SERVER_PID=
+trap '[ -n "$SERVER_PID" ] && kill -9 $SERVER_PID 2>/dev/null; rm -rf "$TMP"' EXIT
+# a small context, so that one long message does not fit (the conversation above does)
+"$TRUSTMOE" serve -m $M --port 0 --port-file "$TMP/port" -c 96 >/dev/null 2>"$TMP/serve.err" &
+SERVER_PID=$!
+for _ in $(seq 300); do
+    [ -s "$TMP/port" ] && break
+    kill -0 $SERVER_PID 2>/dev/null || break
+    sleep 0.1
+done
+if [ -s "$TMP/port" ]; then
+    URL=http://127.0.0.1:$(cat "$TMP/port")
+    printf 'Hello\nTell me about the jury.\n/reset\nHello\n' |
+        timeout 60 "$TRUSTMOE" chat --url "$URL" -n 20 --temp 0 >"$TMP/rout" 2>"$TMP/rerr"
+    rc=$?
+    if [ $rc -eq 0 ] && cmp -s "$TMP/rout" "$TMP/out"; then
+        ok "chat --url: the server's replies are byte for byte chat -m's"
+    else
+        bad "chat --url: rc $rc, $(cat "$TMP/rerr"), $(diff "$TMP/rout" "$TMP/out" | head -10)"
+    fi
+    # URL/v1/ is the same server
+    printf 'Hello\n' | timeout 60 "$TRUSTMOE" chat --url "$URL/v1/" -n 20 --temp 0 >"$TMP/rout2" 2>/dev/null
+    cmp -s "$TMP/rout2" "$TMP/want1" && ok "chat --url URL/v1/: the same" || bad "chat --url URL/v1/: $(cat "$TMP/rout2")"
+    # a message over the server's context: its error, the message dropped, the
+    # chat goes on as chat -m does with the same context, the oldest turns
+    # going when the conversation fills it
+    long=$(printf 'the jury said %.0s' $(seq 40))
+    printf 'Hello\n%s\nHello\nTell me about the jury.\nHello\n' "$long" >"$TMP/in3"
+    timeout 60 "$TRUSTMOE" chat --url "$URL" -n 20 --temp 0 <"$TMP/in3" >"$TMP/rout3" 2>"$TMP/rerr3"
+    rc=$?
+    "$TRUSTMOE" chat -m $M -c 96 -n 20 --temp 0 <"$TMP/in3" >"$TMP/lout3" 2>/dev/null
+    if [ $rc -eq 0 ] && [ "$(wc -l <"$TMP/rerr3")" -eq 1 ] && grep -q "^trustmoe chat: .*exceed the context of 96 tokens" "$TMP/rerr3" &&
+        cmp -s -n "$(wc -c <"$TMP/want1")" "$TMP/rout3" "$TMP/want1" &&
+        [ "$(wc -c <"$TMP/rout3")" -gt "$(wc -c <"$TMP/want1")" ] && cmp -s "$TMP/rout3" "$TMP/lout3"; then
+        ok "chat --url: a message over the context: $(cat "$TMP/rerr3"); the next ones are answered as chat -m -c 96 does"
+    else
+        bad "chat --url over the context: rc $rc, $(cat "$TMP/rerr3"), $(diff "$TMP/rout3" "$TMP/lout3" | head -6)"
+    fi
+    kill -TERM $SERVER_PID
+    for _ in $(seq 200); do
+        kill -0 $SERVER_PID 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 $SERVER_PID 2>/dev/null; then
+        bad "the server still runs 20 s after SIGTERM"
+    else
+        wait $SERVER_PID && ok "the server stops on SIGTERM" || bad "the server exit status $? after SIGTERM"
+        SERVER_PID=
+    fi
+else
+    bad "the server did not start: $(cat "$TMP/serve.err")"
+fi
+# no server there: one line naming the URL, a runtime failure
+timeout 60 "$TRUSTMOE" chat --url http://127.0.0.1:1 </dev/null >/dev/null 2>"$TMP/e"; rc=$?
+[ $rc -eq 1 ] && [ "$(wc -l <"$TMP/e")" -eq 1 ] && grep -q "http://127.0.0.1:1" "$TMP/e" &&
+    ok "chat --url with no server there: exit 1, $(cat "$TMP/e")" || bad "chat --url, no server: rc $rc, $(cat "$TMP/e")"
+"$TRUSTMOE" chat --url http://127.0.0.1:1 -m $M </dev/null >/dev/null 2>"$TMP/e"; rc=$?
+[ $rc -eq 2 ] && [ "$(wc -l <"$TMP/e")" -eq 1 ] && ok "chat --url with -m: exit 2, $(cat "$TMP/e")" ||
+    bad "chat --url -m: rc $rc, $(cat "$TMP/e")"
+"$TRUSTMOE" chat --url http://127.0.0.1:1 -c 64 </dev/null >/dev/null 2>"$TMP/e"; rc=$?
+[ $rc -eq 2 ] && [ "$(wc -l <"$TMP/e")" -eq 1 ] && ok "chat --url with a model flag: exit 2, $(cat "$TMP/e")" ||
+    bad "chat --url -c: rc $rc, $(cat "$TMP/e")"
 finish
