@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 static cpu_info info;
@@ -19,6 +20,23 @@ static int os_saves_zmm(void)
     unsigned lo, hi;
     __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
     return (lo & 0xe6) == 0xe6;
+}
+
+/* AMX: CPUID leaf 7 EDX bits 24 (AMX-TILE) and 22 (AMX-BF16), XCR0 bits 17
+ * and 18 (tile configuration and data saved by the OS), then Linux's
+ * per-process permission for the 8 KiB of tile data (ARCH_REQ_XCOMP_PERM,
+ * feature 18), without which the first tile instruction faults. */
+static int amx_usable(void)
+{
+    unsigned a, b, c, d;
+    if (__get_cpuid_max(0, NULL) < 7) return 0;
+    __cpuid_count(7, 0, a, b, c, d);
+    if (!((d >> 24) & 1) || !((d >> 22) & 1)) return 0;
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    if ((lo & (3u << 17)) != (3u << 17)) return 0;
+    enum { ARCH_REQ_XCOMP_PERM = 0x1023, XFEATURE_XTILEDATA = 18 };
+    return syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
 }
 
 static void detect(void)
@@ -37,6 +55,7 @@ static void detect(void)
         __cpuid_count(7, 1, a, b, c, d);
         info.avx512bf16 = (a >> 5) & 1;
     }
+    info.amx = info.avx512bf16 && amx_usable();
     unsigned vendor[4] = {0};
     __get_cpuid(0, &a, &vendor[0], &vendor[2], &vendor[1]); /* EBX, EDX, ECX spell the vendor */
     info.amd = !memcmp(vendor, "AuthenticAMD", 12) || !memcmp(vendor, "HygonGenuine", 12);
@@ -70,7 +89,8 @@ const cpu_info *cpu_get(void)
 void cpu_describe(char *buf, int len)
 {
     const cpu_info *ci = cpu_get();
-    snprintf(buf, (size_t)len, "%s, %d CPUs, %s%s%s%s", ci->model, ci->n_cpus, ci->avx2 && ci->fma ? "avx2+fma" : "no-avx2",
-             ci->avx512f ? " avx512f" : "", ci->avx512bw && ci->avx512vl ? " avx512bw/vl" : "",
-             ci->avx512bf16 ? " avx512bf16" : "");
+    snprintf(buf, (size_t)len, "%s, %d CPUs, %s%s%s%s%s", ci->model, ci->n_cpus,
+             ci->avx2 && ci->fma ? "avx2+fma" : "no-avx2", ci->avx512f ? " avx512f" : "",
+             ci->avx512bw && ci->avx512vl ? " avx512bw/vl" : "", ci->avx512bf16 ? " avx512bf16" : "",
+             ci->amx ? " amx-bf16" : "");
 }

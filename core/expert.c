@@ -60,6 +60,8 @@ void expert_group_init(expert_group *g, int n_experts, int hidden, int inter, in
     g->inter = inter;
     g->par_min_bytes = EXPERT_GROUP_PAR_MIN_BYTES;
     g->eo_min_tokens = EXPERT_GROUP_EO_MIN_TOKENS;
+    g->amx_min_tokens = EXPERT_GROUP_AMX_MIN_TOKENS;
+    g->blk = tm_calloc((size_t)n_experts, sizeof(int));
     const char *lay = getenv("TRUSTMOE_EXPERT_LAYOUT");
     g->natural_only = lay && !strcmp(lay, "natural");
     g->count = tm_calloc((size_t)n_experts + 1, sizeof(int));
@@ -79,6 +81,9 @@ void expert_group_free(expert_group *g)
     free(g->h);
     free(g->y);
     free(g->xp);
+    free(g->blk);
+    free(g->xb);
+    free(g->hb);
     memset(g, 0, sizeof *g);
 }
 
@@ -95,6 +100,22 @@ static void pack_rows(void *arg, int64_t t0, int64_t t1)
         kern_eo_pack(g->x + (size_t)t * g->hidden, g->xp + (size_t)t * g->hidden, g->hidden);
 }
 
+/* Packed rows of expert e in buf, for matrices of `cols` columns. */
+static uint16_t *packed(const expert_group *g, uint16_t *buf, int e, int64_t cols)
+{
+    return buf + (size_t)g->blk[e] * kern_amx_packed_len(16, cols);
+}
+
+/* Pass 0 (AMX only): columns [c0, c1) of every active expert's x rows packed. */
+static void pack_amx(void *arg, int64_t c0, int64_t c1)
+{
+    const expert_group *g = arg;
+    for (int a = 0; a < g->n_active; a++) {
+        int e = g->active[a], p0 = g->count[e];
+        kern_amx_pack(g->xrow + p0, g->count[e + 1] - p0, g->hidden, c0, c1, packed(g, g->xb, e, g->hidden));
+    }
+}
+
 /* Pass 1 over intermediate rows [i0, i1) of every active expert. */
 static void gate_up_rows(void *arg, int64_t i0, int64_t i1)
 {
@@ -104,7 +125,11 @@ static void gate_up_rows(void *arg, int64_t i0, int64_t i1)
         int e = g->active[a], p0 = g->count[e], n = g->count[e + 1] - p0;
         const tm_expert *ex = &g->experts[e];
         float *ga = g->a + (size_t)p0 * I, *u = g->u + (size_t)p0 * I; /* [n, inter] */
-        if (g->eo) {
+        if (g->amx) {
+            const uint16_t *xb = packed(g, g->xb, e, g->hidden);
+            kern_matmul_rows_amx(&ex->gate, xb, n, ga, (int64_t)I, i0, i1);
+            kern_matmul_rows_amx(&ex->up, xb, n, u, (int64_t)I, i0, i1);
+        } else if (g->eo) {
             kern_matmul_rows_eo(&ex->gate, g->xrow + p0, n, ga, (int64_t)I, i0, i1);
             kern_matmul_rows_eo(&ex->up, g->xrow + p0, n, u, (int64_t)I, i0, i1);
         } else {
@@ -119,6 +144,7 @@ static void gate_up_rows(void *arg, int64_t i0, int64_t i1)
                 for (int64_t r = i0; r < i1; r++) hr[kern_eo_pos(r)] = ar[r];
             }
         }
+        if (g->amx) kern_amx_pack(g->hrow + p0, n, (int64_t)I, i0, i1, packed(g, g->hb, e, (int64_t)I));
     }
 }
 
@@ -131,7 +157,8 @@ static void down_rows(void *arg, int64_t i0, int64_t i1)
     for (int a = 0; a < g->n_active; a++) {
         int e = g->active[a], p0 = g->count[e], n = g->count[e + 1] - p0;
         float *y = g->y + (size_t)p0 * H; /* [n, hidden] */
-        if (g->eo) kern_matmul_rows_eo(&g->experts[e].down, g->hrow + p0, n, y, (int64_t)H, i0, i1);
+        if (g->amx) kern_matmul_rows_amx(&g->experts[e].down, packed(g, g->hb, e, g->inter), n, y, (int64_t)H, i0, i1);
+        else if (g->eo) kern_matmul_rows_eo(&g->experts[e].down, g->hrow + p0, n, y, (int64_t)H, i0, i1);
         else kern_matmul_rows(&g->experts[e].down, g->hrow + p0, n, y, (int64_t)H, i0, i1);
         for (int p = 0; p < n; p++) {
             int i = g->pair[p0 + p];
@@ -166,11 +193,31 @@ void expert_group_run(expert_group *g, const tm_expert *experts, const float *x,
         count[e + 1] += count[e];
     }
     int n_pairs = count[E];
-    /* the even/odd layout where every active expert's matrices take it */
+    /* AMX, else the even/odd layout, where every active expert's matrices take it */
+    g->amx = g->n_active > 0 && !g->natural_only && n_pairs >= g->amx_min_tokens * g->n_active;
     g->eo = g->n_active > 0 && !g->natural_only && n_pairs >= g->eo_min_tokens * g->n_active;
+    int blocks = 0;
     for (int a = 0; a < g->n_active; a++) {
-        const tm_expert *ex = &experts[g->active[a]];
+        int e = g->active[a];
+        const tm_expert *ex = &experts[e];
+        g->amx = g->amx && kern_amx_usable(&ex->gate) && kern_amx_usable(&ex->up) && kern_amx_usable(&ex->down);
         g->eo = g->eo && kern_eo_usable(&ex->gate) && kern_eo_usable(&ex->up) && kern_eo_usable(&ex->down);
+        g->blk[e] = blocks;
+        blocks += (count[e + 1] - count[e] + 15) / 16;
+    }
+    if (g->amx) {
+        g->eo = 0;
+        size_t xl = kern_amx_packed_len(16 * blocks, g->hidden), hl = kern_amx_packed_len(16 * blocks, g->inter);
+        if (xl > g->xb_cap) {
+            free(g->xb);
+            g->xb_cap = TM_MAX(xl, 2 * g->xb_cap);
+            g->xb = tm_malloc(g->xb_cap * sizeof(uint16_t));
+        }
+        if (hl > g->hb_cap) {
+            free(g->hb);
+            g->hb_cap = TM_MAX(hl, 2 * g->hb_cap);
+            g->hb = tm_malloc(g->hb_cap * sizeof(uint16_t));
+        }
     }
     if (g->eo && T > g->cap_rows) {
         free(g->xp);
@@ -196,11 +243,13 @@ void expert_group_run(expert_group *g, const tm_expert *experts, const float *x,
     g->out = out;
     if (n_pairs && bytes < g->par_min_bytes) {
         if (g->eo) pack_rows(g, 0, T);
+        if (g->amx) pack_amx(g, 0, g->hidden);
         gate_up_rows(g, 0, g->inter);
         down_rows(g, 0, g->hidden);
     } else if (n_pairs) {
         if (g->eo && (int64_t)T * g->hidden >= ((int64_t)1 << 16)) kern_parallel_for(T, 1, pack_rows, g);
         else if (g->eo) pack_rows(g, 0, T);
+        if (g->amx) kern_parallel_for(g->hidden, 32, pack_amx, g);
         kern_parallel_for(g->inter, row_align(g->inter), gate_up_rows, g);
         kern_parallel_for(g->hidden, row_align(g->hidden), down_rows, g);
     }

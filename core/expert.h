@@ -38,7 +38,10 @@ void expert_forward(const tm_expert *e, const float *x, int n, float *y, float *
  * Where every matrix allows it (BF16, hidden and inter multiples of 32, an
  * AVX2 or AVX-512 CPU) and the experts have enough tokens each, the
  * activations are kept in the even/odd layout of kernels.h, whose product
- * widens the weights with half the instructions. */
+ * widens the weights with half the instructions.  Where the CPU has AMX and
+ * the experts have enough tokens each, the products run on AMX tiles
+ * instead: a pass 0 packs each expert's tokens for the tiles (threads split
+ * the columns), pass 1 packs silu(gate)·up the same way for pass 2. */
 /* What an expert phase read and computed: bytes of the distinct experts'
  * weights per layer call, 6·hidden·inter flops per pair. */
 typedef struct {
@@ -57,6 +60,13 @@ typedef struct {
     int eo_min_tokens;   /* the even/odd layout from this many pairs per active expert on
                             (default EXPERT_GROUP_EO_MIN_TOKENS) */
     int eo;              /* this call keeps activations in the even/odd layout (kernels.h) */
+    int amx_min_tokens;  /* AMX from this many pairs per active expert on (default
+                            EXPERT_GROUP_AMX_MIN_TOKENS; AMX itself: kernels.h) */
+    int amx;             /* this call's products run on AMX tiles */
+    int *blk;            /* [n_experts] first 16-pair block of each active expert's packed rows */
+    size_t xb_cap, hb_cap; /* bf16 values xb and hb hold */
+    uint16_t *xb;        /* each active expert's x rows packed for the tiles (kern_amx_pack) */
+    uint16_t *hb;        /* the same for silu(gate)·up, the down projections' input */
     const float **xrow;  /* [cap] input row of each grouped pair (x, or xp when eo) */
     const float **hrow;  /* [cap] its input row of the down projection (a, or h when eo) */
     float *a;            /* [cap, inter] f32: gate products, then silu(gate)·up */
@@ -85,6 +95,10 @@ typedef struct {
  * 128- and 512-token prefills (11 and 38 tokens per active expert) and added
  * 22% to batch-16 decode steps (under 2 per expert). */
 #define EXPERT_GROUP_EO_MIN_TOKENS 8
+
+/* AMX from 8 pairs per active expert: below that the tiles' 16-token blocks
+ * are mostly padding and the AVX-512 product was faster on one core. */
+#define EXPERT_GROUP_AMX_MIN_TOKENS 8
 
 /* Scratch for cap pairs (grown by expert_group_run when a call has more). */
 void expert_group_init(expert_group *g, int n_experts, int hidden, int inter, int cap);

@@ -57,6 +57,14 @@ void kern_bf16_gemm_eo_rows_avx2(const uint16_t *w, int64_t cols, const float *c
 void kern_bf16_gemm_eo_rows_avx512(const uint16_t *w, int64_t cols, const float *const *xs, int n, float *y,
                                    int64_t ldy, int64_t r0, int64_t r1);
 
+/* AMX (kern_amx.c): the same product with X packed by kern_amx_pack_range
+ * (kernels.h: kern_amx_pack); W needs rows >= 16 and cols % 32 == 0. */
+void kern_bf16_gemm_amx(const uint16_t *w, int64_t rows, int64_t cols, const uint16_t *xb, int n, float *y,
+                        int64_t ldy, int64_t r0, int64_t r1);
+/* Token t's row is xs[t] when xs is not NULL, else x + t·cols. */
+void kern_amx_pack_range(const float *x, const float *const *xs, int n, int64_t cols, int64_t c0, int64_t c1,
+                         uint16_t *out);
+
 /* The same for F32 weights (w [rows, cols] f32). */
 void kern_f32_rows_avx2(const float *w, int64_t cols, const float *x, float *y, int64_t r0, int64_t r1);
 void kern_f32_rows_scalar(const float *w, int64_t cols, const float *x, float *y, int64_t r0, int64_t r1);

@@ -57,6 +57,10 @@ static kern_bf16_gemm_eo_fn bf16_gemm_eo; /* the same on even/odd x; NULL under 
 typedef void (*f32_rows_fn)(const float *w, int64_t cols, const float *x, float *y, int64_t r0, int64_t r1);
 static f32_rows_fn f32_rows;
 static kern_isa active_isa;
+/* AMX for many-token BF16 products: where the CPU and OS allow it, under an
+ * AVX-512 variant, unless TRUSTMOE_AMX=0 or kern_set_amx(0). */
+static int amx_allowed = 1, amx_on;
+static void amx_update(void) { amx_on = amx_allowed && cpu_get()->amx && active_isa >= KERN_ISA_AVX512; }
 
 const char *kern_isa_name(kern_isa isa) { return (unsigned)isa < KERN_ISA_COUNT ? isa_names[isa] : "?"; }
 
@@ -108,6 +112,7 @@ int kern_set_isa(kern_isa isa)
     bf16_gemm = gemm_for(isa);
     bf16_gemm_eo = gemm_eo_for(isa);
     f32_rows = isa == KERN_ISA_SCALAR ? kern_f32_rows_scalar : kern_f32_rows_avx2;
+    amx_update();
     return 0;
 }
 
@@ -145,6 +150,12 @@ static void pick_isa(void)
     bf16_gemm = gemm_for(best);
     bf16_gemm_eo = gemm_eo_for(best);
     f32_rows = best == KERN_ISA_SCALAR ? kern_f32_rows_scalar : kern_f32_rows_avx2;
+    const char *amx = getenv("TRUSTMOE_AMX");
+    if (amx && *amx) {
+        if (!strcmp(amx, "0") || !strcmp(amx, "1")) amx_allowed = amx[0] == '1';
+        else fprintf(stderr, "trustmoe: TRUSTMOE_AMX=%s unknown (0, 1), using 1\n", amx);
+    }
+    amx_update();
 }
 
 static pthread_once_t isa_once = PTHREAD_ONCE_INIT;
@@ -237,6 +248,82 @@ static void direct_range(void *arg, int64_t i0, int64_t i1)
 {
     const direct_task *t = arg;
     t->fn(t->w->data, t->w->cols, t->x, NULL, t->n, t->y, t->w->rows, i0, i1);
+}
+
+/* ---- AMX ------------------------------------------------------------------ */
+
+int kern_amx_usable(const tm_mat *w)
+{
+    ensure_isa();
+    return amx_on && w->dtype == TM_DT_BF16 && w->rows >= 16 && w->cols % 32 == 0;
+}
+
+int kern_set_amx(int on)
+{
+    ensure_isa();
+    if (on && !cpu_get()->amx) return -1;
+    amx_allowed = on != 0;
+    amx_update();
+    return 0;
+}
+
+size_t kern_amx_packed_len(int n, int64_t cols)
+{
+    /* blocks of 16 tokens × cols columns × three planes */
+    return (size_t)((n + 15) / 16) * 16 * (size_t)cols * 3;
+}
+
+void kern_amx_pack(const float *const *x, int n, int64_t cols, int64_t c0, int64_t c1, uint16_t *out)
+{
+    TM_ASSERT(cols % 32 == 0 && 0 <= c0 && c0 <= c1 && c1 <= cols && c0 % 2 == 0 && c1 % 2 == 0);
+    kern_amx_pack_range(NULL, x, n, cols, c0, c1, out);
+}
+
+void kern_matmul_rows_amx(const tm_mat *w, const uint16_t *xb, int n, float *y, int64_t ldy, int64_t r0, int64_t r1)
+{
+    TM_ASSERT_MSG(kern_amx_usable(w), "kern_matmul_rows_amx: AMX on, BF16 weights, rows >= 16, cols % 32 == 0");
+    TM_ASSERT(n >= 0 && 0 <= r0 && r0 <= r1 && r1 <= w->rows);
+    if (n && r0 < r1) kern_bf16_gemm_amx(w->data, w->rows, w->cols, xb, n, y, ldy, r0, r1);
+}
+
+typedef struct {
+    const tm_mat *w;
+    const float *x;
+    int n;
+    uint16_t *xb;
+    float *y;
+} amx_task;
+
+static void amx_pack_cols(void *arg, int64_t c0, int64_t c1)
+{
+    const amx_task *t = arg;
+    kern_amx_pack_range(t->x, NULL, t->n, t->w->cols, c0, c1, t->xb);
+}
+
+static void amx_rows(void *arg, int64_t r0, int64_t r1)
+{
+    const amx_task *t = arg;
+    kern_bf16_gemm_amx(t->w->data, t->w->rows, t->w->cols, t->xb, t->n, t->y, t->w->rows, r0, r1);
+}
+
+/* X packed for the tiles, then the rows over the pool.  The packed X lives
+ * in a buffer per calling thread, grown when a product needs more. */
+static void matmul_amx(const tm_mat *w, const float *x, int n, float *y)
+{
+    static __thread uint16_t *buf;
+    static __thread size_t cap;
+    size_t need = kern_amx_packed_len(n, w->cols);
+    if (need > cap) {
+        free(buf);
+        cap = TM_MAX(need, 2 * cap);
+        buf = tm_malloc(cap * sizeof(uint16_t));
+    }
+    amx_task t = {w, x, n, buf, y};
+    int par = kern_threads() > 1;
+    if (par && (int64_t)n * w->cols >= MATVEC_PAR_MIN) kern_parallel_for(w->cols, 32, amx_pack_cols, &t);
+    else amx_pack_cols(&t, 0, w->cols);
+    if (par && w->rows * w->cols >= MATVEC_PAR_MIN) kern_parallel_for(w->rows, 16, amx_rows, &t);
+    else amx_rows(&t, 0, w->rows);
 }
 
 void kern_matmul_direct(const tm_mat *w, const float *x, int n, float *y)
@@ -389,7 +476,8 @@ void kern_matmul(const tm_mat *w, const float *x, int n, float *y)
         return;
     }
     if (w->dtype == TM_DT_BF16) {
-        kern_matmul_direct(w, x, n, y);
+        if (n >= KERN_AMX_MIN_TOKENS && kern_amx_usable(w)) matmul_amx(w, x, n, y);
+        else kern_matmul_direct(w, x, n, y);
         return;
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, (int)w->rows, (int)w->cols, 1.0f, x, (int)w->cols,

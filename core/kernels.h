@@ -95,6 +95,27 @@ void kern_matmul_rows_eo(const tm_mat *w, const float *const *x, int n, float *y
 void kern_matmul_rows_eo_ref(const tm_mat *w, const float *const *x, int n, float *y, int64_t ldy, int64_t r0,
                              int64_t r1);
 
+/* AMX tiles (kern_amx.c): the few-token product for many tokens, with X
+ * packed once per product into three bf16 planes (hi + mid + lo == x) in the
+ * tiles' pair layout, blocks of 16 tokens (the last padded with zeros):
+ *   block b, step s (columns 32s..32s+31), plane q: 512 bf16 at
+ *   ((b·cols/32 + s)·3 + q)·512; token j's columns 32s+2i, 32s+2i+1 at 32i+2j.
+ * Exact products and f32 sums like kern_matmul_rows, summed in another order
+ * (kern_amx.c); each output again depends only on its row and token.
+ * Used where the CPU and OS allow AMX (cpu.h), unless TRUSTMOE_AMX=0. */
+#define KERN_AMX_MIN_TOKENS 8 /* kern_matmul takes AMX from this many tokens */
+/* Whether AMX is on and w takes it: BF16, rows >= 16, cols % 32 == 0. */
+int kern_amx_usable(const tm_mat *w);
+/* Turns AMX off (0) or back on (1) where the machine has it; -1: it has not. */
+int kern_set_amx(int on);
+/* bf16 values kern_amx_pack writes for n tokens of cols columns. */
+size_t kern_amx_packed_len(int n, int64_t cols);
+/* Packs columns [c0, c1) (both even) of tokens x[0..n) into out, zeros for
+ * the padding tokens; threads may pack disjoint column ranges at once. */
+void kern_amx_pack(const float *const *x, int n, int64_t cols, int64_t c0, int64_t c1, uint16_t *out);
+/* kern_matmul_rows on packed X (one thread, rows [r0, r1)); kern_amx_usable(w). */
+void kern_matmul_rows_amx(const tm_mat *w, const uint16_t *xb, int n, float *y, int64_t ldy, int64_t r0, int64_t r1);
+
 /* n independent products y[k][w[k].rows] = w[k] · x[k] in one pass of the
  * thread pool (e.g. the down projections of a layer's selected experts), so
  * small matrices do not each pay for a wake-up of the pool. */

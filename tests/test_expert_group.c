@@ -94,6 +94,105 @@ static void test_matmul_rows(void)
             }
 }
 
+/* The AMX product: against the double reference at the f32 kernels'
+ * tolerance, bitwise under any split of the rows (also ones that do not
+ * start on a 16-row tile) and of the packed columns; token counts below, at
+ * and past a 16-token block and past a group of four blocks. */
+static void test_matmul_rows_amx(void)
+{
+    static const int64_t SHAPES[][2] = {{16, 32}, {33, 96}, {64, 512}, {200, 2048}};
+    static const int NS[] = {1, 3, 16, 17, 40, 70};
+    void *probe_buf = NULL;
+    tm_mat probe = rand_mat(TM_DT_BF16, 16, 32, 1.0f);
+    probe_buf = (void *)probe.data;
+    int on = kern_amx_usable(&probe);
+    free(probe_buf);
+    if (!on) {
+        fprintf(stderr, "(no AMX on this machine: its product is not tested here) ");
+        return;
+    }
+    /* values the bf16 split treats apart (zeros, denormals, ties, the edge of
+     * bf16's range, infinities, NaN): packed 32 columns at a time and one
+     * pair at a time, the same bits; and hi + mid + lo is x exactly wherever
+     * x is normal and above 2^-110 */
+    {
+        static const float SPECIAL[] = {0.0f, -0.0f, 1e-40f, -1e-39f, 1.00390625f, 1.01171875f, 3.3e38f,
+                                        -3.39e38f, 1e-30f, 65504.0f, 1.0f / 3.0f, -2.7182818f};
+        enum { C = 64 };
+        float xs1[C];
+        for (int c = 0; c < C; c++) xs1[c] = SPECIAL[c % TM_ARRAY_LEN(SPECIAL)] * (c < 32 ? 1.0f : -1.0f);
+        xs1[40] = INFINITY, xs1[41] = NAN;
+        const float *xp1[1] = {xs1};
+        size_t len = kern_amx_packed_len(1, C);
+        uint16_t *pa = tm_malloc(len * 2), *pb = tm_malloc(len * 2);
+        memset(pb, 0xff, len * 2);
+        kern_amx_pack(xp1, 1, C, 0, C, pa);
+        for (int c = 0; c < C; c += 2) kern_amx_pack(xp1, 1, C, c, c + 2, pb);
+        CU_ASSERT(memcmp(pa, pb, len * 2) == 0);
+        for (int c = 0; c < C; c++) {
+            if (c == 40 || c == 41) continue;
+            /* step c / 32, plane q: token 0's column c at 32 · ((c % 32) / 2) + c % 2 */
+            size_t at = (size_t)(c / 32) * 1536 + (size_t)((c % 32) / 2) * 32 + (size_t)(c % 2);
+            double v = (double)tm_bf16_to_f32(pa[at]) + (double)tm_bf16_to_f32(pa[at + 512]) +
+                       (double)tm_bf16_to_f32(pa[at + 1024]);
+            double x = xs1[c];
+            if (fabs(x) < 1.2e-38) {
+                CU_ASSERT(v == 0.0); /* denormals go to zero */
+            } else if (fabs(x) > 1e-33) {
+                CU_ASSERT(v == x);
+            } else {
+                CU_ASSERT(fabs(v - x) <= fabs(x) * 1e-7);
+            }
+        }
+        free(pa), free(pb);
+    }
+    for (size_t s = 0; s < TM_ARRAY_LEN(SHAPES); s++)
+        for (size_t k = 0; k < TM_ARRAY_LEN(NS); k++) {
+            int n = NS[k];
+            int64_t R = SHAPES[s][0], C = SHAPES[s][1], ld = R + 3;
+            tm_mat w = rand_mat(TM_DT_BF16, R, C, 1.0f);
+            CU_ASSERT(kern_amx_usable(&w));
+            float *xb = rand_vec((size_t)(n + 2) * (size_t)C);
+            const float **xs = tm_malloc(sizeof(*xs) * (size_t)n);
+            for (int t = 0; t < n; t++) xs[t] = xb + (size_t)(n + 1 - t) * (size_t)C;
+            size_t len = kern_amx_packed_len(n, C);
+            uint16_t *pw = tm_malloc(len * 2), *pp = tm_malloc(len * 2);
+            memset(pp, 0xff, len * 2); /* every value of the split pack below must be written */
+            kern_amx_pack(xs, n, C, 0, C, pw);
+            for (int64_t c0 = 0; c0 < C;) {
+                int64_t step = 2 * (1 + irand(20)), c1 = TM_MIN(C, c0 + step);
+                kern_amx_pack(xs, n, C, c0, c1, pp);
+                c0 = c1;
+            }
+            CU_ASSERT(memcmp(pw, pp, len * 2) == 0);
+            float *whole = tm_calloc((size_t)n * (size_t)ld, 4), *parts = tm_calloc((size_t)n * (size_t)ld, 4);
+            float *ref = tm_calloc((size_t)n * (size_t)ld, 4);
+            kern_matmul_rows_amx(&w, pw, n, whole, ld, 0, R);
+            kern_matmul_rows_ref(&w, xs, n, ref, ld, 0, R);
+            for (int64_t r0 = 0; r0 < R;) {
+                int64_t step = 1 + irand(40), r1 = TM_MIN(R, r0 + step);
+                kern_matmul_rows_amx(&w, pw, n, parts, ld, r0, r1);
+                r0 = r1;
+            }
+            int bad = 0, differ = 0, outside = 0;
+            for (int t = 0; t < n; t++) {
+                for (int64_t r = 0; r < R; r++) {
+                    size_t i = (size_t)t * (size_t)ld + (size_t)r;
+                    double mag = 0;
+                    for (int64_t c = 0; c < C; c++)
+                        mag += fabs(tm_bf16_to_f32(((const uint16_t *)w.data)[r * C + c]) * xs[t][c]);
+                    bad += !(fabs((double)whole[i] - ref[i]) <= 1e-5 * mag + 1e-30);
+                    differ += memcmp(&whole[i], &parts[i], 4) != 0;
+                }
+                for (int64_t r = R; r < ld; r++) outside += whole[(size_t)t * (size_t)ld + (size_t)r] != 0.0f;
+            }
+            CU_ASSERT_EQUAL(bad, 0);
+            CU_ASSERT_EQUAL(differ, 0);
+            CU_ASSERT_EQUAL(outside, 0); /* nothing written past the rows */
+            free((void *)w.data), free(xb), free((void *)xs), free(pw), free(pp), free(whole), free(parts), free(ref);
+        }
+}
+
 static void test_matmul_rows_eo(void)
 {
     static const int64_t SHAPES[][2] = {{33, 128}, {48, 64}, {5, 32}, {257, 2048}};
@@ -164,8 +263,10 @@ static void make_ids(int c, int T, int k, int E, int32_t *ids, float *w)
         }
 }
 
-static void check_group(tm_dtype dt, int H, int I, int E)
+/* amx: run with AMX on (where the machine has it: else returns at once) or off. */
+static void check_group(tm_dtype dt, int H, int I, int E, int amx)
 {
+    if (kern_set_amx(amx) != 0) return;
     static const routing_case CASES[] = {{"random", 13, 3}, {"one expert", 9, 1}, {"one token each", 5, 2},
                                          {"skipped pairs", 11, 3}, {"single token", 1, 4}};
     tm_expert *ex = tm_calloc((size_t)E, sizeof *ex);
@@ -177,7 +278,8 @@ static void check_group(tm_dtype dt, int H, int I, int E)
     expert_group g;
     expert_group_init(&g, E, H, I, 4); /* small: the runs below make it grow */
     g.par_min_bytes = 0;                /* these experts are small: use the pool anyway */
-    g.eo_min_tokens = 0;                /* and the even/odd layout wherever the shapes allow */
+    g.eo_min_tokens = 0;                /* and AMX or the even/odd layout wherever the shapes allow */
+    g.amx_min_tokens = 0;
     for (size_t c = 0; c < TM_ARRAY_LEN(CASES); c++) {
         int T = CASES[c].T, k = CASES[c].k, P = T * k;
         int32_t *ids = tm_malloc(sizeof(int32_t) * (size_t)P);
@@ -203,13 +305,15 @@ static void check_group(tm_dtype dt, int H, int I, int E)
         if (c == 1 && dt == TM_DT_BF16) {
             /* all T (2..64) tokens on one expert against expert_forward: in
              * the natural layout both take the same direct product and agree
-             * bit for bit; the even/odd layout sums in another order */
+             * bit for bit, and so do both on AMX (expert_forward from
+             * KERN_AMX_MIN_TOKENS tokens); the even/odd layout sums in
+             * another order */
             kern_set_threads(2);
             float *y = tm_malloc(bytes), *scr = tm_malloc(sizeof(float) * (size_t)T * 2 * I);
             memcpy(out, out0, bytes);
             expert_forward(&ex[ids[0]], x, T, y, scr);
             for (int t = 0; t < T; t++) kern_axpy(out + (size_t)t * H, w[t], y + (size_t)t * H, H);
-            if (g.eo) {
+            if (g.eo || (g.amx && T < KERN_AMX_MIN_TOKENS)) {
                 int bad = 0;
                 for (size_t i = 0; i < (size_t)T * H; i++) bad += !(fabs(out[i] - first[i]) <= 1e-5 * (1.0 + fabs(first[i])));
                 CU_ASSERT_EQUAL(bad, 0);
@@ -218,11 +322,16 @@ static void check_group(tm_dtype dt, int H, int I, int E)
             }
             free(y), free(scr);
         }
-        /* the layout each shape should take under a vector variant */
-        if (kern_isa_active() != KERN_ISA_SCALAR) CU_ASSERT_EQUAL(g.eo, dt == TM_DT_BF16 && H % 32 == 0 && I % 32 == 0);
+        /* the path each shape should take under a vector variant */
+        int tiles = dt == TM_DT_BF16 && H % 32 == 0 && I % 32 == 0;
+        if (kern_isa_active() != KERN_ISA_SCALAR) {
+            CU_ASSERT_EQUAL(g.amx, amx && tiles);
+            CU_ASSERT_EQUAL(g.eo, !amx && tiles);
+        }
         free(ids), free(w), free(x), free(out0), free(ref), free(first), free(out);
     }
     kern_set_threads(1);
+    kern_set_amx(1);
     CU_ASSERT(g.stats.calls == 4 * TM_ARRAY_LEN(CASES));
     expert_group_free(&g);
     for (int e = 0; e < E; e++) free((void *)ex[e].gate.data), free((void *)ex[e].up.data), free((void *)ex[e].down.data);
@@ -231,13 +340,18 @@ static void check_group(tm_dtype dt, int H, int I, int E)
 
 static void test_group_bf16(void)
 {
-    check_group(TM_DT_BF16, 129, 33, 9); /* odd sizes: the kernels' column tails, partial row blocks */
-    check_group(TM_DT_BF16, 64, 128, 6); /* 16-row blocks at every thread count tried; even/odd layout */
+    for (int amx = 0; amx <= 1; amx++) {
+        check_group(TM_DT_BF16, 129, 33, 9, amx); /* odd sizes: the kernels' column tails, partial row blocks */
+        check_group(TM_DT_BF16, 64, 128, 6, amx); /* 16-row blocks at every thread count tried; even/odd or AMX */
+        check_group(TM_DT_BF16, 96, 32, 5, amx);  /* 32 rows over 3-4 threads: AMX tiles that start early */
+    }
 }
 
-/* The even/odd layout only from eo_min_tokens pairs per active expert on. */
+/* The even/odd layout only from eo_min_tokens pairs per active expert on,
+ * AMX (where the machine has it) from amx_min_tokens. */
 static void test_group_eo_gate(void)
 {
+    int have_amx = kern_set_amx(1) == 0;
     int E = 4, H = 64, I = 32, k = 1;
     tm_expert *ex = tm_calloc((size_t)E, sizeof *ex);
     for (int e = 0; e < E; e++) {
@@ -249,17 +363,24 @@ static void test_group_eo_gate(void)
     expert_group_init(&g, E, H, I, 16);
     int32_t ids[16];
     float w[16], *x = rand_vec(16 * (size_t)H), *out = tm_calloc(16 * (size_t)H, 4);
-    for (int T = 1; T <= 16; T++) {
-        for (int t = 0; t < T; t++) ids[t] = t % 2, w[t] = 0.5f; /* two active experts */
-        expert_group_run(&g, ex, x, T, ids, w, k, out);
-        if (kern_isa_active() != KERN_ISA_SCALAR) CU_ASSERT_EQUAL(g.eo, T >= 2 * EXPERT_GROUP_EO_MIN_TOKENS);
+    for (int amx = 0; amx <= have_amx; amx++) {
+        kern_set_amx(amx);
+        for (int T = 1; T <= 16; T++) {
+            for (int t = 0; t < T; t++) ids[t] = t % 2, w[t] = 0.5f; /* two active experts */
+            expert_group_run(&g, ex, x, T, ids, w, k, out);
+            if (kern_isa_active() == KERN_ISA_SCALAR) continue;
+            int tiles = amx && T >= 2 * EXPERT_GROUP_AMX_MIN_TOKENS;
+            CU_ASSERT_EQUAL(g.amx, tiles);
+            CU_ASSERT_EQUAL(g.eo, !tiles && T >= 2 * EXPERT_GROUP_EO_MIN_TOKENS);
+        }
     }
+    kern_set_amx(1);
     expert_group_free(&g);
     for (int e = 0; e < E; e++) free((void *)ex[e].gate.data), free((void *)ex[e].up.data), free((void *)ex[e].down.data);
     free(ex), free(x), free(out);
 }
 
-static void test_group_f32(void) { check_group(TM_DT_F32, 40, 24, 5); }
+static void test_group_f32(void) { check_group(TM_DT_F32, 40, 24, 5, 0); }
 
 int main(void)
 {
@@ -267,6 +388,7 @@ int main(void)
     CU_pSuite s = CU_add_suite("expert_group", NULL, NULL);
     CU_add_test(s, "matmul_rows vs ref, any row split", test_matmul_rows);
     CU_add_test(s, "matmul_rows_eo vs ref, any row split", test_matmul_rows_eo);
+    CU_add_test(s, "matmul_rows_amx vs ref, any row and column split", test_matmul_rows_amx);
     CU_add_test(s, "grouped experts vs ref, bf16", test_group_bf16);
     CU_add_test(s, "grouped experts vs ref, f32", test_group_f32);
     CU_add_test(s, "even/odd layout from enough tokens per expert", test_group_eo_gate);
