@@ -30,7 +30,7 @@
 #define AMX_ROWS 16 /* weight rows per A tile, tokens per B tile */
 #define AMX_K 32    /* bf16 columns per tile step */
 #define AMX_TILE 512 /* bf16 values in a 16 × 64-byte tile */
-#define AMX_GROUP 4  /* token blocks (C tiles) per pass over a block of rows */
+#define AMX_GROUP 4  /* row tiles (C tiles) per pass over a token block */
 #define AMX_PLANES 3 /* hi, mid, lo */
 
 /* bf16 rounding as vcvtne2ps2bf16 does it: to nearest even, a denormal to a
@@ -171,57 +171,68 @@ __attribute__((target("amx-tile"))) static void amx_configure(void)
     _tile_loadconfig(&cfg);
 }
 
-/* C tile `ct` += A · B over token block xk's three planes. */
-#define AMX_STEP(ct, xk)                                                                                          \
+/* C tile `ct` += A (rows of W from wr) · B (the three planes loaded in tiles 5-7). */
+#define AMX_ROWTILE(ct, wr)                                                                                       \
     do {                                                                                                          \
-        _tile_loadd(5, (xk), 64);                                                                                 \
-        _tile_loadd(6, (xk) + AMX_TILE, 64);                                                                      \
-        _tile_loadd(7, (xk) + 2 * AMX_TILE, 64);                                                                  \
+        _tile_loadd(4, (wr), stride);                                                                             \
         _tile_dpbf16ps(ct, 4, 5);                                                                                 \
         _tile_dpbf16ps(ct, 4, 6);                                                                                 \
         _tile_dpbf16ps(ct, 4, 7);                                                                                 \
     } while (0)
 
+/* Per block of up to four row tiles (64 rows) and token block: each step
+ * loads the token block's three planes once and takes them through every
+ * row tile, so the packed X is read once per 64 rows, and the block's
+ * weights (64 rows, 256 KiB at 2048 columns) stay in L2 across the token
+ * blocks. */
 __attribute__((target("amx-tile,amx-bf16"))) void kern_bf16_gemm_amx(const uint16_t *w, int64_t rows, int64_t cols,
                                                                       const uint16_t *xb, int n, float *y,
                                                                       int64_t ldy, int64_t r0, int64_t r1)
 {
     amx_configure();
-    const int64_t steps = cols / AMX_K;
+    const int64_t steps = cols / AMX_K, stride = cols * 2;
     const size_t bstride = (size_t)steps * AMX_PLANES * AMX_TILE; /* bf16 values per token block */
     const int nb = (n + AMX_ROWS - 1) / AMX_ROWS;
     float c[AMX_GROUP][AMX_ROWS * AMX_ROWS] __attribute__((aligned(64)));
-    for (int64_t r = r0; r < r1; r += AMX_ROWS) {
-        /* the last block of a matrix whose rows are not a multiple of 16
-         * starts early, inside W; its rows before r were done already */
-        int64_t ra = r + AMX_ROWS <= rows ? r : rows - AMX_ROWS;
-        int m0 = (int)(r - ra), m1 = (int)TM_MIN((int64_t)AMX_ROWS, r1 - ra);
-        const uint16_t *wa = w + (size_t)ra * (size_t)cols;
-        for (int b0 = 0; b0 < nb; b0 += AMX_GROUP) {
-            int nbk = TM_MIN(AMX_GROUP, nb - b0);
-            const uint16_t *xs = xb + (size_t)b0 * bstride;
+    for (int64_t r = r0; r < r1; r += AMX_GROUP * AMX_ROWS) {
+        int nrt = (int)TM_MIN((int64_t)AMX_GROUP, (r1 - r + AMX_ROWS - 1) / AMX_ROWS);
+        const uint16_t *wr[AMX_GROUP];
+        int64_t ra[AMX_GROUP];
+        int m0[AMX_GROUP], m1[AMX_GROUP];
+        for (int q = 0; q < AMX_GROUP; q++) {
+            /* a tile past the end of a matrix whose rows are not a multiple
+             * of 16 starts early, inside W; its rows before rq were done */
+            int64_t rq = r + (int64_t)TM_MIN(q, nrt - 1) * AMX_ROWS;
+            ra[q] = rq + AMX_ROWS <= rows ? rq : rows - AMX_ROWS;
+            m0[q] = (int)(rq - ra[q]);
+            m1[q] = (int)TM_MIN((int64_t)AMX_ROWS, r1 - ra[q]);
+            wr[q] = w + (size_t)ra[q] * (size_t)cols;
+        }
+        for (int b = 0; b < nb; b++) {
+            const uint16_t *xs = xb + (size_t)b * bstride;
             _tile_zero(0);
             _tile_zero(1);
             _tile_zero(2);
             _tile_zero(3);
             for (int64_t s = 0; s < steps; s++) {
-                _tile_loadd(4, wa + s * AMX_K, cols * 2);
                 const uint16_t *xk = xs + (size_t)s * AMX_PLANES * AMX_TILE;
-                AMX_STEP(0, xk);
-                if (nbk > 1) AMX_STEP(1, xk + bstride);
-                if (nbk > 2) AMX_STEP(2, xk + 2 * bstride);
-                if (nbk > 3) AMX_STEP(3, xk + 3 * bstride);
+                _tile_loadd(5, xk, 64);
+                _tile_loadd(6, xk + AMX_TILE, 64);
+                _tile_loadd(7, xk + 2 * AMX_TILE, 64);
+                AMX_ROWTILE(0, wr[0] + s * AMX_K);
+                if (nrt > 1) AMX_ROWTILE(1, wr[1] + s * AMX_K);
+                if (nrt > 2) AMX_ROWTILE(2, wr[2] + s * AMX_K);
+                if (nrt > 3) AMX_ROWTILE(3, wr[3] + s * AMX_K);
             }
             _tile_stored(0, c[0], 64);
             _tile_stored(1, c[1], 64);
             _tile_stored(2, c[2], 64);
             _tile_stored(3, c[3], 64);
-            for (int bb = 0; bb < nbk; bb++)
-                for (int j = 0; j < AMX_ROWS; j++) {
-                    int t = (b0 + bb) * AMX_ROWS + j;
-                    if (t >= n) break;
-                    float *yt = y + (size_t)t * (size_t)ldy + (size_t)ra;
-                    for (int m = m0; m < m1; m++) yt[m] = c[bb][m * AMX_ROWS + j];
+            int nt = TM_MIN(AMX_ROWS, n - b * AMX_ROWS);
+            for (int q = 0; q < nrt; q++)
+                for (int j = 0; j < nt; j++) {
+                    float *yt = y + (size_t)(b * AMX_ROWS + j) * (size_t)ldy + (size_t)ra[q];
+                    for (int m = m0[q]; m < m1[q]; m++) yt[m] = c[q][m * AMX_ROWS + j];
                 }
         }
     }

@@ -29,6 +29,11 @@ static const mk_preset presets[] = {
     {.name = "omni30b-12", .n_layers = 12, .n_experts = 128, .top_k = 8, .hidden = 2048, .moe_inter = 768,
      .dense_inter = 768, .n_heads = 32, .n_kv_heads = 4, .head_dim = 128, .vocab = 152064, .max_pos = 65536,
      .rope_theta = 1e6, .rms_eps = 1e-6, .norm_topk_prob = 1},
+    /* omni30b's shapes at 2 layers (3.2 GB with the embeddings and lm_head):
+     * per-layer figures on a developer machine. */
+    {.name = "omni30b-2", .n_layers = 2, .n_experts = 128, .top_k = 8, .hidden = 2048, .moe_inter = 768,
+     .dense_inter = 768, .n_heads = 32, .n_kv_heads = 4, .head_dim = 128, .vocab = 152064, .max_pos = 65536,
+     .rope_theta = 1e6, .rms_eps = 1e-6, .norm_topk_prob = 1},
     /* Same depth and expert count at a quarter of the width: 2.8 GB. */
     {.name = "omni48-small", .n_layers = 48, .n_experts = 128, .top_k = 8, .hidden = 512, .moe_inter = 128,
      .dense_inter = 128, .n_heads = 8, .n_kv_heads = 2, .head_dim = 64, .vocab = 151936, .max_pos = 40960,
