@@ -631,12 +631,15 @@ AVX2_FN static void attend_scores(const float *q, const float *k, int64_t ld, in
     }
 }
 
-/* out[D] = Σ_j p[j] · v_j, 32 columns (four registers) per pass over V. */
+/* out[D] += Σ_j p[j] · v_j, 32 columns (four registers) per pass over V; the
+ * sums run over j in order from out's values, so blocks of keys taken one
+ * after another give the bits of one pass over all of them. */
 AVX2_FN static void attend_values(const float *p, const float *v, int64_t ld, int L, int D, float *out)
 {
     int c = 0;
     for (; c + 32 <= D; c += 32) {
-        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        __m256 a0 = _mm256_loadu_ps(out + c), a1 = _mm256_loadu_ps(out + c + 8);
+        __m256 a2 = _mm256_loadu_ps(out + c + 16), a3 = _mm256_loadu_ps(out + c + 24);
         for (int j = 0; j < L; j++) {
             const float *vj = v + (size_t)j * (size_t)ld + c;
             __m256 pj = _mm256_broadcast_ss(p + j);
@@ -651,36 +654,49 @@ AVX2_FN static void attend_values(const float *p, const float *v, int64_t ld, in
         _mm256_storeu_ps(out + c + 24, a3);
     }
     for (; c < D; c += 8) {
-        __m256 a0 = _mm256_setzero_ps();
+        __m256 a0 = _mm256_loadu_ps(out + c);
         for (int j = 0; j < L; j++)
             a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(p + j), _mm256_loadu_ps(v + (size_t)j * (size_t)ld + c), a0);
         _mm256_storeu_ps(out + c, a0);
     }
 }
 
+/* Keys per block: the g query heads of a group take their scores, then their
+ * weighted values, one block at a time, so the block's K or V rows (16 KiB
+ * at D = 128) are read from memory once and from L1 by the other heads. */
+#define ATTEND_BLOCK 32
+
 void kern_attend_one(const float *q, int g, const float *k, const float *v, int64_t ld, int L, int D, float scale,
                      float *scores, float *out)
 {
-    int vec = D % 8 == 0 && use_avx2();
+    if (D % 8 == 0 && use_avx2()) {
+        for (int j0 = 0; j0 < L; j0 += ATTEND_BLOCK) {
+            int n = TM_MIN(ATTEND_BLOCK, L - j0);
+            for (int h = 0; h < g; h++)
+                attend_scores(q + (size_t)h * (size_t)D, k + (size_t)j0 * (size_t)ld, ld, n, D, scale,
+                              scores + (size_t)h * (size_t)L + j0);
+        }
+        for (int h = 0; h < g; h++) kern_softmax(scores + (size_t)h * (size_t)L, L);
+        memset(out, 0, sizeof(float) * (size_t)g * (size_t)D);
+        for (int j0 = 0; j0 < L; j0 += ATTEND_BLOCK) {
+            int n = TM_MIN(ATTEND_BLOCK, L - j0);
+            for (int h = 0; h < g; h++)
+                attend_values(scores + (size_t)h * (size_t)L + j0, v + (size_t)j0 * (size_t)ld, ld, n, D,
+                              out + (size_t)h * (size_t)D);
+        }
+        return;
+    }
     for (int h = 0; h < g; h++) {
         const float *qh = q + (size_t)h * (size_t)D;
         float *sc = scores + (size_t)h * (size_t)L, *oh = out + (size_t)h * (size_t)D;
-        if (vec) {
-            attend_scores(qh, k, ld, L, D, scale, sc);
-        } else {
-            for (int j = 0; j < L; j++) {
-                float d = 0.f;
-                for (int i = 0; i < D; i++) d += qh[i] * k[(size_t)j * (size_t)ld + (size_t)i];
-                sc[j] = d * scale;
-            }
+        for (int j = 0; j < L; j++) {
+            float d = 0.f;
+            for (int i = 0; i < D; i++) d += qh[i] * k[(size_t)j * (size_t)ld + (size_t)i];
+            sc[j] = d * scale;
         }
         kern_softmax(sc, L);
-        if (vec) {
-            attend_values(sc, v, ld, L, D, oh);
-        } else {
-            memset(oh, 0, sizeof(float) * (size_t)D);
-            for (int j = 0; j < L; j++) kern_axpy(oh, sc[j], v + (size_t)j * (size_t)ld, D);
-        }
+        memset(oh, 0, sizeof(float) * (size_t)D);
+        for (int j = 0; j < L; j++) kern_axpy(oh, sc[j], v + (size_t)j * (size_t)ld, D);
     }
 }
 

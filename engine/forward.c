@@ -312,6 +312,38 @@ static void attn_items(void *arg, int64_t slot, int64_t slot_end)
     }
 }
 
+/* x[t] += add[t] (when add is given), then out[t] = rmsnorm(x[t]) · norm
+ * (when out is given), for the T rows of [T, H]: the residual and norm steps
+ * between the passes, over the pool when the batch is large.  Per element
+ * the same arithmetic at any thread count. */
+typedef struct {
+    float *x, *out;
+    const float *add, *norm;
+    int H;
+    float eps;
+} add_norm_task;
+
+static void add_norm_rows(void *arg, int64_t t0, int64_t t1)
+{
+    const add_norm_task *a = arg;
+    size_t H = (size_t)a->H;
+    for (int64_t t = t0; t < t1; t++) {
+        float *x = a->x + (size_t)t * H;
+        if (a->add)
+            for (size_t i = 0; i < H; i++) x[i] += a->add[(size_t)t * H + i];
+        if (a->out) kern_rmsnorm(a->out + (size_t)t * H, x, a->norm, a->H, a->eps);
+    }
+}
+
+#define ADD_NORM_PAR_MIN ((int64_t)1 << 16) /* elements: below, one thread (decode) */
+
+static void add_norm(float *x, const float *add, float *out, const float *norm, int T, int H, float eps)
+{
+    add_norm_task a = {x, out, add, norm, H, eps};
+    if (kern_threads() > 1 && (int64_t)T * H >= ADD_NORM_PAR_MIN) kern_parallel_for(T, 1, add_norm_rows, &a);
+    else add_norm_rows(&a, 0, T);
+}
+
 static void attention(const tm_model *m, tm_state *s, int l, int T)
 {
     const tm_config *c = &m->cfg;
@@ -319,7 +351,7 @@ static void attention(const tm_model *m, tm_state *s, int l, int T)
     int H = c->hidden_size, kvd = c->num_kv_heads * c->head_dim;
     size_t layer_stride = (size_t)s->n_seq * s->max_ctx * kvd;
 
-    for (int t = 0; t < T; t++) kern_rmsnorm(s->xn + (size_t)t * H, s->x + (size_t)t * H, ly->attn_norm, H, c->rms_norm_eps);
+    add_norm(s->x, NULL, s->xn, ly->attn_norm, T, H, c->rms_norm_eps);
     kern_matmul(&ly->wq, s->xn, T, s->q);
     kern_matmul(&ly->wk, s->xn, T, s->k);
     kern_matmul(&ly->wv, s->xn, T, s->v);
@@ -334,7 +366,9 @@ static void attention(const tm_model *m, tm_state *s, int l, int T)
     if (keys * 2 * c->num_heads * c->head_dim >= ATT_PAR_MIN && slots > 1) kern_parallel_for(slots, 1, attn_items, &a);
     else attn_items(&a, 0, 1);
     kern_matmul(&ly->wo, s->att, T, s->xn); /* xn reused as the projection output */
-    for (size_t i = 0; i < (size_t)T * H; i++) s->x[i] += s->xn[i];
+    /* the residual, then the feed-forward norm into xn (in place: each row's
+     * projection is added before its norm overwrites it) */
+    add_norm(s->x, s->xn, s->xn, ly->ffn_norm, T, H, c->rms_norm_eps);
 }
 
 /* ---- the forward pass -------------------------------------------------------- */
@@ -353,8 +387,7 @@ static tm_status run(const tm_model *m, tm_state *s, const int32_t *ids, int T, 
     for (int l = 0; l < c->num_layers; l++) {
         const tm_layer *ly = &m->layers[l];
         double ta = tm_now();
-        attention(m, s, l, T);
-        for (int t = 0; t < T; t++) kern_rmsnorm(s->xn + (size_t)t * H, s->x + (size_t)t * H, ly->ffn_norm, H, c->rms_norm_eps);
+        attention(m, s, l, T); /* leaves the feed-forward norm of x in xn */
         double tb = tm_now();
         s->t_attn += tb - ta;
         memset(s->moe_out, 0, sizeof(float) * (size_t)T * H);
@@ -381,7 +414,7 @@ static tm_status run(const tm_model *m, tm_state *s, const int32_t *ids, int T, 
             expert_forward(&ly->dense, s->xn, T, s->moe_out, s->mlp_scratch);
             s->t_moe += tm_now() - tb;
         }
-        for (size_t i = 0; i < (size_t)T * H; i++) s->x[i] += s->moe_out[i];
+        add_norm(s->x, s->moe_out, NULL, NULL, T, H, 0.0f);
         if (s->on_hidden) s->on_hidden(s->observer_ctx, l, s->x, T);
     }
     double th = tm_now();
