@@ -106,13 +106,55 @@ static uint16_t *packed(const expert_group *g, uint16_t *buf, int e, int64_t col
     return buf + (size_t)g->blk[e] * kern_amx_packed_len(16, cols);
 }
 
-/* Pass 0 (AMX only): columns [c0, c1) of every active expert's x rows packed. */
-static void pack_amx(void *arg, int64_t c0, int64_t c1)
+/* Expert e's gate and up rows [i0, i1), silu(gate)·up into a (and into h
+ * or the packed hb for the down pass). */
+static void gate_up_expert(const expert_group *g, int e, int64_t i0, int64_t i1)
 {
-    const expert_group *g = arg;
-    for (int a = 0; a < g->n_active; a++) {
-        int e = g->active[a], p0 = g->count[e];
-        kern_amx_pack(g->xrow + p0, g->count[e + 1] - p0, g->hidden, c0, c1, packed(g, g->xb, e, g->hidden));
+    size_t I = (size_t)g->inter;
+    int p0 = g->count[e], n = g->count[e + 1] - p0;
+    const tm_expert *ex = &g->experts[e];
+    float *ga = g->a + (size_t)p0 * I, *u = g->u + (size_t)p0 * I; /* [n, inter] */
+    if (g->amx) {
+        const uint16_t *xb = packed(g, g->xb, e, g->hidden);
+        kern_matmul_rows_amx(&ex->gate, xb, n, ga, (int64_t)I, i0, i1);
+        kern_matmul_rows_amx(&ex->up, xb, n, u, (int64_t)I, i0, i1);
+    } else if (g->eo) {
+        kern_matmul_rows_eo(&ex->gate, g->xrow + p0, n, ga, (int64_t)I, i0, i1);
+        kern_matmul_rows_eo(&ex->up, g->xrow + p0, n, u, (int64_t)I, i0, i1);
+    } else {
+        kern_matmul_rows(&ex->gate, g->xrow + p0, n, ga, (int64_t)I, i0, i1);
+        kern_matmul_rows(&ex->up, g->xrow + p0, n, u, (int64_t)I, i0, i1);
+    }
+    for (int p = 0; p < n; p++) {
+        float *ar = ga + (size_t)p * I;
+        kern_silu_mul(ar + i0, u + (size_t)p * I + i0, (int)(i1 - i0));
+        if (g->eo) {
+            float *hr = g->h + (size_t)(p0 + p) * I;
+            for (int64_t r = i0; r < i1; r++) hr[kern_eo_pos(r)] = ar[r];
+        }
+    }
+    if (g->amx) kern_amx_pack(g->hrow + p0, n, (int64_t)I, i0, i1, packed(g, g->hb, e, (int64_t)I));
+}
+
+/* Expert e's down rows [i0, i1) into y. */
+static void down_expert(const expert_group *g, int e, int64_t i0, int64_t i1)
+{
+    size_t H = (size_t)g->hidden;
+    int p0 = g->count[e], n = g->count[e + 1] - p0;
+    float *y = g->y + (size_t)p0 * H; /* [n, hidden] */
+    if (g->amx) kern_matmul_rows_amx(&g->experts[e].down, packed(g, g->hb, e, g->inter), n, y, (int64_t)H, i0, i1);
+    else if (g->eo) kern_matmul_rows_eo(&g->experts[e].down, g->hrow + p0, n, y, (int64_t)H, i0, i1);
+    else kern_matmul_rows(&g->experts[e].down, g->hrow + p0, n, y, (int64_t)H, i0, i1);
+}
+
+/* Columns [i0, i1) of out += w·y of expert e's pairs. */
+static void combine_expert(const expert_group *g, int e, int64_t i0, int64_t i1)
+{
+    size_t H = (size_t)g->hidden;
+    int p0 = g->count[e], n = g->count[e + 1] - p0;
+    for (int p = 0; p < n; p++) {
+        int i = g->pair[p0 + p];
+        kern_axpy(g->out + (size_t)(i / g->k) * H + i0, g->w[i], g->y + (size_t)(p0 + p) * H + i0, (int)(i1 - i0));
     }
 }
 
@@ -120,32 +162,7 @@ static void pack_amx(void *arg, int64_t c0, int64_t c1)
 static void gate_up_rows(void *arg, int64_t i0, int64_t i1)
 {
     const expert_group *g = arg;
-    size_t I = (size_t)g->inter;
-    for (int a = 0; a < g->n_active; a++) {
-        int e = g->active[a], p0 = g->count[e], n = g->count[e + 1] - p0;
-        const tm_expert *ex = &g->experts[e];
-        float *ga = g->a + (size_t)p0 * I, *u = g->u + (size_t)p0 * I; /* [n, inter] */
-        if (g->amx) {
-            const uint16_t *xb = packed(g, g->xb, e, g->hidden);
-            kern_matmul_rows_amx(&ex->gate, xb, n, ga, (int64_t)I, i0, i1);
-            kern_matmul_rows_amx(&ex->up, xb, n, u, (int64_t)I, i0, i1);
-        } else if (g->eo) {
-            kern_matmul_rows_eo(&ex->gate, g->xrow + p0, n, ga, (int64_t)I, i0, i1);
-            kern_matmul_rows_eo(&ex->up, g->xrow + p0, n, u, (int64_t)I, i0, i1);
-        } else {
-            kern_matmul_rows(&ex->gate, g->xrow + p0, n, ga, (int64_t)I, i0, i1);
-            kern_matmul_rows(&ex->up, g->xrow + p0, n, u, (int64_t)I, i0, i1);
-        }
-        for (int p = 0; p < n; p++) {
-            float *ar = ga + (size_t)p * I;
-            kern_silu_mul(ar + i0, u + (size_t)p * I + i0, (int)(i1 - i0));
-            if (g->eo) {
-                float *hr = g->h + (size_t)(p0 + p) * I;
-                for (int64_t r = i0; r < i1; r++) hr[kern_eo_pos(r)] = ar[r];
-            }
-        }
-        if (g->amx) kern_amx_pack(g->hrow + p0, n, (int64_t)I, i0, i1, packed(g, g->hb, e, (int64_t)I));
-    }
+    for (int a = 0; a < g->n_active; a++) gate_up_expert(g, g->active[a], i0, i1);
 }
 
 /* Pass 2 over hidden rows [i0, i1): the down products, then this block's
@@ -153,18 +170,59 @@ static void gate_up_rows(void *arg, int64_t i0, int64_t i1)
 static void down_rows(void *arg, int64_t i0, int64_t i1)
 {
     const expert_group *g = arg;
-    size_t H = (size_t)g->hidden;
     for (int a = 0; a < g->n_active; a++) {
-        int e = g->active[a], p0 = g->count[e], n = g->count[e + 1] - p0;
-        float *y = g->y + (size_t)p0 * H; /* [n, hidden] */
-        if (g->amx) kern_matmul_rows_amx(&g->experts[e].down, packed(g, g->hb, e, g->inter), n, y, (int64_t)H, i0, i1);
-        else if (g->eo) kern_matmul_rows_eo(&g->experts[e].down, g->hrow + p0, n, y, (int64_t)H, i0, i1);
-        else kern_matmul_rows(&g->experts[e].down, g->hrow + p0, n, y, (int64_t)H, i0, i1);
-        for (int p = 0; p < n; p++) {
-            int i = g->pair[p0 + p];
-            kern_axpy(g->out + (size_t)(i / g->k) * H + i0, g->w[i], y + (size_t)p * H + i0, (int)(i1 - i0));
-        }
+        down_expert(g, g->active[a], i0, i1);
+        combine_expert(g, g->active[a], i0, i1);
     }
+}
+
+/* ---- the AMX passes: tiles of one expert's rows ---------------------------------
+ * A tile is EXPERT_TILE_ROWS rows of one expert's matrices, taken by the
+ * threads from a shared counter.  Its thread reads that expert's packed
+ * activations once into L2 and reuses them for every 64 rows, where a split
+ * of every expert's rows over all threads has each thread read every
+ * expert's activations (several times a layer's weights at 512 tokens). */
+
+/* Pass 0: every column of active expert a's x rows packed. */
+static void pack_amx(void *arg, int64_t a0, int64_t a1)
+{
+    const expert_group *g = arg;
+    for (int64_t a = a0; a < a1; a++) {
+        int e = g->active[a], p0 = g->count[e];
+        kern_amx_pack(g->xrow + p0, g->count[e + 1] - p0, g->hidden, 0, g->hidden, packed(g, g->xb, e, g->hidden));
+    }
+}
+
+static void tiles_run(expert_group *g, int64_t rows, void (*fn)(const expert_group *, int, int64_t, int64_t))
+{
+    int per = (int)((rows + EXPERT_TILE_ROWS - 1) / EXPERT_TILE_ROWS);
+    for (int i; (i = atomic_fetch_add_explicit(&g->next_tile, 1, memory_order_relaxed)) < g->n_active * per;) {
+        int64_t r0 = (int64_t)(i % per) * EXPERT_TILE_ROWS;
+        fn(g, g->active[i / per], r0, TM_MIN(rows, r0 + EXPERT_TILE_ROWS));
+    }
+}
+
+/* The pool calls these once per thread; each takes tiles until none is left. */
+static void gate_up_tiles(void *arg, int64_t s0, int64_t s1)
+{
+    (void)s0, (void)s1;
+    expert_group *g = arg;
+    tiles_run(g, g->inter, gate_up_expert);
+}
+
+static void down_tiles(void *arg, int64_t s0, int64_t s1)
+{
+    (void)s0, (void)s1;
+    expert_group *g = arg;
+    tiles_run(g, g->hidden, down_expert);
+}
+
+/* Pass 3: columns [i0, i1) of out, experts in ascending id (the order of
+ * down_rows, so both paths add alike). */
+static void combine_rows(void *arg, int64_t i0, int64_t i1)
+{
+    const expert_group *g = arg;
+    for (int a = 0; a < g->n_active; a++) combine_expert(g, g->active[a], i0, i1);
 }
 
 void expert_group_run(expert_group *g, const tm_expert *experts, const float *x, int T, const int32_t *ids,
@@ -241,15 +299,25 @@ void expert_group_run(expert_group *g, const tm_expert *experts, const float *x,
     g->w = w;
     g->k = k;
     g->out = out;
-    if (n_pairs && bytes < g->par_min_bytes) {
+    if (n_pairs && g->amx) {
+        int par = bytes >= g->par_min_bytes && kern_threads() > 1;
+        if (par) kern_parallel_for(g->n_active, 1, pack_amx, g);
+        else pack_amx(g, 0, g->n_active);
+        atomic_store_explicit(&g->next_tile, 0, memory_order_relaxed);
+        if (par) kern_parallel_for(kern_threads(), 1, gate_up_tiles, g);
+        else gate_up_tiles(g, 0, 1);
+        atomic_store_explicit(&g->next_tile, 0, memory_order_relaxed);
+        if (par) kern_parallel_for(kern_threads(), 1, down_tiles, g);
+        else down_tiles(g, 0, 1);
+        if (par) kern_parallel_for(g->hidden, row_align(g->hidden), combine_rows, g);
+        else combine_rows(g, 0, g->hidden);
+    } else if (n_pairs && bytes < g->par_min_bytes) {
         if (g->eo) pack_rows(g, 0, T);
-        if (g->amx) pack_amx(g, 0, g->hidden);
         gate_up_rows(g, 0, g->inter);
         down_rows(g, 0, g->hidden);
     } else if (n_pairs) {
         if (g->eo && (int64_t)T * g->hidden >= ((int64_t)1 << 16)) kern_parallel_for(T, 1, pack_rows, g);
         else if (g->eo) pack_rows(g, 0, T);
-        if (g->amx) kern_parallel_for(g->hidden, 32, pack_amx, g);
         kern_parallel_for(g->inter, row_align(g->inter), gate_up_rows, g);
         kern_parallel_for(g->hidden, row_align(g->hidden), down_rows, g);
     }

@@ -9,6 +9,8 @@
 
 #include "dtype.h"
 
+#include <stdatomic.h>
+
 typedef struct {
     tm_mat gate; /* [inter, hidden] */
     tm_mat up;   /* [inter, hidden] */
@@ -40,8 +42,11 @@ void expert_forward(const tm_expert *e, const float *x, int n, float *y, float *
  * activations are kept in the even/odd layout of kernels.h, whose product
  * widens the weights with half the instructions.  Where the CPU has AMX and
  * the experts have enough tokens each, the products run on AMX tiles
- * instead: a pass 0 packs each expert's tokens for the tiles (threads split
- * the columns), pass 1 packs silu(gate)·up the same way for pass 2. */
+ * instead, and the threads take whole experts' row blocks (EXPERT_TILE_ROWS)
+ * rather than a block of every expert's rows: pass 0 packs each expert's
+ * tokens for the tiles, pass 1 (gate, up) packs silu(gate)·up for pass 2
+ * (down, into y), and a pass 3 adds w·y into out over blocks of columns,
+ * experts in ascending id as in the other paths. */
 /* What an expert phase read and computed: bytes of the distinct experts'
  * weights per layer call, 6·hidden·inter flops per pair. */
 typedef struct {
@@ -67,6 +72,7 @@ typedef struct {
     size_t xb_cap, hb_cap; /* bf16 values xb and hb hold */
     uint16_t *xb;        /* each active expert's x rows packed for the tiles (kern_amx_pack) */
     uint16_t *hb;        /* the same for silu(gate)·up, the down projections' input */
+    atomic_int next_tile; /* AMX passes: the next tile to take (expert.c) */
     const float **xrow;  /* [cap] input row of each grouped pair (x, or xp when eo) */
     const float **hrow;  /* [cap] its input row of the down projection (a, or h when eo) */
     float *a;            /* [cap, inter] f32: gate products, then silu(gate)·up */
@@ -95,6 +101,11 @@ typedef struct {
  * 128- and 512-token prefills (11 and 38 tokens per active expert) and added
  * 22% to batch-16 decode steps (under 2 per expert). */
 #define EXPERT_GROUP_EO_MIN_TOKENS 8
+
+/* Rows of one expert per tile of the AMX passes: 256 rows × 2048 columns of
+ * BF16 are 1 MiB, so a layer's 128 experts make 384 gate/up tiles and 1024
+ * down tiles to balance over the threads. */
+#define EXPERT_TILE_ROWS 256
 
 /* AMX from 8 pairs per active expert: below that the tiles' 16-token blocks
  * are mostly padding and the AVX-512 product was faster on one core. */

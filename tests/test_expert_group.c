@@ -344,6 +344,7 @@ static void test_group_bf16(void)
         check_group(TM_DT_BF16, 129, 33, 9, amx); /* odd sizes: the kernels' column tails, partial row blocks */
         check_group(TM_DT_BF16, 64, 128, 6, amx); /* 16-row blocks at every thread count tried; even/odd or AMX */
         check_group(TM_DT_BF16, 96, 32, 5, amx);  /* 32 rows over 3-4 threads: AMX tiles that start early */
+        check_group(TM_DT_BF16, 288, 544, 4, amx); /* several EXPERT_TILE_ROWS tiles per matrix, the last partial */
     }
 }
 
