@@ -76,15 +76,8 @@ void dist_ctx_grow(dist_ctx *c, int T)
     c->rows_of = tm_malloc((size_t)c->size * cap * sizeof(int));
     if (!c->distributed) return;
     if (c->local_experts) {
-        size_t rh = (size_t)cap * c->H;
-        free(c->lslot);
-        free(c->lgather);
-        free(c->ly);
-        free(c->lscratch);
-        c->lslot = tm_malloc((size_t)cap * c->K * sizeof(int));
-        c->lgather = tm_malloc(rh * sizeof(float));
-        c->ly = tm_malloc(rh * sizeof(float));
-        c->lscratch = tm_malloc((size_t)cap * 2 * TM_MAX(c->m->cfg.moe_intermediate_size, 1) * sizeof(float));
+        free(c->lids);
+        c->lids = tm_malloc((size_t)cap * c->K * sizeof(int32_t));
     }
     for (int r = 1; r < c->size; r++) {
         free(c->send[r]);
@@ -114,9 +107,8 @@ void dist_ctx_free(dist_ctx *c)
     free(c->req);
     free(c->sts);
     free(c->seq);
-    free(c->lcount);
-    free(c->lslot);
-    free(c->lgather);
+    if (c->local_experts) expert_group_free(&c->lgrp);
+    free(c->lids);
     free(c->ly);
     free(c->lscratch);
     free(c->ov_hist);
@@ -363,9 +355,9 @@ static void compute_local_one(dist_ctx *c, int layer, const float *x, const int3
     for (int i = 0; i < n; i++) kern_axpy(out, w[j_of[i]], c->ly + (size_t)i * H, H);
 }
 
-/* Rank 0's share: its (token, slot) pairs grouped by expert, each expert
- * once over all of its tokens, experts ascending, added straight into `out`
- * (zero on entry), so rank 0's rows come first in the fixed combine order.
+/* Rank 0's share: the grouped expert path over its (token, slot) pairs,
+ * the others' ids masked to -1, added straight into `out` (zero on entry)
+ * in the path's fixed order, so rank 0's rows come first in the combine.
  * Runs after the sends, while the workers compute theirs. */
 static void compute_local(dist_ctx *c, int layer, const float *x, int T, const int32_t *ids, const float *w, int k,
                           float *out)
@@ -374,27 +366,8 @@ static void compute_local(dist_ctx *c, int layer, const float *x, int T, const i
         compute_local_one(c, layer, x, ids, w, k, out);
         return;
     }
-    const int E = c->E, H = c->H;
-    int *count = c->lcount, *slot = c->lslot;
-    memset(count, 0, sizeof(int) * (size_t)(E + 1));
-    for (int i = 0; i < T * k; i++)
-        if (c->dest[i] == 0) count[ids[i] + 1]++;
-    for (int e = 0; e < E; e++) count[e + 1] += count[e];
-    for (int i = 0; i < T * k; i++)
-        if (c->dest[i] == 0) slot[count[ids[i]]++] = i;
-    for (int e = E; e > 0; e--) count[e] = count[e - 1];
-    count[0] = 0;
-    const tm_layer *ly = &c->m->layers[layer];
-    for (int e = 0; e < E; e++) {
-        int n = count[e + 1] - count[e];
-        if (!n) continue;
-        const int *sl = slot + count[e];
-        for (int r = 0; r < n; r++)
-            memcpy(c->lgather + (size_t)r * H, x + (size_t)(sl[r] / k) * H, sizeof(float) * (size_t)H);
-        expert_forward(&ly->experts[e], c->lgather, n, c->ly, c->lscratch);
-        for (int r = 0; r < n; r++)
-            kern_axpy(out + (size_t)(sl[r] / k) * H, w[sl[r]], c->ly + (size_t)r * H, H);
-    }
+    for (int i = 0; i < T * k; i++) c->lids[i] = c->dest[i] == 0 ? ids[i] : -1;
+    expert_group_run(&c->lgrp, c->m->layers[layer].experts, x, T, c->lids, w, k, out);
 }
 
 /* Checks every RESULT header against what was asked and adds the rows in

@@ -7,6 +7,7 @@
 
 #define TM_DIST_INTERNAL
 #include "dist.h"
+#include "expert.h"
 #include "model.h"
 #include "placement.h"
 
@@ -51,13 +52,12 @@ typedef struct {
     MPI_Status *sts;  /* [2 * size] */
     uint32_t *seq;    /* [size] next sequence number per worker */
     /* rank 0's own experts (a coordinator share; 0: none), computed like a
-     * worker's: grouped by expert, experts ascending */
+     * worker's: the grouped path over its pairs (core/expert.h) */
     int local_experts;
-    int *lcount;      /* [E + 1] */
-    int *lslot;       /* [cap_T * K] (token * k + slot) grouped by expert */
-    float *lgather;   /* [cap_T, H] f32 */
-    float *ly;        /* [cap_T, H] f32 */
-    float *lscratch;  /* [cap_T, 2 * moe_inter] f32 */
+    expert_group lgrp; /* when local_experts */
+    int32_t *lids;    /* [cap_T * K] ids of rank 0's pairs, -1 for the others */
+    float *ly;        /* [K, H] f32: one token's expert outputs */
+    float *lscratch;  /* [K, 2 * moe_inter] f32 */
     uint64_t *tok_counter; /* [L] tokens seen per layer: spreads replicas */
 
     /* steps */

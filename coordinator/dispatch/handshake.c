@@ -96,7 +96,12 @@ static void check_own_experts(dist_ctx *c)
     c->local_experts = n;
     c->info[0].experts = n;
     c->info[0].weight_bytes = place_rank_bytes(&c->pm, 0);
-    if (n) c->lcount = tm_calloc((size_t)c->E + 1, sizeof(int));
+    if (n) {
+        const tm_config *cfg = &m->cfg;
+        expert_group_init(&c->lgrp, c->E, c->H, cfg->moe_intermediate_size, c->K);
+        c->ly = tm_malloc((size_t)c->K * (size_t)c->H * sizeof(float));
+        c->lscratch = tm_malloc((size_t)c->K * 2 * (size_t)TM_MAX(cfg->moe_intermediate_size, 1) * sizeof(float));
+    }
 }
 
 tm_status dist_coordinator_start(const tm_model *m, const dist_params *p, int size, moe_backend *be, tm_err *err)
