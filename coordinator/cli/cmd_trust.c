@@ -280,6 +280,7 @@ static int run_passes(const char *cmd, int argc, char **argv, int train)
     int W = TM_MIN(to.window, c->max_position_embeddings);
     if ((st = state_init(&s, &m, W, W, &err))) goto out;
     have_state = 1;
+    to.db_create = train; /* train starts a database at a new path; eval reads one */
     if ((st = trust_run_open(&r, &to, &m, &err))) goto out;
     have_run = 1;
     r.quiet = 1; /* one request per window: too many to print */
@@ -588,15 +589,6 @@ out:
 
 /* show, check and dump only read: opening a missing path would create an
  * empty database and report on nothing. */
-static tm_status db_must_exist(const char *path, tm_err *err)
-{
-    if (!*path) return tm_errf(err, TM_EINPUT, "--trust-db: empty path (name a database file)");
-    if (access(path, F_OK) != 0)
-        return tm_errf(err, TM_EINPUT, "--trust-db %s: no such database (trust fit-contexts or train creates one)",
-                       path);
-    return TM_OK;
-}
-
 static int show(int argc, char **argv)
 {
     const char *cmd = "trust show";
@@ -606,7 +598,7 @@ static int show(int argc, char **argv)
     tm_status st = trust_opts_take(&argc, argv, &to, &err);
     if (!st && argc > 1) st = tm_errf(&err, TM_EINPUT, "unknown option '%s'", argv[1]);
     if (!st && !to.db_path) st = tm_errf(&err, TM_EINPUT, "--trust-db PATH is required");
-    if (!st) st = db_must_exist(to.db_path, &err);
+    if (!st) st = trust_db_must_exist(to.db_path, &err);
     if (st) return cli_fail(cmd, &err, st);
     trust_db db;
     trust_db_params dp = trust_db_default_params();
@@ -647,7 +639,7 @@ static int open_db_only(const char *cmd, int argc, char **argv, trust_db *db)
     tm_status st = trust_opts_take(&argc, argv, &to, &err);
     if (!st && argc > 1) st = tm_errf(&err, TM_EINPUT, "unknown option '%s'", argv[1]);
     if (!st && !to.db_path) st = tm_errf(&err, TM_EINPUT, "--trust-db PATH is required");
-    if (!st) st = db_must_exist(to.db_path, &err);
+    if (!st) st = trust_db_must_exist(to.db_path, &err);
     trust_db_params dp = trust_db_default_params();
     dp.read_only = 1;
     if (!st) st = trust_db_open(db, to.db_path, &dp, &err);

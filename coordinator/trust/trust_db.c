@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <time.h>
 
 #define TRUST_DB_MAX_CONTEXTS 4096               /* as trust fit-contexts --contexts */
@@ -137,6 +138,15 @@ static tm_status prepare(trust_db *db, sqlite3_stmt **s, const char *sql, tm_err
     if (sqlite3_prepare_v3(db->db, sql, -1, SQLITE_PREPARE_PERSISTENT, s, NULL) == SQLITE_OK)
         return TM_OK;
     return sql_fail(db, err, "prepare statement");
+}
+
+tm_status trust_db_must_exist(const char *path, tm_err *err)
+{
+    if (!*path) return tm_errf(err, TM_EINPUT, "--trust-db: empty path (name a database file)");
+    if (access(path, F_OK) != 0)
+        return tm_errf(err, TM_EINPUT, "--trust-db %s: no such database (trust fit-contexts or train creates one)",
+                       path);
+    return TM_OK;
 }
 
 tm_status trust_db_open(trust_db *db, const char *path, const trust_db_params *p, tm_err *err)

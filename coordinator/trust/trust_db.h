@@ -81,6 +81,9 @@ typedef struct {
 /* Every number read back is input: a row out of range, a non-finite value or
  * a file that is not a database gives TM_EINPUT naming the file and row. */
 tm_status trust_db_open(trust_db *db, const char *path, const trust_db_params *p, tm_err *err);
+/* TM_OK when path names an existing file; else an error that says which
+ * commands create a database (a mistyped path must not start an empty one). */
+tm_status trust_db_must_exist(const char *path, tm_err *err);
 void trust_db_close(trust_db *db);
 
 /* The schema version stored in the file (PRAGMA user_version). */

@@ -198,6 +198,7 @@ tm_status trust_run_open(trust_run *r, const trust_opts *o, const tm_model *m, t
     if (o->db_path) {
         trust_db_params dp = trust_db_default_params();
         dp.ema_rate = o->ema_rate;
+        if (!o->db_create && (st = trust_db_must_exist(o->db_path, err))) goto fail;
         if ((st = trust_db_open(&r->db, o->db_path, &dp, err))) goto fail;
         r->have_db = 1;
         if ((st = trust_db_load_contexts(&r->db, r->model_id, &r->ctx, &r->have_ctx, err))) goto fail;

@@ -34,6 +34,8 @@
 
 typedef struct {
     const char *db_path;      /* --trust-db PATH                               */
+    int db_create;            /* a missing PATH starts a new database (trust
+                                 train); else it is an error                  */
     trust_select_mode mode;   /* --select router|blend|trust-first             */
     float alpha;              /* --alpha A                                     */
     int min_evidence;         /* --min-evidence N                              */

@@ -37,6 +37,10 @@ run $T mkmodel --preset tiny -o "$W/empty"
 for sub in show check dump; do
     err2 "trust $sub refuses a missing database" "no such database" -- $T trust $sub --trust-db "$W/none.db"
 done
+# so do the commands that select with trust (a mistyped path must not start an empty database)
+printf '1,2,3,4,5,6,7,8\n' >"$W/tiny.corpus"
+err2 "generate refuses a missing database" "no such database" -- $T generate -m $FIX --ids 1,2,3 -n 2 --trust-db "$W/none.db"
+err2 "eval refuses a missing database" "no such database" -- $T eval -m $FIX --corpus "$W/tiny.corpus" --trust-db "$W/none.db"
 [ ! -e "$W/none.db" ] && ok "no database file was created" || bad "a database file was created"
 
 # ---- 4: -n 0 generates nothing
