@@ -98,8 +98,13 @@ asan:
 	$(MAKE) BUILD=build-asan OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined" \
 	    CFLAGS="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined" test
 
-bench: $(BUILD)/trustmoe $(BENCH_BIN)
+bench: $(BUILD)/trustmoe $(BENCH_BIN) $(BUILD)/bench/netdelay
 	BUILD=$(BUILD) ./bench/run_bench.sh
+
+# the delay switch of bench/mpi_latency.sh: plain C, no project library
+$(BUILD)/bench/netdelay: bench/netdelay.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Wall -Wextra -o $@ $<
 
 # Open MPI's mpicc compiles with clang when OMPI_CC says so
 fuzz-build:
