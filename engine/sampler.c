@@ -260,3 +260,13 @@ size_t sampler_stop_holdback(const sampler_params *p, const char *text, size_t l
     }
     return hold;
 }
+
+long sampler_stop_cut(const sampler_params *p, const char *text, size_t before, size_t len)
+{
+    if (!p->n_stop || len <= before) return -1;
+    size_t longest = 0;
+    for (int k = 0; k < p->n_stop; k++) longest = TM_MAX(longest, strlen(p->stop[k]));
+    size_t from = before > longest ? before - longest + 1 : 0;
+    long at = sampler_stop_find(p, text + from, len - from);
+    return at < 0 ? -1 : (long)from + at;
+}

@@ -57,6 +57,11 @@ int sampler_sample(sampler *s, const float *logits);
 int sampler_argmax(const float *logits, int n);
 /* The offset of the first stop string in text[0..len), or -1. */
 long sampler_stop_find(const sampler_params *p, const char *text, size_t len);
+/* After text[before, len) was appended to text[0, before), whose stop
+ * strings were already searched: the length to keep when a stop string
+ * now ends it (the text before that stop), else -1.  Only matches that reach
+ * into the new part are searched. */
+long sampler_stop_cut(const sampler_params *p, const char *text, size_t before, size_t len);
 /* How many bytes at the end of text[0..len) could begin a stop string: a
  * stream holds them back until it knows. */
 size_t sampler_stop_holdback(const sampler_params *p, const char *text, size_t len);

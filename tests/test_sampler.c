@@ -189,6 +189,15 @@ static void test_stop_strings(void)
     CU_ASSERT_EQUAL(sampler_stop_holdback(&p, "abc\n", 4), 1);
     CU_ASSERT_EQUAL(sampler_stop_holdback(&p, "abc", 3), 0);
     CU_ASSERT_EQUAL(sampler_stop_holdback(&p, "", 0), 0);
+    /* a stop string completed by the appended part, across the boundary or inside it */
+    CU_ASSERT_EQUAL(sampler_stop_cut(&p, "abcEND", 4, 6), 3);
+    CU_ASSERT_EQUAL(sampler_stop_cut(&p, "abcxEND", 4, 7), 4);
+    CU_ASSERT_EQUAL(sampler_stop_cut(&p, "abcxy", 4, 5), -1);
+    CU_ASSERT_EQUAL(sampler_stop_cut(&p, "abc", 3, 3), -1); /* nothing appended */
+    /* an earlier stop string in the part already searched is not found again */
+    CU_ASSERT_EQUAL(sampler_stop_cut(&p, "ENDxxxxxxyz", 9, 11), -1);
+    sampler_params none = sampler_default_params();
+    CU_ASSERT_EQUAL(sampler_stop_cut(&none, "abcEND", 3, 6), -1);
 }
 
 static void test_generation_config(void)

@@ -224,17 +224,12 @@ static int local_text(local_turn *t, const char *s, size_t n)
     reply *r = t->out;
     size_t before = r->len;
     reply_append(r, s, n);
-    if (sp->n_stop && r->len > before) {
-        size_t longest = 0;
-        for (int k = 0; k < sp->n_stop; k++) longest = TM_MAX(longest, strlen(sp->stop[k]));
-        size_t from = before > longest ? before - longest + 1 : 0;
-        long at = sampler_stop_find(sp, r->text + from, r->len - from);
-        if (at >= 0) {
-            r->len = from + (size_t)at;
-            r->text[r->len] = 0;
-            reply_show(r, r->len);
-            return 1;
-        }
+    long at = sampler_stop_cut(sp, r->text, before, r->len);
+    if (at >= 0) {
+        r->len = (size_t)at;
+        r->text[r->len] = 0;
+        reply_show(r, r->len);
+        return 1;
     }
     reply_show(r, r->len - sampler_stop_holdback(sp, r->text, r->len));
     return 0;

@@ -339,18 +339,11 @@ static int gen_push_text(gen_run *g, gen_seq *q, int32_t next)
     const sampler_params *sp = &g->sp;
     size_t before = q->text_len;
     if (!gen_hidden(g, next)) gen_append(q, g->piece, tok_stream_push(&q->ts, next, g->piece, g->piece_cap));
-    if (sp->n_stop && q->text_len > before) {
-        size_t longest = 0;
-        for (int k = 0; k < sp->n_stop; k++) longest = TM_MAX(longest, strlen(sp->stop[k]));
-        size_t from = before > longest ? before - longest + 1 : 0;
-        long at = sampler_stop_find(sp, q->text + from, q->text_len - from);
-        if (at >= 0) {
-            q->text_len = from + (size_t)at;
-            q->text[q->text_len] = '\0';
-            return 1;
-        }
-    }
-    return 0;
+    long at = sampler_stop_cut(sp, q->text, before, q->text_len);
+    if (at < 0) return 0;
+    q->text_len = (size_t)at;
+    q->text[q->text_len] = '\0';
+    return 1;
 }
 
 /* The rest of q's text once it is done: the stream's pending bytes (not
