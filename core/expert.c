@@ -21,6 +21,51 @@ void expert_forward(const tm_expert *e, const float *x, int n, float *y, float *
     kern_matmul(&e->down, g, n, y);
 }
 
+double expert_one_token(const tm_expert *experts, const float *x, const int32_t *ids, const float *w, int k,
+                        float *out, float *scratch)
+{
+    tm_mat gu[2 * KERN_MANY_MAX], dn[KERN_MANY_MAX];
+    const float *xs[2 * KERN_MANY_MAX];
+    float *ys[2 * KERN_MANY_MAX];
+    int j_of[KERN_MANY_MAX], n = 0;
+    TM_ASSERT(k <= KERN_MANY_MAX);
+    for (int j = 0; j < k; j++) /* the slots to run, in ascending expert id */
+        if (ids[j] >= 0) {
+            int i = n++;
+            while (i > 0 && ids[j_of[i - 1]] > ids[j]) {
+                j_of[i] = j_of[i - 1];
+                i--;
+            }
+            j_of[i] = j;
+        }
+    if (n == 0) return 0.0;
+    const int64_t inter = experts[ids[j_of[0]]].gate.rows, H = experts[ids[j_of[0]]].gate.cols;
+    float *g = scratch;                   /* [n, inter] */
+    float *u = g + (size_t)n * inter;     /* [n, inter] */
+    float *y = u + (size_t)n * inter;     /* [n, H] */
+    double bytes = 0;
+    for (int i = 0; i < n; i++) {
+        const tm_expert *ex = &experts[ids[j_of[i]]];
+        TM_ASSERT_MSG(ex->gate.data, "expert_one_token: expert not loaded");
+        gu[2 * i] = ex->gate;
+        gu[2 * i + 1] = ex->up;
+        dn[i] = ex->down;
+        xs[2 * i] = xs[2 * i + 1] = x;
+        ys[2 * i] = g + (size_t)i * inter;
+        ys[2 * i + 1] = u + (size_t)i * inter;
+        if (i == 0 || ids[j_of[i - 1]] != ids[j_of[i]]) bytes += expert_bytes(ex);
+    }
+    kern_matvec_many(2 * n, gu, xs, ys);
+    kern_silu_mul(g, u, (int)(n * inter));
+    for (int i = 0; i < n; i++) {
+        xs[i] = g + (size_t)i * inter;
+        ys[i] = y + (size_t)i * H;
+    }
+    kern_matvec_many(n, dn, xs, ys);
+    for (int i = 0; i < n; i++) kern_axpy(out, w[j_of[i]], y + (size_t)i * H, (int)H);
+    return bytes;
+}
+
 double expert_bytes(const tm_expert *e)
 {
     const tm_mat *m[3] = {&e->gate, &e->up, &e->down};

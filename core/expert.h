@@ -122,6 +122,16 @@ void expert_group_run(expert_group *g, const tm_expert *experts, const float *x,
  * ascending (t, j) order; for tests. */
 void expert_group_run_ref(const tm_expert *experts, int hidden, int inter, const float *x, int T, const int32_t *ids,
                           const float *w, int k, float *out);
+/* One token through several experts (decode at batch 1): experts[ids[j]]
+ * for each j in [0, k) with ids[j] >= 0 (-1: a slot computed elsewhere).
+ * The gate and up projections run as one pass of matrix-vector products and
+ * the down projections as a second, so the pool wakes twice instead of three
+ * times per expert; out[hidden] += w[j]·y_j in ascending expert id (slot
+ * order among equal ids), as the grouped path sums.  k <= KERN_MANY_MAX;
+ * scratch: [k, 2·inter + hidden] f32.  Returns the bytes of the distinct
+ * experts read. */
+double expert_one_token(const tm_expert *experts, const float *x, const int32_t *ids, const float *w, int k,
+                        float *out, float *scratch);
 /* Bytes of an expert's three matrices. */
 double expert_bytes(const tm_expert *e);
 

@@ -172,49 +172,9 @@ void state_reset(tm_state *s) { memset(s->seq_len, 0, sizeof(int) * (size_t)s->n
 
 /* ---- local experts --------------------------------------------------------- */
 
-/* One token (decode at batch 1): the k experts' gate and up projections run
- * as one pass of 2k matrix-vector products and their down projections as a
- * second, so the thread pool wakes twice per layer instead of 3k times. */
-static void local_one_token(const tm_model *m, tm_state *s, int layer, const float *x, const int32_t *ids,
-                            const float *w, int k, float *out)
-{
-    int H = m->cfg.hidden_size, inter = m->cfg.moe_intermediate_size;
-    tm_mat gu[2 * KERN_MANY_MAX], dn[KERN_MANY_MAX];
-    const float *xs[2 * KERN_MANY_MAX];
-    float *ys[2 * KERN_MANY_MAX];
-    if (k <= 0) return;
-    float *g = s->dec_scratch;              /* [k, inter] */
-    float *u = g + (size_t)k * inter;           /* [k, inter] */
-    float *y = u + (size_t)k * inter;           /* [k, H] */
-    for (int j = 0; j < k; j++) {
-        const tm_expert *ex = &m->layers[layer].experts[ids[j]];
-        TM_ASSERT_MSG(ex->gate.data, "local backend: expert not loaded");
-        gu[2 * j] = ex->gate;
-        gu[2 * j + 1] = ex->up;
-        dn[j] = ex->down;
-        xs[2 * j] = xs[2 * j + 1] = x;
-        ys[2 * j] = g + (size_t)j * inter;
-        ys[2 * j + 1] = u + (size_t)j * inter;
-    }
-    kern_matvec_many(2 * k, gu, xs, ys);
-    kern_silu_mul(g, u, k * inter);
-    for (int j = 0; j < k; j++) {
-        xs[j] = g + (size_t)j * inter;
-        ys[j] = y + (size_t)j * H;
-    }
-    kern_matvec_many(k, dn, xs, ys);
-    /* ascending expert id, as the grouped path sums */
-    for (int e = 0, done = 0; done < k; e++)
-        for (int j = 0, seen = 0; j < k; j++)
-            if (ids[j] == e) {
-                kern_axpy(out, w[j], y + (size_t)j * H, H);
-                if (!seen++) s->grp.stats.bytes += expert_bytes(&m->layers[layer].experts[e]);
-                done++;
-            }
-}
-
-/* A layer's batch of T > 1 tokens goes through the grouped path (expert.h):
- * two passes of the thread pool per layer, each weight row read once. */
+/* One token takes expert_one_token; a batch of T > 1 tokens the grouped
+ * path (expert.h): two passes of the thread pool per layer, each weight row
+ * read once. */
 static int local_run_layer(moe_backend *b, int layer, const float *x, int T, const int32_t *ids, const float *w,
                            int k, float *out)
 {
@@ -222,7 +182,8 @@ static int local_run_layer(moe_backend *b, int layer, const float *x, int T, con
     const tm_model *m = s->local_model;
     if (T == 1 && k <= KERN_MANY_MAX) {
         double t0 = tm_now();
-        local_one_token(m, s, layer, x, ids, w, k, out);
+        /* one pass of the pool for the gate and up products, one for the down */
+        s->grp.stats.bytes += expert_one_token(m->layers[layer].experts, x, ids, w, k, out, s->dec_scratch);
         s->grp.stats.calls++;
         s->grp.stats.pairs += (uint64_t)k;
         s->grp.stats.flops += 6.0 * k * (double)m->cfg.hidden_size * (double)m->cfg.moe_intermediate_size;

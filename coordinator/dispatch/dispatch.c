@@ -109,7 +109,6 @@ void dist_ctx_free(dist_ctx *c)
     free(c->seq);
     if (c->local_experts) expert_group_free(&c->lgrp);
     free(c->lids);
-    free(c->ly);
     free(c->lscratch);
     free(c->ov_hist);
     free(c->dest);
@@ -312,62 +311,17 @@ static void await_exchange(dist_ctx *c, int layer, int first)
     }
 }
 
-/* One token (decode at batch 1): rank 0's n experts as one pass of 2n
- * gate/up products and one of n down products, so the thread pool wakes
- * twice per layer instead of 3n times; sums in ascending expert id. */
-static void compute_local_one(dist_ctx *c, int layer, const float *x, const int32_t *ids, const float *w, int k,
-                              float *out)
-{
-    const int H = c->H, inter = c->m->cfg.moe_intermediate_size;
-    tm_mat gu[2 * KERN_MANY_MAX], dn[KERN_MANY_MAX];
-    const float *xs[2 * KERN_MANY_MAX];
-    float *ys[2 * KERN_MANY_MAX];
-    int j_of[KERN_MANY_MAX], n = 0;
-    for (int j = 0; j < k; j++) /* slots in ascending expert id */
-        if (c->dest[j] == 0) {
-            int i = n++;
-            while (i > 0 && ids[j_of[i - 1]] > ids[j]) {
-                j_of[i] = j_of[i - 1];
-                i--;
-            }
-            j_of[i] = j;
-        }
-    if (n == 0) return;
-    float *g = c->lscratch;          /* [n, inter] */
-    float *u = g + (size_t)n * inter; /* [n, inter] */
-    const tm_layer *ly = &c->m->layers[layer];
-    for (int i = 0; i < n; i++) {
-        const tm_expert *ex = &ly->experts[ids[j_of[i]]];
-        gu[2 * i] = ex->gate;
-        gu[2 * i + 1] = ex->up;
-        dn[i] = ex->down;
-        xs[2 * i] = xs[2 * i + 1] = x;
-        ys[2 * i] = g + (size_t)i * inter;
-        ys[2 * i + 1] = u + (size_t)i * inter;
-    }
-    kern_matvec_many(2 * n, gu, xs, ys);
-    kern_silu_mul(g, u, n * inter);
-    for (int i = 0; i < n; i++) {
-        xs[i] = g + (size_t)i * inter;
-        ys[i] = c->ly + (size_t)i * H;
-    }
-    kern_matvec_many(n, dn, xs, ys);
-    for (int i = 0; i < n; i++) kern_axpy(out, w[j_of[i]], c->ly + (size_t)i * H, H);
-}
-
-/* Rank 0's share: the grouped expert path over its (token, slot) pairs,
- * the others' ids masked to -1, added straight into `out` (zero on entry)
+/* Rank 0's share: its (token, slot) pairs, the others' ids masked to -1,
+ * through the code a worker and -np 1 run (expert_one_token for one token,
+ * else the grouped path), added straight into `out` (zero on entry)
  * in the path's fixed order, so rank 0's rows come first in the combine.
  * Runs after the sends, while the workers compute theirs. */
 static void compute_local(dist_ctx *c, int layer, const float *x, int T, const int32_t *ids, const float *w, int k,
                           float *out)
 {
-    if (T == 1 && k <= KERN_MANY_MAX) {
-        compute_local_one(c, layer, x, ids, w, k, out);
-        return;
-    }
     for (int i = 0; i < T * k; i++) c->lids[i] = c->dest[i] == 0 ? ids[i] : -1;
-    expert_group_run(&c->lgrp, c->m->layers[layer].experts, x, T, c->lids, w, k, out);
+    if (T == 1 && k <= KERN_MANY_MAX) expert_one_token(c->m->layers[layer].experts, x, c->lids, w, k, out, c->lscratch);
+    else expert_group_run(&c->lgrp, c->m->layers[layer].experts, x, T, c->lids, w, k, out);
 }
 
 /* Checks every RESULT header against what was asked and adds the rows in

@@ -56,8 +56,7 @@ typedef struct {
     int local_experts;
     expert_group lgrp; /* when local_experts */
     int32_t *lids;    /* [cap_T * K] ids of rank 0's pairs, -1 for the others */
-    float *ly;        /* [K, H] f32: one token's expert outputs */
-    float *lscratch;  /* [K, 2 * moe_inter] f32 */
+    float *lscratch;  /* [K, 2 * moe_inter + H] f32: expert_one_token's */
     uint64_t *tok_counter; /* [L] tokens seen per layer: spreads replicas */
 
     /* steps */

@@ -99,8 +99,8 @@ static void check_own_experts(dist_ctx *c)
     if (n) {
         const tm_config *cfg = &m->cfg;
         expert_group_init(&c->lgrp, c->E, c->H, cfg->moe_intermediate_size, c->K);
-        c->ly = tm_malloc((size_t)c->K * (size_t)c->H * sizeof(float));
-        c->lscratch = tm_malloc((size_t)c->K * 2 * (size_t)TM_MAX(cfg->moe_intermediate_size, 1) * sizeof(float));
+        c->lscratch = tm_malloc((size_t)c->K * (2 * (size_t)TM_MAX(cfg->moe_intermediate_size, 1) + (size_t)c->H) *
+                                sizeof(float));
     }
 }
 
