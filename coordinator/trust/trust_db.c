@@ -396,6 +396,31 @@ static tm_status own_end(trust_db *db, int own, tm_status st, tm_err *err)
     return trust_db_commit(db, err);
 }
 
+/* A write through one statement: its transaction (unless the caller holds
+ * one, own_begin) and the prepared statement; `what` names the write in an
+ * error.  On failure nothing is left open.  write_end finalizes, then
+ * commits, or rolls back when st says the write failed. */
+static tm_status write_begin(trust_db *db, const char *sql, const char *what, sqlite3_stmt **q, int *own,
+                             tm_err *err)
+{
+    *q = NULL;
+    tm_status st = own_begin(db, own, err);
+    if (st) return st;
+    if (sqlite3_prepare_v2(db->db, sql, -1, q, NULL) != SQLITE_OK) {
+        st = sql_fail(db, err, what);
+        sqlite3_finalize(*q);
+        *q = NULL;
+        return own_end(db, *own, st, err);
+    }
+    return TM_OK;
+}
+
+static tm_status write_end(trust_db *db, sqlite3_stmt *q, int own, tm_status st, tm_err *err)
+{
+    sqlite3_finalize(q);
+    return own_end(db, own, st, err);
+}
+
 tm_status trust_db_record(trust_db *db, const char *model, int layer, int expert, const char *ctx,
                           double q, double credit, int64_t now, trust_entry *out, tm_err *err)
 {
@@ -535,23 +560,18 @@ tm_status trust_db_get_progress(trust_db *db, const char *model, const char *run
 tm_status trust_db_add_progress(trust_db *db, const char *model, const char *run, int64_t n,
                                 tm_err *err)
 {
-    sqlite3_stmt *q = NULL;
+    sqlite3_stmt *q;
     int own;
-    tm_status st = own_begin(db, &own, err);
+    tm_status st = write_begin(db,
+                               "INSERT INTO train_progress (model, run, windows) VALUES (?1, ?2, ?3) "
+                               "ON CONFLICT (model, run) DO UPDATE SET windows = windows + ?3",
+                               "write training progress", &q, &own, err);
     if (st) return st;
-    if (sqlite3_prepare_v2(db->db,
-                           "INSERT INTO train_progress (model, run, windows) VALUES (?1, ?2, ?3) "
-                           "ON CONFLICT (model, run) DO UPDATE SET windows = windows + ?3",
-                           -1, &q, NULL) != SQLITE_OK) {
-        st = sql_fail(db, err, "write training progress");
-    } else {
-        sqlite3_bind_text(q, 1, model, -1, SQLITE_STATIC);
-        sqlite3_bind_text(q, 2, run, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(q, 3, n);
-        if (sqlite3_step(q) != SQLITE_DONE) st = sql_fail(db, err, "write training progress");
-    }
-    sqlite3_finalize(q);
-    return own_end(db, own, st, err);
+    sqlite3_bind_text(q, 1, model, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 2, run, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 3, n);
+    if (sqlite3_step(q) != SQLITE_DONE) st = sql_fail(db, err, "write training progress");
+    return write_end(db, q, own, st, err);
 }
 
 /* ---- tables and contexts -------------------------------------------------------------- */
@@ -764,44 +784,35 @@ tm_status trust_db_get_baseline(trust_db *db, const char *model, const char *ctx
 tm_status trust_db_put_baseline(trust_db *db, const char *model, const char *ctx, const trust_baseline *b,
                                 tm_err *err)
 {
-    sqlite3_stmt *q = NULL;
+    sqlite3_stmt *q;
     int own;
-    tm_status st = own_begin(db, &own, err);
+    tm_status st = write_begin(db,
+                               "INSERT OR REPLACE INTO baseline (model, context, mean, var, windows) "
+                               "VALUES (?1, ?2, ?3, ?4, ?5)",
+                               "write baseline", &q, &own, err);
     if (st) return st;
-    if (sqlite3_prepare_v2(db->db,
-                           "INSERT OR REPLACE INTO baseline (model, context, mean, var, windows) "
-                           "VALUES (?1, ?2, ?3, ?4, ?5)",
-                           -1, &q, NULL) != SQLITE_OK) {
-        st = sql_fail(db, err, "write baseline");
-    } else {
-        sqlite3_bind_text(q, 1, model, -1, SQLITE_STATIC);
-        sqlite3_bind_text(q, 2, ctx, -1, SQLITE_STATIC);
-        sqlite3_bind_double(q, 3, b->mean);
-        sqlite3_bind_double(q, 4, b->var);
-        sqlite3_bind_int64(q, 5, b->windows);
-        if (sqlite3_step(q) != SQLITE_DONE) st = sql_fail(db, err, "write baseline");
-    }
-    sqlite3_finalize(q);
-    return own_end(db, own, st, err);
+    sqlite3_bind_text(q, 1, model, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 2, ctx, -1, SQLITE_STATIC);
+    sqlite3_bind_double(q, 3, b->mean);
+    sqlite3_bind_double(q, 4, b->var);
+    sqlite3_bind_int64(q, 5, b->windows);
+    if (sqlite3_step(q) != SQLITE_DONE) st = sql_fail(db, err, "write baseline");
+    return write_end(db, q, own, st, err);
 }
 
 tm_status trust_db_add_substitute_fit(trust_db *db, const char *model, const char *ctx, int n_layers,
                                       int n_experts, const double *ee, const double *es, const double *ss,
                                       const double *weight_sum, tm_err *err)
 {
-    sqlite3_stmt *q = NULL;
+    sqlite3_stmt *q;
     int own;
-    tm_status st = own_begin(db, &own, err);
+    tm_status st = write_begin(db,
+                               "INSERT INTO substitute_fit (model, context, layer, expert, substitute, ee, es, ss, "
+                               "weight_sum) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) "
+                               "ON CONFLICT (model, context, layer, expert, substitute) DO UPDATE SET "
+                               "ee = ee + ?6, es = es + ?7, ss = ss + ?8, weight_sum = weight_sum + ?9",
+                               "write substitute fit", &q, &own, err);
     if (st) return st;
-    if (sqlite3_prepare_v2(db->db,
-                           "INSERT INTO substitute_fit (model, context, layer, expert, substitute, ee, es, ss, "
-                           "weight_sum) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) "
-                           "ON CONFLICT (model, context, layer, expert, substitute) DO UPDATE SET "
-                           "ee = ee + ?6, es = es + ?7, ss = ss + ?8, weight_sum = weight_sum + ?9",
-                           -1, &q, NULL) != SQLITE_OK) {
-        st = sql_fail(db, err, "write substitute fit");
-        goto done;
-    }
     sqlite3_bind_text(q, 1, model, -1, SQLITE_STATIC);
     sqlite3_bind_text(q, 2, ctx, -1, SQLITE_STATIC);
     for (int l = 0; l < n_layers && !st; l++)
@@ -821,9 +832,7 @@ tm_status trust_db_add_substitute_fit(trust_db *db, const char *model, const cha
                 sqlite3_reset(q);
             }
         }
-done:
-    sqlite3_finalize(q);
-    return own_end(db, own, st, err);
+    return write_end(db, q, own, st, err);
 }
 
 tm_status trust_db_load_substitutes(trust_db *db, const char *model, const char *ctx, int n_layers,
@@ -898,18 +907,14 @@ done:
 tm_status trust_db_add_pair_counts(trust_db *db, const char *model, int layer, int n_experts,
                                    const int64_t *count, tm_err *err)
 {
-    sqlite3_stmt *q = NULL;
+    sqlite3_stmt *q;
     int own;
-    tm_status st = own_begin(db, &own, err);
+    tm_status st = write_begin(db,
+                               "INSERT INTO co_activation (model, layer, expert_a, expert_b, count, quality) "
+                               "VALUES (?1, ?2, ?3, ?4, ?5, 0) ON CONFLICT (model, layer, expert_a, expert_b) "
+                               "DO UPDATE SET count = count + ?5",
+                               "write co-activation counts", &q, &own, err);
     if (st) return st;
-    if (sqlite3_prepare_v2(db->db,
-                           "INSERT INTO co_activation (model, layer, expert_a, expert_b, count, quality) "
-                           "VALUES (?1, ?2, ?3, ?4, ?5, 0) ON CONFLICT (model, layer, expert_a, expert_b) "
-                           "DO UPDATE SET count = count + ?5",
-                           -1, &q, NULL) != SQLITE_OK) {
-        st = sql_fail(db, err, "write co-activation counts");
-        goto done;
-    }
     sqlite3_bind_text(q, 1, model, -1, SQLITE_STATIC);
     sqlite3_bind_int(q, 2, layer);
     for (int a = 0; a < n_experts && !st; a++)
@@ -922,7 +927,5 @@ tm_status trust_db_add_pair_counts(trust_db *db, const char *model, int layer, i
             if (sqlite3_step(q) != SQLITE_DONE) st = sql_fail(db, err, "write co-activation counts");
             sqlite3_reset(q);
         }
-done:
-    sqlite3_finalize(q);
-    return own_end(db, own, st, err);
+    return write_end(db, q, own, st, err);
 }
