@@ -37,7 +37,9 @@ awk 'BEGIN { RS = ""; ORS = "\n\n" } NR <= 12' $M/heldout.txt >"$OUT/brown-train
 "$BIN" eval -m $M --corpus "$OUT/brown-train.txt" --window 256 --stats-json "$OUT/brown-stats.json" >/dev/null 2>&1
 balanced_from "$OUT/brown-stats.json" "$OUT/brown-load.json"
 for doc in 13 18 23; do
-    awk -v d=$doc 'BEGIN { RS = ""; ORS = "\n\n" } NR == d' $M/heldout.txt | head -c 1500 >"$OUT/brown-prompt-$doc.txt"
+    # (through a file: under pipefail, awk's SIGPIPE when head stops reading would end the script)
+    awk -v d=$doc 'BEGIN { RS = ""; ORS = "\n\n" } NR == d' $M/heldout.txt >"$OUT/brown-doc-$doc.txt"
+    head -c 1500 "$OUT/brown-doc-$doc.txt" >"$OUT/brown-prompt-$doc.txt"
 done
 for pl in contiguous round-robin balanced coactivation; do
     case $pl in

@@ -227,9 +227,9 @@ static tm_status place_balanced(place_map *pm, const char *path, int replicas, t
  * its contiguous share plus a quarter (at least one): moves free the search
  * from equal counts, which on brown-moe took the fan-out from -10% to -12%,
  * and the cap keeps a worker's memory within 25% of contiguous's.  Steps
- * only find a local optimum, so the search also runs from
- * PLACE_COACT_STARTS seeded shuffles of the start (a shuffle over the bound
- * is skipped) and keeps the best.  C[a][b] (a != b) counts tokens that
+ * only find a local optimum, so the search also runs from seeded starts
+ * (the same assignment over jittered loads, place_coact_layer) and keeps
+ * the best; a start over the bound is skipped.  C[a][b] (a != b) counts tokens that
  * chose both; C[e][e] is e's own load. */
 #define PLACE_COACT_BOUND 1.1
 #define PLACE_COACT_STARTS 16
@@ -301,47 +301,60 @@ static double place_coact_search(int E, int W, const double *C, double bound, in
     return inside;
 }
 
-static void place_coact_layer(int E, int W, const double *C, int *owner)
+/* Capacity-bounded longest-processing-time assignment: experts in order of
+ * load x (1 + jitter[e]), each to the least-loaded worker with a slot left
+ * (the contiguous share each); fills load[W]. */
+static void place_coact_lpt(int E, int W, const double *C, const double *jitter, int *order, int *cap, double *load,
+                            int *owner)
 {
-    double *load = tm_calloc((size_t)W, sizeof *load), *aff = tm_malloc((size_t)E * W * sizeof *aff);
-    int *cap = tm_calloc((size_t)W, sizeof *cap), *order = tm_malloc((size_t)E * sizeof *order);
-    int *count = tm_calloc((size_t)W, sizeof *count);
-    int *start = tm_malloc((size_t)E * sizeof *start), *cur = tm_malloc((size_t)E * sizeof *cur);
-    double total = 0;
+    for (int w = 0; w < W; w++) load[w] = 0, cap[w] = 0;
     for (int e = 0; e < E; e++) {
         cap[(int)(((int64_t)e * W) / E)]++;
         order[e] = e;
-        total += C[(size_t)e * E + e];
     }
+#define COACT_KEY(e) (C[(size_t)(e) * E + (e)] * (1.0 + jitter[e]))
     for (int i = 1; i < E; i++)
-        for (int j = i; j > 0 && C[(size_t)order[j] * E + order[j]] > C[(size_t)order[j - 1] * E + order[j - 1]]; j--) {
+        for (int j = i; j > 0 && COACT_KEY(order[j]) > COACT_KEY(order[j - 1]); j--) {
             int t = order[j];
             order[j] = order[j - 1];
             order[j - 1] = t;
         }
+#undef COACT_KEY
     for (int i = 0; i < E; i++) {
         int e = order[i], best = -1;
         for (int w = 0; w < W; w++)
             if (cap[w] > 0 && (best < 0 || load[w] < load[best])) best = w;
-        start[e] = best;
+        owner[e] = best;
         cap[best]--;
         load[best] += C[(size_t)e * E + e];
     }
+}
+
+static void place_coact_layer(int E, int W, const double *C, int *owner)
+{
+    double *load = tm_calloc((size_t)W, sizeof *load), *aff = tm_malloc((size_t)E * W * sizeof *aff);
+    double *jitter = tm_calloc((size_t)E, sizeof *jitter);
+    int *cap = tm_calloc((size_t)W, sizeof *cap), *order = tm_malloc((size_t)E * sizeof *order);
+    int *count = tm_calloc((size_t)W, sizeof *count), *cur = tm_malloc((size_t)E * sizeof *cur);
+    double total = 0;
+    for (int e = 0; e < E; e++) total += C[(size_t)e * E + e];
+    place_coact_lpt(E, W, C, jitter, order, cap, load, owner);
     double mx = 0;
     for (int w = 0; w < W; w++) mx = TM_MAX(mx, load[w]);
     const double bound = TM_MAX(PLACE_COACT_BOUND * total / W, mx);
     const int share = (E + W - 1) / W, max_count = share + TM_MAX(1, share / 4);
-    memcpy(owner, start, (size_t)E * sizeof *owner);
     double best = place_coact_search(E, W, C, bound, max_count, owner, load, count, aff);
+    /* more starts: the same assignment with the loads jittered by up to 50%,
+     * so each start is balanced like the first but groups differently;
+     * a small layer gets more of them (the search costs about E^2 per step) */
+    int starts = TM_MAX(PLACE_COACT_STARTS, 2048 / TM_MAX(E, 1));
     uint64_t rng = 0x9E3779B97F4A7C15ull;
-    for (int r = 0; r < PLACE_COACT_STARTS; r++) {
-        memcpy(cur, start, (size_t)E * sizeof *cur);
-        for (int i = E - 1; i > 0; i--) { /* Fisher-Yates over the slots: counts per worker stay */
+    for (int r = 0; r < starts; r++) {
+        for (int e = 0; e < E; e++) {
             rng = rng * 6364136223846793005ull + 1442695040888963407ull;
-            int j = (int)((rng >> 33) % (uint64_t)(i + 1)), t = cur[i];
-            cur[i] = cur[j];
-            cur[j] = t;
+            jitter[e] = 0.5 * (double)(rng >> 11) / 9007199254740992.0;
         }
+        place_coact_lpt(E, W, C, jitter, order, cap, load, cur);
         double v = place_coact_search(E, W, C, bound, max_count, cur, load, count, aff);
         if (v > best) {
             best = v;
@@ -350,10 +363,10 @@ static void place_coact_layer(int E, int W, const double *C, int *owner)
     }
     free(load);
     free(aff);
+    free(jitter);
     free(cap);
     free(count);
     free(order);
-    free(start);
     free(cur);
 }
 
