@@ -99,6 +99,11 @@ static size_t on_body(char *p, size_t size, size_t nmemb, void *ctx)
         c->body[c->body_len] = 0;
         return n;
     }
+    return chat_client_stream(c, p, n) ? n : 0;
+}
+
+int chat_client_stream(chat_client *c, const char *p, size_t n)
+{
     for (const char *q = p, *end = p + n; q < end;) {
         const char *nl = memchr(q, '\n', (size_t)(end - q));
         size_t k = (size_t)((nl ? nl : end) - q);
@@ -114,7 +119,7 @@ static size_t on_body(char *p, size_t size, size_t nmemb, void *ctx)
         c->line_len = 0;
         q = nl + 1;
     }
-    return n;
+    return 1;
 }
 
 /* libcurl's progress callback, called at least once a second: Ctrl-C aborts. */
@@ -170,7 +175,13 @@ static tm_status get_models(chat_client *c, tm_err *err)
     if (c->status != 200)
         return tm_errf(err, TM_EFAIL, "--url %s: GET /v1/models answered HTTP %ld: not an OpenAI-compatible server",
                        url, c->status);
-    cJSON *j = cJSON_ParseWithLength(c->body ? c->body : "", c->body_len);
+    return chat_client_models(c, c->body ? c->body : "", c->body_len, err);
+}
+
+tm_status chat_client_models(chat_client *c, const char *body, size_t len_bytes, tm_err *err)
+{
+    const char *url = c->o->url;
+    cJSON *j = cJSON_ParseWithLength(body, len_bytes);
     const cJSON *m0 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, "data"), 0);
     const cJSON *id = cJSON_GetObjectItemCaseSensitive(m0, "id");
     const cJSON *len = cJSON_GetObjectItemCaseSensitive(m0, "max_model_len");
@@ -281,9 +292,9 @@ static char *request_body(const chat_client *c, const char *const *role, const c
 }
 
 /* A 4xx: the server's own message when it sent an OpenAI error body. */
-static chat_turn_end refused(chat_client *c, tm_err *err)
+chat_turn_end chat_client_refusal(chat_client *c, const char *body, size_t len, tm_err *err)
 {
-    cJSON *j = cJSON_ParseWithLength(c->body ? c->body : "", c->body_len);
+    cJSON *j = cJSON_ParseWithLength(body, len);
     const cJSON *e = cJSON_GetObjectItemCaseSensitive(j, "error");
     const cJSON *m = cJSON_GetObjectItemCaseSensitive(e, "message");
     const cJSON *param = cJSON_GetObjectItemCaseSensitive(e, "param");
@@ -323,7 +334,7 @@ chat_turn_end chat_client_reply(chat_client *c, const char *const *role, const c
         tm_errf(err, TM_EFAIL, "--url %s: %s: %s", url, what, curl_msg(c, rc));
         return CHAT_TURN_FAILED;
     }
-    if (c->status >= 400 && c->status < 500) return refused(c, err);
+    if (c->status >= 400 && c->status < 500) return chat_client_refusal(c, c->body ? c->body : "", c->body_len, err);
     if (c->status != 200) {
         cJSON *j = cJSON_ParseWithLength(c->body ? c->body : "", c->body_len);
         const cJSON *m = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "error"), "message");

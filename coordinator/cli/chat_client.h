@@ -75,4 +75,15 @@ chat_turn_end chat_client_reply(chat_client *c, const char *const *role, const c
                                 tm_err *err);
 void chat_client_free(chat_client *c);
 
+/* What the client makes of a server's bytes, without the network (the HTTP
+ * calls above use them; tests/fuzz/fuzz_chat_client.c feeds them):
+ *   chat_client_stream   event-stream bytes as they arrive, in any pieces:
+ *                        content to on_text, [DONE] to done, an error or a
+ *                        line that is not JSON to stream_err; 0: abort.
+ *   chat_client_models   a GET /v1/models body: model and max_model_len.
+ *   chat_client_refusal  a 4xx body: the server's message in err. */
+int chat_client_stream(chat_client *c, const char *p, size_t n);
+tm_status chat_client_models(chat_client *c, const char *body, size_t len, tm_err *err);
+chat_turn_end chat_client_refusal(chat_client *c, const char *body, size_t len, tm_err *err);
+
 #endif
