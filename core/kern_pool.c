@@ -16,7 +16,24 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 
-#define POOL_SPIN 20000 /* polls before a worker sleeps: 0.5-1 ms of pause instructions */
+/* Polls before a worker sleeps: 0.5-1 ms of pause instructions, longer than
+ * the gap between two products of a decode step.  TRUSTMOE_POOL_SPIN sets
+ * it (0: sleep at once), for ranks that share their cores with others. */
+#define POOL_SPIN 20000
+static int pool_spin = -1;
+
+static int spin_limit(void)
+{
+    int v = __atomic_load_n(&pool_spin, __ATOMIC_RELAXED);
+    if (v < 0) { /* racing first calls store the same value */
+        const char *e = getenv("TRUSTMOE_POOL_SPIN");
+        char *end = NULL;
+        long x = e && *e ? strtol(e, &end, 10) : -1;
+        v = e && *e && end && !*end && x >= 0 && x <= 100000000L ? (int)x : POOL_SPIN;
+        __atomic_store_n(&pool_spin, v, __ATOMIC_RELAXED);
+    }
+    return v;
+}
 
 typedef struct {
     int n;             /* threads in all, the caller included */
@@ -59,8 +76,8 @@ static void *worker_main(void *p)
     unsigned seen = ((worker_arg *)p)->gen0;
     for (;;) {
         unsigned g;
-        int spins = 0;
-        while ((g = atomic_load_explicit(&pool.gen, memory_order_acquire)) == seen && spins < POOL_SPIN) {
+        int spins = 0, limit = spin_limit();
+        while ((g = atomic_load_explicit(&pool.gen, memory_order_acquire)) == seen && spins < limit) {
             spins++;
             __builtin_ia32_pause();
         }
