@@ -82,6 +82,8 @@ typedef struct {
     int verbose;           /* -v: per-rank tables, and workers' lines while they serve */
     int quiet;             /* -q: no summary on stderr */
     double coordinator_share; /* fraction of every layer's experts rank 0 hosts itself (0: none) */
+    const char *unavailable; /* --unavailable R,...: worker ranks declared unavailable; rank 0 masks
+                                the experts only they host (dispatch.h: dist_unavailable_mask) */
 } dist_params;
 
 typedef enum {
@@ -98,7 +100,7 @@ dist_params dist_default_params(void);
  * advances *i past it), 0 if not, -1 on a bad value (err filled).
  *   --placement P  --replicas R  --wire-dtype f32|bf16  --[no-]wire-checksum
  *   --comm-timeout S  --idle-timeout S  --stats-json FILE  --workers N
- *   --coordinator-share F */
+ *   --coordinator-share F  --unavailable R,... */
 int dist_parse_flag(dist_params *p, int argc, char **argv, int *i, tm_err *err);
 
 /* The limit on MPI start-up (MPI_Init and the communicator's set-up) that a

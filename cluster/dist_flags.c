@@ -57,7 +57,8 @@ int dist_parse_flag(dist_params *p, int argc, char **argv, int *i, tm_err *err)
         return 1;
     }
     static const char *const valued[] = {"--placement", "--replicas", "--wire-dtype", "--comm-timeout",
-                                         "--idle-timeout", "--stats-json", "--workers", "--coordinator-share"};
+                                         "--idle-timeout", "--stats-json", "--workers", "--coordinator-share",
+                                         "--unavailable"};
     size_t which = TM_ARRAY_LEN(valued);
     for (size_t j = 0; j < TM_ARRAY_LEN(valued); j++)
         if (!strcmp(a, valued[j])) which = j;
@@ -96,6 +97,22 @@ int dist_parse_flag(dist_params *p, int argc, char **argv, int *i, tm_err *err)
             return -1;
         }
         p->coordinator_share = x;
+        return 1;
+    }
+    case 8: { /* a list of ranks; checked against the job's size once it is known */
+        const char *q = v;
+        for (;;) {
+            char *end;
+            errno = 0;
+            long r = strtol(q, &end, 10);
+            if (errno || end == q || r < 1 || r > (1 << 20) || (*end && *end != ',')) {
+                tm_errf(err, TM_EINPUT, "--unavailable: '%s' is not a list of worker ranks (1, 2, ...)", v);
+                return -1;
+            }
+            if (!*end) break;
+            q = end + 1;
+        }
+        p->unavailable = v;
         return 1;
     }
     default: return parse_count(a, v, 1, 1 << 20, &p->workers, err);

@@ -143,6 +143,9 @@ static const cli_option options[] = {
     {"--workers", NULL, "N", I, GRP_MPI, "print the placement for N worker ranks, without MPI (default: none)"},
     {"--coordinator-share", NULL, "F", G | L | SV | CH, GRP_MPI,
      "the fraction of every layer's experts rank 0 computes itself while the workers compute theirs (default 0)"},
+    {"--unavailable", NULL, "R,...", G | L | SV, GRP_MPI,
+     "worker ranks to leave out: their experts are masked and the router's next best take their slots "
+     "(default none)"},
     {"--wire-dtype", NULL, "D", G | L | SV | CH, GRP_MPI, "activations on the wire: f32 (default) or bf16"},
     {"--no-wire-checksum", NULL, NULL, G | L | SV | CH, GRP_MPI,
      "no CRC32C over the activation payloads (default on; it costs under 0.3% of decode)"},
@@ -568,7 +571,31 @@ tm_status cli_parse_with_trust(cli_cmd cmd, int *argc, char **argv, cli_opts *o,
     if (st == TM_OK) st = cli_parse_opts(cmd, *argc, argv, o, err);
     if (st == TM_OK && to->stats_json) o->dist.stats_json = to->stats_json;
     to->stats_json = NULL; /* written once, by the run (dist_finish) */
+    if (st == TM_OK && o->dist.unavailable) *selecting = 1; /* the router over the available experts */
     return st;
+}
+
+tm_status cli_apply_unavailable(const cli_opts *o, moe_backend *be, const tm_model *m, trust_opts *to,
+                                unsigned char **avail, tm_err *err)
+{
+    *avail = NULL;
+    if (!o->dist.unavailable) return TM_OK;
+    size_t n = (size_t)m->cfg.num_layers * (size_t)m->cfg.num_experts;
+    unsigned char *a = tm_malloc(TM_MAX(n, 1));
+    memset(a, 1, n);
+    int masked = 0;
+    tm_status st = dist_unavailable_mask(be, o->dist.unavailable, a, &masked, err);
+    if (st != TM_OK) {
+        free(a);
+        return st;
+    }
+    if (o->verbosity >= 1)
+        fprintf(stderr, "trustmoe: worker rank%s %s unavailable: %d (layer, expert) masked, the router's next best "
+                        "take their slots\n", strchr(o->dist.unavailable, ',') ? "s" : "", o->dist.unavailable,
+                masked);
+    to->avail = a;
+    *avail = a;
+    return TM_OK;
 }
 
 tm_status cli_trust_begin(trust_run *tr, const trust_opts *to, const tm_model *m, const int32_t *ids, int n,

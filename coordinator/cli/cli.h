@@ -95,6 +95,12 @@ tm_status cli_parse_with_trust(cli_cmd cmd, int *argc, char **argv, cli_opts *o,
 tm_status cli_trust_begin(trust_run *tr, const trust_opts *to, const tm_model *m, const int32_t *ids, int n,
                           tm_selector *sel, tm_err *err);
 
+/* --unavailable R,...: after cli_start_backend, the experts only those
+ * workers host are masked for selection (to->avail = *avail, which the
+ * caller frees once the trust run is open); nothing without the flag. */
+tm_status cli_apply_unavailable(const cli_opts *o, moe_backend *be, const tm_model *m, trust_opts *to,
+                                unsigned char **avail, tm_err *err);
+
 /* -m DIR exists and holds config.json (nothing to check for --synthetic):
  * checked before anything else is read from it. */
 tm_status cli_check_model_dir(const cli_opts *o, tm_err *err);

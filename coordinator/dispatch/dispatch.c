@@ -451,6 +451,53 @@ tm_status dist_local_start(const tm_model *m, const dist_params *p, moe_backend 
     return TM_OK;
 }
 
+/* ---- workers declared unavailable ------------------------------------------------ */
+
+tm_status dist_unavailable_mask(moe_backend *be, const char *ranks, unsigned char *avail, int *n_masked,
+                                tm_err *err)
+{
+    dist_ctx *c = dist_ctx_of(be);
+    *n_masked = 0;
+    if (!c || !c->distributed)
+        return tm_errf(err, TM_EINPUT, "--unavailable %s: needs an MPI job with workers (mpirun -np 2 or more)", ranks);
+    if (c->p.replicas > 1)
+        return tm_errf(err, TM_EINPUT,
+                       "--unavailable %s: not with --replicas %d (the dispatch would still send to the listed "
+                       "ranks' copies)", ranks, c->p.replicas);
+    unsigned char *out = tm_calloc((size_t)c->size, 1);
+    int n_out = 0;
+    tm_status st = TM_OK;
+    for (const char *q = ranks; *q;) {
+        char *end;
+        long r = strtol(q, &end, 10);
+        if (r < 1 || r >= c->size) {
+            st = tm_errf(err, TM_EINPUT, "--unavailable %s: rank %ld is not a worker of this job (1..%d)", ranks, r,
+                         c->size - 1);
+            goto done;
+        }
+        n_out += !out[r];
+        out[r] = 1;
+        q = *end ? end + 1 : end;
+    }
+    if (n_out >= c->size - 1) {
+        st = tm_errf(err, TM_EINPUT, "--unavailable %s: that is every worker; at least one must stay", ranks);
+        goto done;
+    }
+    for (int l = 0; l < c->L; l++)
+        for (int e = 0; e < c->E && c->pm.is_moe[l]; e++) {
+            int count = place_count(&c->pm, l, e), left = 0;
+            const int *rk = place_ranks(&c->pm, l, e);
+            for (int i = 0; i < count; i++) left += !out[rk[i]];
+            if (count && !left) {
+                avail[(size_t)l * c->E + e] = 0;
+                (*n_masked)++;
+            }
+        }
+done:
+    free(out);
+    return st;
+}
+
 /* ---- rank 0 maps only the experts the placement gives it ------------------------ */
 
 unsigned char *dist_no_experts_mask(const char *model_dir, const model_load_params *lp, tm_err *err)

@@ -32,6 +32,14 @@ unsigned char *dist_coordinator_mask(const char *model_dir, const model_load_par
 tm_status dist_coordinator_start(const tm_model *m, const dist_params *p, int size, moe_backend *be, tm_err *err);
 /* Size 1: wrap the local backend so that the same statistics are kept. */
 tm_status dist_local_start(const tm_model *m, const dist_params *p, moe_backend inner, moe_backend *be, tm_err *err);
+/* --unavailable R,...: avail[layers * experts] (all 1 on entry) gets 0 for
+ * every expert that only the listed worker ranks host, so selection fills
+ * its slots from the others and no token is sent to those ranks.  Needs the
+ * coordinator's backend of an MPI job, ranks in 1..size-1, at least one
+ * worker left, and one replica per expert (with more, the dispatch would
+ * still pick the listed ranks' copies).  *n_masked: the experts masked. */
+tm_status dist_unavailable_mask(moe_backend *be, const char *ranks, unsigned char *avail, int *n_masked,
+                                tm_err *err);
 /* The generation step of the next forward call (0 = prefill); optional:
  * without it each forward call counts as the next step. */
 void dist_set_step(moe_backend *be, int step);

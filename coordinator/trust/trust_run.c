@@ -244,9 +244,13 @@ tm_status trust_run_open(trust_run *r, const trust_opts *o, const tm_model *m, t
     if ((st = trust_selector_init(&r->sel, &sp, err))) goto fail;
     if ((st = trust_selector_set_policy(&r->sel, r->have_pol ? &r->pol : NULL, o->requester, err))) goto fail;
     if ((st = trust_selector_set_table(&r->sel, &r->tables[r->cur], err))) goto fail;
-    if (o->mask_path) {
-        r->mask = tm_malloc((size_t)r->n_layers * r->n_experts);
-        if ((st = trust_mask_load(o->mask_path, r->n_layers, r->n_experts, r->mask, err))) goto fail;
+    if (o->mask_path || o->avail) {
+        size_t n = (size_t)r->n_layers * r->n_experts;
+        r->mask = tm_malloc(n);
+        memset(r->mask, 1, n);
+        if (o->mask_path && (st = trust_mask_load(o->mask_path, r->n_layers, r->n_experts, r->mask, err))) goto fail;
+        if (o->avail)
+            for (size_t i = 0; i < n; i++) r->mask[i] &= o->avail[i];
         if ((st = trust_selector_set_mask(&r->sel, r->mask, err))) goto fail;
     }
     if (o->substitute) {

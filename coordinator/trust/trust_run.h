@@ -54,6 +54,8 @@ typedef struct {
     int n_contexts;           /* --contexts K (fit-contexts)                   */
     trust_signal signal;      /* --signal absolute|advantage (train)           */
     const char *mask_path;    /* --mask FILE: unavailable experts              */
+    const uint8_t *avail;     /* [layers, experts] 0: unavailable for another
+                                 reason (--unavailable), added to --mask     */
     int substitute;           /* --substitute router (0) | learned (1)         */
     int sub_every;            /* --sub-sample N: train fits substitutes on
                                  every N-th token (0: off)                     */
