@@ -214,13 +214,15 @@ static void on_done(void *ctx, sched_stop why, int n)
 }
 
 /* Each token's experts by its own request's selection: the model's routing,
- * or the trust run's selector set to the request's mode and alpha. */
+ * or the trust run's selector set to the request's mode and alpha.  With
+ * experts masked (--mask, --unavailable) the router's choice also goes
+ * through the selector, which fills masked slots with the next best. */
 static int serve_select(void *ctx, int layer, int t, const float *probs, int k, int norm_topk, int32_t *ids,
                         float *w)
 {
     srv *s = ctx;
     const srv_req *q = sched_token_request(s->sc, t)->ctx;
-    if (q->sel_mode == TRUST_SELECT_ROUTER || !s->e.trust) {
+    if (!s->e.trust || (q->sel_mode == TRUST_SELECT_ROUTER && !s->e.trust->mask)) {
         model_route_topk(probs, s->e.m->cfg.num_experts, k, norm_topk, ids, w);
         return 0;
     }

@@ -4,8 +4,8 @@
 # row reaches them.  -np 3 with worker 2 out gives the ids of -np 1 with
 # --mask naming worker 2's experts (contiguous placement), and rank 2's
 # token rows are 0; -np 5 with two of four workers out, the same against
-# their experts; bad lists, every worker out, replicas and a run without
-# workers end with one line and exit 2.
+# their experts; the server likewise; bad lists, every worker out, replicas
+# and a run without workers end with one line and exit 2.
 set -u
 cd "$(dirname "$0")/../.." || exit 2
 . tests/cli/mpi_lib.bash
@@ -47,6 +47,32 @@ print(sum(r["token_rows"] for r in d["ranks_detail"] if r["rank"] in out), sum(r
         bad "-np $np --unavailable $out: $(grep -m1 trustmoe "$TMP/err")"
     fi
 done
+# the server: a greedy completion under -np 3 --unavailable 2 is the text of
+# -np 1 with --mask, and rank 2 evaluates no (token, expert) pair
+mask_of 3 2 >"$TMP/mask"
+want=$(timeout 60 "$TRUSTMOE" generate -m $M -p "$P" -n 12 --temp 0 --mask "$TMP/mask" --json 2>/dev/null |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["text"])')
+rm -f "$TMP/port"
+timeout -k 5 120 mpirun -q --oversubscribe -np 3 "$TRUSTMOE" serve -m $M --port 0 --port-file "$TMP/port" \
+    --unavailable 2 </dev/null >/dev/null 2>"$TMP/serr" &
+spid=$!
+for _ in $(seq 300); do [ -s "$TMP/port" ] && break; kill -0 $spid 2>/dev/null || break; sleep 0.1; done
+if [ -s "$TMP/port" ]; then
+    url=http://127.0.0.1:$(cat "$TMP/port")
+    got=$(curl -s "$url/v1/completions" -d "{\"model\":\"brown-moe\",\"prompt\":\"$P\",\"max_tokens\":12,\"temperature\":0}" |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["choices"][0]["text"])' 2>/dev/null)
+    r2=$(curl -s "$url/metrics" | sed -n 's/^trustmoe_rank_expert_tokens_total{rank="2"} //p')
+    if [ -n "$got" ] && [ "$got" = "$want" ] && [ "$r2" = 0 ]; then
+        ok "serve -np 3 --unavailable 2: the completion of -np 1 with --mask; rank 2 evaluated 0 pairs"
+    else
+        bad "serve -np 3 --unavailable 2: '$got' against '$want'; rank 2 evaluated '$r2' pairs"
+    fi
+else
+    bad "serve -np 3 --unavailable 2 did not start: $(head -2 "$TMP/serr")"
+fi
+kill -TERM $spid 2>/dev/null
+wait $spid 2>/dev/null
+
 # refusals: one line, exit 2, no rank left behind
 while IFS='|' read -r np args want; do
     # shellcheck disable=SC2086
