@@ -32,18 +32,9 @@ cmp -s "$TMP/out2" "$TMP/want1" && ok "chat: /exit ends it" || bad "chat: /exit:
     bad "chat -n 600: rc $rc, $(cat "$TMP/e")"
 
 # ---- chat --url: the same conversation through `trustmoe serve`
-SERVER_PID=
-trap '[ -n "$SERVER_PID" ] && kill -9 $SERVER_PID 2>/dev/null; rm -rf "$TMP"' EXIT
 # a small context, so that one long message does not fit (the conversation above does)
-"$TRUSTMOE" serve -m $M --port 0 --port-file "$TMP/port" -c 96 >/dev/null 2>"$TMP/serve.err" &
-SERVER_PID=$!
-for _ in $(seq 300); do
-    [ -s "$TMP/port" ] && break
-    kill -0 $SERVER_PID 2>/dev/null || break
-    sleep 0.1
-done
-if [ -s "$TMP/port" ]; then
-    URL=http://127.0.0.1:$(cat "$TMP/port")
+if start_server "$TMP/serve.err" "$TMP/port" "$TRUSTMOE" serve -m $M --port 0 --port-file "$TMP/port" -c 96; then
+    URL=http://127.0.0.1:$PORT
     printf 'Hello\nTell me about the jury.\n/reset\nHello\n' |
         timeout 60 "$TRUSTMOE" chat --url "$URL" -n 20 --temp 0 >"$TMP/rout" 2>"$TMP/rerr"
     rc=$?
@@ -70,17 +61,7 @@ if [ -s "$TMP/port" ]; then
     else
         bad "chat --url over the context: rc $rc, $(cat "$TMP/rerr3"), $(diff "$TMP/rout3" "$TMP/lout3" | head -6)"
     fi
-    kill -TERM $SERVER_PID
-    for _ in $(seq 200); do
-        kill -0 $SERVER_PID 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 $SERVER_PID 2>/dev/null; then
-        bad "the server still runs 20 s after SIGTERM"
-    else
-        wait $SERVER_PID && ok "the server stops on SIGTERM" || bad "the server exit status $? after SIGTERM"
-        SERVER_PID=
-    fi
+    stop_server "the server"
 else
     bad "the server did not start: $(cat "$TMP/serve.err")"
 fi

@@ -11,7 +11,9 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0}
 FIX=tests/fixtures
 FIXTURES="qwen3moe-bf16 qwen3moe-mixed-sharded omni-thinker-bf16"
 TMP=$(mktemp -d /tmp/trustmoe-mpi.XXXXXX)
-trap 'rm -rf "$TMP"' EXIT
+SERVER_PID=
+# a server a test started and did not stop goes with the test
+trap '[ -n "$SERVER_PID" ] && kill -9 $SERVER_PID 2>/dev/null; rm -rf "$TMP"' EXIT
 n_pass=0
 n_fail=0
 
@@ -70,4 +72,39 @@ vocab_of() {
 # The "ids" list of a generate --json output file.
 json_ids() {
     python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(",".join(map(str, d["ids"])))' "$1"
+}
+
+# ---- a server in the background (`trustmoe serve`, alone or under mpirun)
+
+# start_server LOG PORTFILE CMD...: runs CMD in the background, waits for the port
+start_server() {
+    local log=$1 pf=$2; shift 2
+    rm -f "$pf"
+    "$@" >"$log.out" 2>"$log" &
+    SERVER_PID=$!
+    for _ in $(seq 300); do
+        [ -s "$pf" ] && { PORT=$(cat "$pf"); return 0; }
+        kill -0 $SERVER_PID 2>/dev/null || break
+        sleep 0.1
+    done
+    echo "server did not start: $(cat "$log")"
+    return 1
+}
+# stop_server NAME: SIGTERM, then the exit status within 20 s
+stop_server() {
+    kill -TERM $SERVER_PID
+    for _ in $(seq 200); do
+        kill -0 $SERVER_PID 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 $SERVER_PID 2>/dev/null; then
+        bad "$1: still running 20 s after SIGTERM"
+        kill -9 $SERVER_PID
+        SERVER_PID=
+        return
+    fi
+    wait $SERVER_PID
+    local rc=$?
+    SERVER_PID=
+    [ $rc -eq 0 ] && ok "$1: exits 0 on SIGTERM" || bad "$1: exit $rc after SIGTERM"
 }

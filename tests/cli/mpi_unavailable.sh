@@ -52,13 +52,9 @@ done
 mask_of 3 2 >"$TMP/mask"
 want=$(timeout 60 "$TRUSTMOE" generate -m $M -p "$P" -n 12 --temp 0 --mask "$TMP/mask" --json 2>/dev/null |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["text"])')
-rm -f "$TMP/port"
-timeout -k 5 120 mpirun -q --oversubscribe -np 3 "$TRUSTMOE" serve -m $M --port 0 --port-file "$TMP/port" \
-    --unavailable 2 </dev/null >/dev/null 2>"$TMP/serr" &
-spid=$!
-for _ in $(seq 300); do [ -s "$TMP/port" ] && break; kill -0 $spid 2>/dev/null || break; sleep 0.1; done
-if [ -s "$TMP/port" ]; then
-    url=http://127.0.0.1:$(cat "$TMP/port")
+if start_server "$TMP/serr" "$TMP/port" timeout -k 5 120 mpirun --oversubscribe -np 3 "$TRUSTMOE" serve -m $M \
+    --port 0 --port-file "$TMP/port" --unavailable 2; then
+    url=http://127.0.0.1:$PORT
     got=$(curl -s "$url/v1/completions" -d "{\"model\":\"brown-moe\",\"prompt\":\"$P\",\"max_tokens\":12,\"temperature\":0}" |
         python3 -c 'import json,sys; print(json.load(sys.stdin)["choices"][0]["text"])' 2>/dev/null)
     r2=$(curl -s "$url/metrics" | sed -n 's/^trustmoe_rank_expert_tokens_total{rank="2"} //p')
@@ -67,11 +63,16 @@ if [ -s "$TMP/port" ]; then
     else
         bad "serve -np 3 --unavailable 2: '$got' against '$want'; rank 2 evaluated '$r2' pairs"
     fi
+    # SIGTERM to rank 0 ends the job cleanly (to mpirun, Open MPI kills the ranks)
+    kill -TERM "$(sed -n 's/.*trustmoe serve: model .*; pid \([0-9]*\)).*/\1/p' "$TMP/serr")"
+    wait $SERVER_PID
+    rc=$?
+    SERVER_PID=
+    [ $rc -eq 0 ] && ok "serve -np 3 --unavailable 2: SIGTERM to rank 0 ends the job, exit 0" ||
+        bad "serve -np 3 --unavailable 2: exit $rc after SIGTERM to rank 0"
 else
     bad "serve -np 3 --unavailable 2 did not start: $(head -2 "$TMP/serr")"
 fi
-kill -TERM $spid 2>/dev/null
-wait $spid 2>/dev/null
 
 # refusals: one line, exit 2, no rank left behind
 while IFS='|' read -r np args want; do

@@ -8,37 +8,6 @@ cd "$(dirname "$0")/../.." || exit 2
 source tests/cli/mpi_lib.bash
 M=models/brown-moe
 
-# start_server LOG PORTFILE CMD...: runs CMD in the background, waits for the port
-start_server() {
-    local log=$1 pf=$2; shift 2
-    rm -f "$pf"
-    "$@" >"$log.out" 2>"$log" &
-    SERVER_PID=$!
-    for _ in $(seq 300); do
-        [ -s "$pf" ] && { PORT=$(cat "$pf"); return 0; }
-        kill -0 $SERVER_PID 2>/dev/null || break
-        sleep 0.1
-    done
-    echo "server did not start: $(cat "$log")"
-    return 1
-}
-# stop_server NAME: SIGTERM, then the exit status within 20 s
-stop_server() {
-    kill -TERM $SERVER_PID
-    for _ in $(seq 200); do
-        kill -0 $SERVER_PID 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 $SERVER_PID 2>/dev/null; then
-        bad "$1: still running 20 s after SIGTERM"
-        kill -9 $SERVER_PID
-        return
-    fi
-    wait $SERVER_PID
-    local rc=$?
-    [ $rc -eq 0 ] && ok "$1: exits 0 on SIGTERM" || bad "$1: exit $rc after SIGTERM"
-}
-
 expected=$("$TRUSTMOE" generate -m $M -p "The jury said" -n 12 --temp 0 2>/dev/null)
 
 if start_server "$TMP/s1" "$TMP/p1" "$TRUSTMOE" serve -m $M --port 0 --port-file "$TMP/p1" --max-body 65536; then
