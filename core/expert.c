@@ -270,6 +270,23 @@ static void combine_rows(void *arg, int64_t i0, int64_t i1)
     for (int a = 0; a < g->n_active; a++) combine_expert(g, g->active[a], i0, i1);
 }
 
+/* *buf holds at least need bf16 values (grown to twice the old size or
+ * more; its contents are not kept). */
+static void packed_reserve(uint16_t **buf, size_t *cap, size_t need)
+{
+    if (need <= *cap) return;
+    free(*buf);
+    *cap = TM_MAX(need, 2 * *cap);
+    *buf = tm_malloc(*cap * sizeof(uint16_t));
+}
+
+/* A pass over [0, n): on the pool when par, else on the calling thread. */
+static void run_pass(int par, int64_t n, int64_t align, kern_range_fn fn, expert_group *g)
+{
+    if (par) kern_parallel_for(n, align, fn, g);
+    else fn(g, 0, n);
+}
+
 void expert_group_run(expert_group *g, const tm_expert *experts, const float *x, int T, const int32_t *ids,
                       const float *w, int k, float *out)
 {
@@ -310,17 +327,8 @@ void expert_group_run(expert_group *g, const tm_expert *experts, const float *x,
     }
     if (g->amx) {
         g->eo = 0;
-        size_t xl = kern_amx_packed_len(16 * blocks, g->hidden), hl = kern_amx_packed_len(16 * blocks, g->inter);
-        if (xl > g->xb_cap) {
-            free(g->xb);
-            g->xb_cap = TM_MAX(xl, 2 * g->xb_cap);
-            g->xb = tm_malloc(g->xb_cap * sizeof(uint16_t));
-        }
-        if (hl > g->hb_cap) {
-            free(g->hb);
-            g->hb_cap = TM_MAX(hl, 2 * g->hb_cap);
-            g->hb = tm_malloc(g->hb_cap * sizeof(uint16_t));
-        }
+        packed_reserve(&g->xb, &g->xb_cap, kern_amx_packed_len(16 * blocks, g->hidden));
+        packed_reserve(&g->hb, &g->hb_cap, kern_amx_packed_len(16 * blocks, g->inter));
     }
     if (g->eo && T > g->cap_rows) {
         free(g->xp);
@@ -344,27 +352,18 @@ void expert_group_run(expert_group *g, const tm_expert *experts, const float *x,
     g->w = w;
     g->k = k;
     g->out = out;
+    int par = bytes >= g->par_min_bytes;
     if (n_pairs && g->amx) {
-        int par = bytes >= g->par_min_bytes && kern_threads() > 1;
-        if (par) kern_parallel_for(g->n_active, 1, pack_amx, g);
-        else pack_amx(g, 0, g->n_active);
+        run_pass(par, g->n_active, 1, pack_amx, g);
         atomic_store_explicit(&g->next_tile, 0, memory_order_relaxed);
-        if (par) kern_parallel_for(kern_threads(), 1, gate_up_tiles, g);
-        else gate_up_tiles(g, 0, 1);
+        run_pass(par, kern_threads(), 1, gate_up_tiles, g); /* one call per thread, each taking tiles */
         atomic_store_explicit(&g->next_tile, 0, memory_order_relaxed);
-        if (par) kern_parallel_for(kern_threads(), 1, down_tiles, g);
-        else down_tiles(g, 0, 1);
-        if (par) kern_parallel_for(g->hidden, row_align(g->hidden), combine_rows, g);
-        else combine_rows(g, 0, g->hidden);
-    } else if (n_pairs && bytes < g->par_min_bytes) {
-        if (g->eo) pack_rows(g, 0, T);
-        gate_up_rows(g, 0, g->inter);
-        down_rows(g, 0, g->hidden);
+        run_pass(par, kern_threads(), 1, down_tiles, g);
+        run_pass(par, g->hidden, row_align(g->hidden), combine_rows, g);
     } else if (n_pairs) {
-        if (g->eo && (int64_t)T * g->hidden >= ((int64_t)1 << 16)) kern_parallel_for(T, 1, pack_rows, g);
-        else if (g->eo) pack_rows(g, 0, T);
-        kern_parallel_for(g->inter, row_align(g->inter), gate_up_rows, g);
-        kern_parallel_for(g->hidden, row_align(g->hidden), down_rows, g);
+        if (g->eo) run_pass(par && (int64_t)T * g->hidden >= ((int64_t)1 << 16), T, 1, pack_rows, g);
+        run_pass(par, g->inter, row_align(g->inter), gate_up_rows, g);
+        run_pass(par, g->hidden, row_align(g->hidden), down_rows, g);
     }
     g->stats.calls++;
     g->stats.pairs += (uint64_t)n_pairs;

@@ -575,8 +575,10 @@ tm_status cli_parse_with_trust(cli_cmd cmd, int *argc, char **argv, cli_opts *o,
     return st;
 }
 
-tm_status cli_apply_unavailable(const cli_opts *o, moe_backend *be, const tm_model *m, trust_opts *to,
-                                unsigned char **avail, tm_err *err)
+/* --unavailable R,...: avail[layers, experts] with 0 for the experts only
+ * those workers host; NULL without the flag. */
+static tm_status unavailable_mask(const cli_opts *o, moe_backend *be, const tm_model *m, unsigned char **avail,
+                                  tm_err *err)
 {
     *avail = NULL;
     if (!o->dist.unavailable) return TM_OK;
@@ -593,15 +595,27 @@ tm_status cli_apply_unavailable(const cli_opts *o, moe_backend *be, const tm_mod
         fprintf(stderr, "trustmoe: worker rank%s %s unavailable: %d (layer, expert) masked, the router's next best "
                         "take their slots\n", strchr(o->dist.unavailable, ',') ? "s" : "", o->dist.unavailable,
                 masked);
-    to->avail = a;
     *avail = a;
     return TM_OK;
 }
 
-tm_status cli_trust_begin(trust_run *tr, const trust_opts *to, const tm_model *m, const int32_t *ids, int n,
-                          tm_selector *sel, tm_err *err)
+tm_status cli_trust_open(const cli_opts *o, moe_backend *be, const tm_model *m, trust_run *tr, trust_opts *to,
+                         tm_err *err)
 {
-    tm_status st = trust_run_open(tr, to, m, err);
+    unsigned char *avail;
+    tm_status st = unavailable_mask(o, be, m, &avail, err);
+    if (st != TM_OK) return st;
+    to->avail = avail; /* trust_run_open copies it into the run's mask */
+    st = trust_run_open(tr, to, m, err);
+    to->avail = NULL;
+    free(avail);
+    return st;
+}
+
+tm_status cli_trust_begin(const cli_opts *o, moe_backend *be, const tm_model *m, trust_run *tr, trust_opts *to,
+                          const int32_t *ids, int n, tm_selector *sel, tm_err *err)
+{
+    tm_status st = cli_trust_open(o, be, m, tr, to, err);
     if (st != TM_OK) return st;
     if ((st = trust_run_begin_request(tr, m, ids, n, err)) != TM_OK) {
         trust_run_close(tr);

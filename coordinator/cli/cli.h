@@ -90,16 +90,14 @@ int cli_wants_help(int argc, char **argv);
  * --stats-json was given: the command then selects experts with trust. */
 tm_status cli_parse_with_trust(cli_cmd cmd, int *argc, char **argv, cli_opts *o, trust_opts *to, int *selecting,
                                tm_err *err);
-/* For a command that selects with trust: opens the run (database, contexts,
- * policy), classifies the prompt ids[n] and returns the selector. */
-tm_status cli_trust_begin(trust_run *tr, const trust_opts *to, const tm_model *m, const int32_t *ids, int n,
-                          tm_selector *sel, tm_err *err);
-
-/* --unavailable R,...: after cli_start_backend, the experts only those
- * workers host are masked for selection (to->avail = *avail, which the
- * caller frees once the trust run is open); nothing without the flag. */
-tm_status cli_apply_unavailable(const cli_opts *o, moe_backend *be, const tm_model *m, trust_opts *to,
-                                unsigned char **avail, tm_err *err);
+/* After cli_start_backend: opens the trust run of to (database, contexts,
+ * policy, --mask), with the experts of --unavailable ranks masked too. */
+tm_status cli_trust_open(const cli_opts *o, moe_backend *be, const tm_model *m, trust_run *tr, trust_opts *to,
+                         tm_err *err);
+/* For a command that selects with trust: cli_trust_open, then classifies
+ * the prompt ids[n] and returns the selector. */
+tm_status cli_trust_begin(const cli_opts *o, moe_backend *be, const tm_model *m, trust_run *tr, trust_opts *to,
+                          const int32_t *ids, int n, tm_selector *sel, tm_err *err);
 
 /* -m DIR exists and holds config.json (nothing to check for --synthetic):
  * checked before anything else is read from it. */

@@ -280,12 +280,9 @@ static tm_status gen_setup(gen_run *g, tm_err *err)
     if ((st = cli_start_backend(o, &g->m, &g->sc.s, &g->be, &g->started, err)) != TM_OK) return st;
     g->t_load = tm_now() - t0;
     if (g->selecting) {
-        unsigned char *avail;
-        if ((st = cli_apply_unavailable(o, &g->be, &g->m, &g->to, &avail, err)) != TM_OK) return st;
         /* one context per run: the first prompt's */
-        st = cli_trust_begin(&g->tr, &g->to, &g->m, g->seqs[0].prompt, g->seqs[0].n_prompt, &g->sel, err);
-        free(avail);
-        g->to.avail = NULL;
+        st = cli_trust_begin(o, &g->be, &g->m, &g->tr, &g->to, g->seqs[0].prompt, g->seqs[0].n_prompt, &g->sel,
+                             err);
         if (st != TM_OK) return st;
         g->have_trust = 1;
         if (o->verbosity == 0) g->tr.quiet = 1;

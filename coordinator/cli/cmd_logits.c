@@ -71,12 +71,7 @@ int cmd_logits(int argc, char **argv)
     logits = tm_malloc(sizeof(float) * (size_t)n * (size_t)m.cfg.vocab_size);
     if ((st = cli_start_backend(&o, &m, &s, &be, &started, &err)) != TM_OK) goto out;
     if (selecting) {
-        unsigned char *avail;
-        if ((st = cli_apply_unavailable(&o, &be, &m, &to, &avail, &err)) != TM_OK) goto out;
-        st = cli_trust_begin(&tr, &to, &m, ids, n, &sel, &err);
-        free(avail);
-        to.avail = NULL;
-        if (st != TM_OK) goto out;
+        if ((st = cli_trust_begin(&o, &be, &m, &tr, &to, ids, n, &sel, &err)) != TM_OK) goto out;
         have_trust = 1;
     }
     double t_fwd = tm_now();

@@ -143,12 +143,7 @@ int cmd_serve(int argc, char **argv)
     if ((st = cli_start_backend(&o, &m, &sc.s, &be, &started, &err)) != TM_OK) goto out;
     /* the server's selection (a request may switch it): one context for
      * every request, --context NAME or "general" */
-    unsigned char *avail;
-    if ((st = cli_apply_unavailable(&o, &be, &m, &to, &avail, &err)) != TM_OK) goto out;
-    st = trust_run_open(&tr, &to, &m, &err);
-    free(avail);
-    to.avail = NULL;
-    if (st != TM_OK) goto out;
+    if ((st = cli_trust_open(&o, &be, &m, &tr, &to, &err)) != TM_OK) goto out;
     have_trust = 1;
     tr.quiet = !selecting;
     if ((st = trust_run_begin_request(&tr, &m, NULL, 0, &err)) != TM_OK) goto out;
