@@ -46,16 +46,9 @@ trap cleanup EXIT
 for n in "${ns[@]}"; do ip netns add "$n" || { echo "mpi_latency: cannot add network namespaces (root needed)" >&2; exit 1; }; done
 for n in "${ns[@]}"; do ip -n "$n" link set lo up; done
 
-cat >"$OUT/agent" <<EOF
-#!/bin/bash
-host=\$1
-shift
-while [ "\${host#-}" != "\$host" ]; do host=\$1; shift; done
-n=\${host##*.}
-ns=(${ns[*]})
-exec ip netns exec "\${ns[\$((n - 1))]}" unshare --uts sh -c "hostname h\$n; \$*"
-EOF
-chmod +x "$OUT/agent"
+# the "remote shell": tools/netns_agent.sh runs orted in the namespace of a host's address
+export TRUSTMOE_NETNS="${ns[*]}"
+AGENT=$(realpath "$(dirname "$0")/../tools/netns_agent.sh")
 for i in $(seq 1 "$NP"); do echo "$net.$i slots=1"; done >"$OUT/hosts"
 P=$(python3 -c "print(','.join(str((7919 * i + 104729) % ${VOCAB:-150000} + 1) for i in range(${PROMPT_LEN:-8})))")
 
@@ -111,7 +104,7 @@ one() {
     shift 2
     local rt
     rt=$(rtt)
-    local mca=(--mca plm_rsh_agent "$OUT/agent" --mca plm_rsh_no_tree_spawn 1 --mca oob_tcp_if_include "$net.0/24"
+    local mca=(--mca plm_rsh_agent "$AGENT" --mca plm_rsh_no_tree_spawn 1 --mca oob_tcp_if_include "$net.0/24"
         --mca btl tcp,self --mca btl_tcp_if_include "$net.0/24" --mca mpi_yield_when_idle 1 "$@")
     # shellcheck disable=SC2086
     timeout -k 5 300 ip netns exec "${ns[0]}" unshare --uts sh -c 'hostname h1; exec "$@"' sh \

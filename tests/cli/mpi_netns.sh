@@ -39,24 +39,15 @@ if ! setup 2>"$TMP/err"; then
     finish
 fi
 
-# the "remote shell": run the command in the namespace of that address, as host hN
-cat >"$TMP/agent" <<EOF
-#!/bin/bash
-host=\$1
-shift
-while [ "\${host#-}" != "\$host" ]; do host=\$1; shift; done
-n=\${host##*.}
-ns=(${ns[*]})
-exec ip netns exec "\${ns[\$((n - 1))]}" unshare --uts sh -c "hostname h\$n; \$*"
-EOF
-chmod +x "$TMP/agent"
+# the "remote shell": tools/netns_agent.sh runs orted in the namespace of a host's address, as host hN
+export TRUSTMOE_NETNS="${ns[*]}"
 for i in 1 2 3; do echo "$net.$i slots=1"; done >"$TMP/hosts"
 
 M=$FIX/qwen3moe-bf16
 V=$(vocab_of qwen3moe-bf16)
 ids=$(prompt_ids qwen3moe-bf16 1)
 timeout 60 "$TRUSTMOE" logits -m "$M" --ids "$ids" -o "$TMP/ref.f32" 2>/dev/null
-mca=(--mca plm_rsh_agent "$TMP/agent" --mca plm_rsh_no_tree_spawn 1 --mca oob_tcp_if_include "$net.0/24"
+mca=(--mca plm_rsh_agent "$PWD/tools/netns_agent.sh" --mca plm_rsh_no_tree_spawn 1 --mca oob_tcp_if_include "$net.0/24"
     --mca btl tcp,self --mca btl_tcp_if_include "$net.0/24" --mca mpi_yield_when_idle 1)
 if timeout -k 5 120 ip netns exec "${ns[0]}" unshare --uts sh -c 'hostname h1; exec "$@"' sh \
     mpirun --hostfile "$TMP/hosts" -np 3 "${mca[@]}" -x OPENBLAS_NUM_THREADS -x PATH -x LD_LIBRARY_PATH \
