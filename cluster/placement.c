@@ -509,6 +509,13 @@ done:
 
 static int is_policy(const char *p, const char *name) { return p && !strcmp(p, name); }
 
+int place_may_host_coordinator(const char *policy, double coordinator_share)
+{
+    if (coordinator_share > 0) return 1;
+    if (!policy || !*policy || is_policy(policy, "contiguous") || is_policy(policy, "round-robin")) return 0;
+    return strncmp(policy, "balanced:", 9) && strncmp(policy, "coactivation:", 13);
+}
+
 tm_status place_build(place_map *pm, const tm_config *c, size_t expert_bytes, int n_workers, const char *policy,
                       int replicas, tm_err *err)
 {

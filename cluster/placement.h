@@ -71,6 +71,11 @@ tm_status place_build(place_map *pm, const tm_config *c, size_t expert_bytes, in
 /* The same with a coordinator share in [0, 1] (see above; 0 is place_build). */
 tm_status place_build_share(place_map *pm, const tm_config *c, size_t expert_bytes, int n_workers,
                             const char *policy, int replicas, double coordinator_share, tm_err *err);
+/* Whether a placement of policy and coordinator_share can give rank 0
+ * experts: a share above 0, or a placement file (which may name rank 0);
+ * the policies alone give rank 0 none, so rank 0 need not build them to
+ * know its own (empty) share. */
+int place_may_host_coordinator(const char *policy, double coordinator_share);
 /* Adopt a map received in CSR form (copies the arrays) and validate it. */
 tm_status place_from_csr(place_map *pm, int n_layers, int n_experts, int n_workers, const int *offsets,
                          size_t n_offsets, const int *ranks, size_t n_ranks, size_t expert_bytes, tm_err *err);

@@ -75,6 +75,11 @@ static void test_round_robin_replicas(void)
 
 static void test_coordinator_share(void)
 {
+    /* which placements can give rank 0 experts at all (else rank 0 skips building one for its mask) */
+    CU_ASSERT(!place_may_host_coordinator(NULL, 0) && !place_may_host_coordinator("contiguous", 0));
+    CU_ASSERT(!place_may_host_coordinator("round-robin", 0) && !place_may_host_coordinator("balanced:s.json", 0));
+    CU_ASSERT(!place_may_host_coordinator("coactivation:s.json", 0));
+    CU_ASSERT(place_may_host_coordinator("contiguous", 0.5) && place_may_host_coordinator("placement.json", 0));
     tm_config c = cfg(2, 16);
     place_map pm;
     tm_err err;

@@ -513,6 +513,9 @@ unsigned char *dist_coordinator_mask(const char *model_dir, const model_load_par
     tm_config cfg;
     if (dist_model_config(model_dir, lp, &cfg, err) != TM_OK) return NULL;
     unsigned char *mask = tm_calloc((size_t)cfg.num_layers * (size_t)TM_MAX(cfg.num_experts, 1), 1);
+    /* a policy without a share gives rank 0 nothing: no need to build it
+     * here as well (a coactivation placement takes seconds) */
+    if (!place_may_host_coordinator(p->placement, p->coordinator_share)) return mask;
     place_map pm;
     tm_err perr;
     /* a placement that does not build is reported by dist_coordinator_start,
