@@ -7,6 +7,7 @@
 #   bench/device_ep.sh OUTDIR pick     old -np 1 -t 16, layouts 12/2/0.75 and 14/1/0.875, old -np 1
 #                                      -t 16 again, then the faster layout again
 #   bench/device_ep.sh OUTDIR scale    batch 1 and 32, -np 1 2 3 5 9 in the chosen layout
+#   bench/device_ep.sh OUTDIR runs NP:LAYOUT ...   one run of the new binary per NP:LAYOUT (NP 1: -t A)
 # TRUSTMOE (new) and TRUSTMOE_OLD (the build before) name the binaries.
 # A layout is "A/B/S": rank 0 runs -t A, each worker -t B, rank 0 hosts the
 # share S of every layer's experts (--coordinator-share); the A + W*B threads
@@ -25,7 +26,7 @@ NEW=${NEW_TOKENS:-16}
 mkdir -p "$OUT"
 S=$OUT/summary.txt
 ids() { python3 -c "print(','.join(str(($1 * 7919 + i * 104729) % ${VOCAB:-150000} + 1) for i in range($2)))"; }
-P8=$(ids 1 8)
+P8=$(ids 1 "${PROMPT_LEN:-8}") # PROMPT_LEN: the batch-1 prompt's ids [8]
 for i in $(seq 32); do ids "$i" 8; done >"$OUT/p32"
 for i in $(seq 16); do ids "$i" 8; done >"$OUT/p16"
 log() { echo "[$(date +%T)] $*" | tee -a "$OUT/log.txt" >&2; }
@@ -122,6 +123,13 @@ if [ "$PART" = scale ]; then
             one "b$bs-np$np" "$T" "$np" "$a/$b/$s"
         done
         unset PROMPTS
+    done
+fi
+if [ "$PART" = runs ]; then
+    shift 2
+    for spec in "$@"; do
+        lay=${spec#*:}
+        one "${RUN_PREFIX:-run}-np${spec%%:*}-${lay//\//-}" "$T" "${spec%%:*}" "$lay"
     done
 fi
 log "done"

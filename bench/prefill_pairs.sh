@@ -55,7 +55,12 @@ for case in sorted({c for c, _ in runs}, key=lambda c: (c[0], int(c.lstrip('pref
         if base and v != 'old': p += f" ({t / base:.2f}x old)"
         x = med(case, v, xk) if any(xk in r for r in runs[(case, v)]) else (med(case, v, 'experts_ms') if pre else None)
         if x and fl: p += f", experts {x:.0f} ms = {fl / x:.2f} of floor"
-        if pre: p += f", attention {med(case, v, 'attention_ms'):.0f} ms"
+        if pre:
+            p += f", attention {med(case, v, 'attention_ms'):.0f} ms"
+            if any('att_core_ms' in r for r in runs[(case, v)]): p += f" (core {med(case, v, 'att_core_ms'):.0f})"
+        pk = 'p' if pre else 'd'
+        if any(f'{pk}_pack_ms' in r for r in runs[(case, v)]):
+            p += " [passes " + '/'.join(f"{med(case, v, f'{pk}_{n}_ms'):.0f}" for n in ('pack', 'gateup', 'down', 'combine')) + " ms]"
         parts.append(p)
     n = max(len(runs[(case, v)]) for v in variants)
     print(f"{case}: floor {fl:.0f} ms; " + '; '.join(parts) + f"; {n} rounds" if fl else f"{case}: " + '; '.join(parts))
@@ -104,11 +109,16 @@ s = j['split_ms']
 out = [f"prefill_ms {j['prefill_ms']:.1f}", f"prefill_tps {j['prefill_tokens_per_second']:.2f}",
        f"decode_tps {j['tokens_per_second']:.2f}", f"attention_ms {s['attention']:.1f}", f"experts_ms {s['experts']:.1f}",
        f"load_ms {j['load_ms']:.0f}"]
+if 'attention_core' in s: out.append(f"att_core_ms {s['attention_core']:.1f}")
 for l in open(sys.argv[2]):
     m = re.search(r'local experts, (first|later) call.*?(\d+) pairs, ([0-9.]+) GB of expert weights, ([0-9.]+) GFLOP, ([0-9.]+) ms', l)
     if m:
         k = 'p' if m.group(1) == 'first' else 'd'
         out += [f"{k}_gb {m.group(3)}", f"{k}_gflop {m.group(4)}", f"{k}_xms {m.group(5)}"]
+    m = re.search(r'(first|later) call.*grouped passes: pack ([0-9.]+), gate and up ([0-9.]+), down ([0-9.]+), combine ([0-9.]+) ms', l)
+    if m:
+        k = 'p' if m.group(1) == 'first' else 'd'
+        out += [f"{k}_{n}_ms {m.group(i + 2)}" for i, n in enumerate(('pack', 'gateup', 'down', 'combine'))]
 print(' '.join(out))
 PY
 }

@@ -353,18 +353,27 @@ void expert_group_run(expert_group *g, const tm_expert *experts, const float *x,
     g->k = k;
     g->out = out;
     int par = bytes >= g->par_min_bytes;
+    double *ps = g->stats.pass_s, t1 = tm_now(), t2 = t1, t3 = t1, t4 = t1;
     if (n_pairs && g->amx) {
         run_pass(par, g->n_active, 1, pack_amx, g);
+        t2 = tm_now();
         atomic_store_explicit(&g->next_tile, 0, memory_order_relaxed);
         run_pass(par, kern_threads(), 1, gate_up_tiles, g); /* one call per thread, each taking tiles */
+        t3 = tm_now();
         atomic_store_explicit(&g->next_tile, 0, memory_order_relaxed);
         run_pass(par, kern_threads(), 1, down_tiles, g);
+        t4 = tm_now();
         run_pass(par, g->hidden, row_align(g->hidden), combine_rows, g);
     } else if (n_pairs) {
         if (g->eo) run_pass(par && (int64_t)T * g->hidden >= ((int64_t)1 << 16), T, 1, pack_rows, g);
+        t2 = tm_now();
         run_pass(par, g->inter, row_align(g->inter), gate_up_rows, g);
-        run_pass(par, g->hidden, row_align(g->hidden), down_rows, g);
+        t3 = tm_now();
+        run_pass(par, g->hidden, row_align(g->hidden), down_rows, g); /* down and combine together */
+        t4 = tm_now();
     }
+    double t5 = tm_now();
+    ps[0] += t2 - t1, ps[1] += t3 - t2, ps[2] += t4 - t3, ps[3] += t5 - t4;
     g->stats.calls++;
     g->stats.pairs += (uint64_t)n_pairs;
     g->stats.bytes += bytes;

@@ -48,10 +48,12 @@ void expert_forward(const tm_expert *e, const float *x, int n, float *y, float *
  * (down, into y), and a pass 3 adds w·y into out over blocks of columns,
  * experts in ascending id as in the other paths. */
 /* What an expert phase read and computed: bytes of the distinct experts'
- * weights per layer call, 6·hidden·inter flops per pair. */
+ * weights per layer call, 6·hidden·inter flops per pair; pass_s splits the
+ * grouped path's seconds: packing the inputs, gate and up, down, combine. */
 typedef struct {
     uint64_t calls, pairs;
     double bytes, flops, seconds;
+    double pass_s[4];
 } expert_group_stats;
 
 typedef struct {

@@ -578,6 +578,48 @@ AVX2_FN static inline __m256 exp8(__m256 x)
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 
+/* The attention's softmax: the maximum, e^(x - max) through exp8 into x
+ * while 8 lanes sum them, then x / sum.  The tail takes the same vector
+ * code with its spare lanes zeroed before the sum, so the bits depend only
+ * on x and n. */
+AVX2_FN static void softmax_avx2(float *x, int n)
+{
+    __m256 mv = _mm256_set1_ps(x[0]);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) mv = _mm256_max_ps(mv, _mm256_loadu_ps(x + i));
+    float mt[8];
+    _mm256_storeu_ps(mt, mv);
+    float m = mt[0];
+    for (int l = 1; l < 8; l++) m = mt[l] > m ? mt[l] : m;
+    for (; i < n; i++) m = x[i] > m ? x[i] : m;
+    __m256 mb = _mm256_set1_ps(m), sum = _mm256_setzero_ps(), z = sum;
+    for (i = 0; i + 8 <= n; i += 8) {
+        __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), mb));
+        _mm256_storeu_ps(x + i, e);
+        sum = _mm256_add_ps(sum, e);
+    }
+    if (i < n) {
+        float t[8] = {0};
+        memcpy(t, x + i, sizeof(float) * (size_t)(n - i));
+        __m256 lane = _mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7);
+        __m256 keep = _mm256_cmp_ps(lane, _mm256_set1_ps((float)(n - i)), _CMP_LT_OQ);
+        __m256 e = _mm256_and_ps(exp8(_mm256_sub_ps(_mm256_loadu_ps(t), mb)), keep);
+        _mm256_storeu_ps(t, e);
+        memcpy(x + i, t, sizeof(float) * (size_t)(n - i));
+        sum = _mm256_add_ps(sum, e);
+    }
+    __m256 inv = _mm256_set1_ps(1.0f / _mm_cvtss_f32(kern_hsum4_256(sum, z, z, z)));
+    for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), inv));
+    float s = _mm256_cvtss_f32(inv);
+    for (; i < n; i++) x[i] *= s;
+}
+
+void kern_softmax_attn(float *x, int n)
+{
+    if (use_avx2()) softmax_avx2(x, n);
+    else kern_softmax(x, n);
+}
+
 AVX2_FN static int silu_mul_avx2(float *g, const float *u, int n)
 {
     int i = 0;
@@ -676,7 +718,7 @@ void kern_attend_one(const float *q, int g, const float *k, const float *v, int6
                 attend_scores(q + (size_t)h * (size_t)D, k + (size_t)j0 * (size_t)ld, ld, n, D, scale,
                               scores + (size_t)h * (size_t)L + j0);
         }
-        for (int h = 0; h < g; h++) kern_softmax(scores + (size_t)h * (size_t)L, L);
+        for (int h = 0; h < g; h++) kern_softmax_attn(scores + (size_t)h * (size_t)L, L);
         memset(out, 0, sizeof(float) * (size_t)g * (size_t)D);
         for (int j0 = 0; j0 < L; j0 += ATTEND_BLOCK) {
             int n = TM_MIN(ATTEND_BLOCK, L - j0);
@@ -694,10 +736,156 @@ void kern_attend_one(const float *q, int g, const float *k, const float *v, int6
             for (int i = 0; i < D; i++) d += qh[i] * k[(size_t)j * (size_t)ld + (size_t)i];
             sc[j] = d * scale;
         }
-        kern_softmax(sc, L);
+        kern_softmax_attn(sc, L);
         memset(oh, 0, sizeof(float) * (size_t)D);
         for (int j = 0; j < L; j++) kern_axpy(oh, sc[j], v + (size_t)j * (size_t)ld, D);
     }
+}
+
+/* ---- attention of a block of tokens ---------------------------------------------
+ * Query rows in groups of four heads of one token (so of one key count):
+ * each K row loaded serves four queries and each V row four outputs, where
+ * kern_attend_one loads one per product.  Every score is the same chain of
+ * 8-lane products and kern_hsum4_256 as in attend_scores (a score's bits do
+ * not depend on which keys share its step), and every output element sums
+ * p·v over the keys in order from zero as attend_values does, so each row
+ * gets kern_attend_one's bits.  The 32-register AVX-512 file holds a group's
+ * 16 accumulators beside the loaded rows. */
+#define AVX512VL_FN __attribute__((target("avx2,fma,avx512f,avx512vl")))
+#define ATT_GROUP 4
+
+/* sc[r][j] = scale · q_r·k_j for the nr <= 4 rows, keys [0, L). */
+AVX512VL_FN static void block_scores(const float *const q[ATT_GROUP], int nr, const float *k, int64_t ld, int L,
+                                     int D, float scale, float *const sc[ATT_GROUP])
+{
+    int j = 0;
+    for (; j + 4 <= L; j += 4) {
+        const float *kj = k + (size_t)j * (size_t)ld;
+        __m256 a[ATT_GROUP][4];
+        _Pragma("GCC unroll 4")
+        for (int r = 0; r < ATT_GROUP; r++)
+            _Pragma("GCC unroll 4")
+            for (int i = 0; i < 4; i++) a[r][i] = _mm256_setzero_ps();
+        for (int c = 0; c < D; c += 8) {
+            __m256 k0 = _mm256_loadu_ps(kj + c), k1 = _mm256_loadu_ps(kj + ld + c);
+            __m256 k2 = _mm256_loadu_ps(kj + 2 * ld + c), k3 = _mm256_loadu_ps(kj + 3 * ld + c);
+            _Pragma("GCC unroll 4")
+            for (int r = 0; r < ATT_GROUP; r++) {
+                __m256 qv = _mm256_loadu_ps(q[r] + c);
+                a[r][0] = _mm256_fmadd_ps(qv, k0, a[r][0]);
+                a[r][1] = _mm256_fmadd_ps(qv, k1, a[r][1]);
+                a[r][2] = _mm256_fmadd_ps(qv, k2, a[r][2]);
+                a[r][3] = _mm256_fmadd_ps(qv, k3, a[r][3]);
+            }
+        }
+        _Pragma("GCC unroll 4")
+        for (int r = 0; r < nr; r++)
+            _mm_storeu_ps(sc[r] + j, _mm_mul_ps(kern_hsum4_256(a[r][0], a[r][1], a[r][2], a[r][3]), _mm_set1_ps(scale)));
+    }
+    for (; j < L; j++) {
+        const float *kj = k + (size_t)j * (size_t)ld;
+        __m256 a[ATT_GROUP], z = _mm256_setzero_ps();
+        _Pragma("GCC unroll 4")
+        for (int r = 0; r < ATT_GROUP; r++) a[r] = z;
+        for (int c = 0; c < D; c += 8) {
+            __m256 k0 = _mm256_loadu_ps(kj + c);
+            _Pragma("GCC unroll 4")
+            for (int r = 0; r < ATT_GROUP; r++) a[r] = _mm256_fmadd_ps(_mm256_loadu_ps(q[r] + c), k0, a[r]);
+        }
+        _Pragma("GCC unroll 4")
+        for (int r = 0; r < nr; r++) sc[r][j] = _mm_cvtss_f32(kern_hsum4_256(a[r], z, z, z)) * scale;
+    }
+}
+
+/* out_r[D] += Σ_j p_r[j] · v_j over keys [0, n), for the nr <= 4 rows. */
+AVX512VL_FN static void block_values(const float *const p[ATT_GROUP], int nr, const float *v, int64_t ld, int n, int D,
+                                     float *const out[ATT_GROUP])
+{
+    int c = 0;
+    for (; c + 32 <= D; c += 32) {
+        __m256 a[ATT_GROUP][4];
+        _Pragma("GCC unroll 4")
+        for (int r = 0; r < ATT_GROUP; r++)
+            _Pragma("GCC unroll 4")
+            for (int i = 0; i < 4; i++) a[r][i] = _mm256_loadu_ps(out[r] + c + 8 * i);
+        for (int j = 0; j < n; j++) {
+            const float *vj = v + (size_t)j * (size_t)ld + c;
+            __m256 v0 = _mm256_loadu_ps(vj), v1 = _mm256_loadu_ps(vj + 8);
+            __m256 v2 = _mm256_loadu_ps(vj + 16), v3 = _mm256_loadu_ps(vj + 24);
+            _Pragma("GCC unroll 4")
+            for (int r = 0; r < ATT_GROUP; r++) {
+                __m256 pj = _mm256_broadcast_ss(p[r] + j);
+                a[r][0] = _mm256_fmadd_ps(pj, v0, a[r][0]);
+                a[r][1] = _mm256_fmadd_ps(pj, v1, a[r][1]);
+                a[r][2] = _mm256_fmadd_ps(pj, v2, a[r][2]);
+                a[r][3] = _mm256_fmadd_ps(pj, v3, a[r][3]);
+            }
+        }
+        _Pragma("GCC unroll 4")
+        for (int r = 0; r < nr; r++)
+            _Pragma("GCC unroll 4")
+            for (int i = 0; i < 4; i++) _mm256_storeu_ps(out[r] + c + 8 * i, a[r][i]);
+    }
+    for (; c < D; c += 8) {
+        __m256 a[ATT_GROUP];
+        _Pragma("GCC unroll 4")
+        for (int r = 0; r < ATT_GROUP; r++) a[r] = _mm256_loadu_ps(out[r] + c);
+        for (int j = 0; j < n; j++) {
+            __m256 vj = _mm256_loadu_ps(v + (size_t)j * (size_t)ld + c);
+            _Pragma("GCC unroll 4")
+            for (int r = 0; r < ATT_GROUP; r++) a[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(p[r] + j), vj, a[r]);
+        }
+        _Pragma("GCC unroll 4")
+        for (int r = 0; r < nr; r++) _mm256_storeu_ps(out[r] + c, a[r]);
+    }
+}
+
+void kern_attend_block(const float *q, float *out, int64_t stride, int n, int g, int L0, const float *k,
+                       const float *v, int64_t ld, int D, float scale, float *scores)
+{
+    int Lmax = L0 + n - 1;
+    if (D % 8 || !kern_isa_supported(KERN_ISA_AVX512) || !use_avx2()) {
+        for (int i = 0; i < n; i++)
+            kern_attend_one(q + (size_t)i * (size_t)stride, g, k, v, ld, L0 + i, D, scale, scores,
+                            out + (size_t)i * (size_t)stride);
+        return;
+    }
+    /* the groups: heads [h0, h0 + 4) of token i, at most four rows of one key
+     * count; short groups repeat their first row in the spare slots, whose
+     * results are not stored */
+    for (int i = 0; i < n; i++)
+        for (int h0 = 0; h0 < g; h0 += ATT_GROUP) {
+            int nr = TM_MIN(ATT_GROUP, g - h0), L = L0 + i;
+            const float *qr[ATT_GROUP];
+            float *sr[ATT_GROUP];
+            for (int r = 0; r < ATT_GROUP; r++) {
+                int h = h0 + (r < nr ? r : 0);
+                qr[r] = q + (size_t)i * (size_t)stride + (size_t)h * (size_t)D;
+                sr[r] = scores + ((size_t)i * (size_t)g + (size_t)h) * (size_t)Lmax;
+            }
+            block_scores(qr, nr, k, ld, L, D, scale, sr);
+            for (int r = 0; r < nr; r++) kern_softmax_attn(sr[r], L);
+        }
+    for (int i = 0; i < n; i++) memset(out + (size_t)i * (size_t)stride, 0, sizeof(float) * (size_t)g * (size_t)D);
+    /* values by blocks of keys, every group that reaches a block taking it
+     * while it is in L1 */
+    for (int j0 = 0; j0 < Lmax; j0 += ATTEND_BLOCK)
+        for (int i = 0; i < n; i++) {
+            int L = L0 + i;
+            if (L <= j0) continue;
+            int nk = TM_MIN(ATTEND_BLOCK, L - j0);
+            for (int h0 = 0; h0 < g; h0 += ATT_GROUP) {
+                int nr = TM_MIN(ATT_GROUP, g - h0);
+                const float *pr[ATT_GROUP];
+                float *orow[ATT_GROUP];
+                for (int r = 0; r < ATT_GROUP; r++) {
+                    int h = h0 + (r < nr ? r : 0);
+                    pr[r] = scores + ((size_t)i * (size_t)g + (size_t)h) * (size_t)Lmax + j0;
+                    orow[r] = out + (size_t)i * (size_t)stride + (size_t)h * (size_t)D;
+                }
+                block_values(pr, nr, v + (size_t)j0 * (size_t)ld, ld, nk, D, orow);
+            }
+        }
 }
 
 void kern_attend_one_ref(const float *q, int g, const float *k, const float *v, int64_t ld, int L, int D,

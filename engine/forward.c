@@ -11,6 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Tokens per block of the attention pass at most (the scores scratch holds
+ * that many tokens' heads per thread). */
+#define ATT_QBLOCK 8
+
 /* ---- RoPE ---------------------------------------------------------------- */
 
 void rope_inv_freq(float *inv_freq, int head_dim, float theta)
@@ -127,8 +131,10 @@ tm_status state_init_batch(tm_state *s, const tm_model *m, int n_seq, int max_ct
     s->att = tm_calloc(T * qd, sizeof(float));
     /* [group heads, max_ctx] per thread of the attention pass */
     s->att_slots = TM_MAX(1, kern_threads());
-    s->scores = tm_calloc((size_t)s->att_slots * (size_t)(c->num_heads / c->num_kv_heads) * (size_t)max_ctx,
+    s->scores = tm_calloc((size_t)s->att_slots * ATT_QBLOCK * (size_t)(c->num_heads / c->num_kv_heads) *
+                              (size_t)max_ctx,
                           sizeof(float));
+    s->att_blk = tm_calloc(T + 1, sizeof(int));
     s->probs = tm_calloc(T * (size_t)c->num_experts, sizeof(float));
     s->sel_ids = tm_calloc(T * (size_t)c->top_k, sizeof(int32_t));
     s->sel_w = tm_calloc(T * (size_t)c->top_k, sizeof(float));
@@ -150,12 +156,15 @@ static void report_expert_stats(const tm_state *s)
     if (!env || strcmp(env, "1") || !s->grp.stats.calls) return;
     const expert_group_stats *a = &s->moe_first, *b = &s->grp.stats;
     expert_group_stats d = {b->calls - a->calls, b->pairs - a->pairs, b->bytes - a->bytes, b->flops - a->flops,
-                            b->seconds - a->seconds};
+                            b->seconds - a->seconds, {0}};
+    for (int i = 0; i < 4; i++) d.pass_s[i] = b->pass_s[i] - a->pass_s[i];
     const expert_group_stats *v[2] = {a, &d};
     for (int i = 0; i < 2; i++)
         fprintf(stderr, "trustmoe: local experts, %s: %llu layer calls, %llu pairs, %.4f GB of expert weights, "
-                        "%.3f GFLOP, %.2f ms\n", i ? "later calls" : "first call", (unsigned long long)v[i]->calls,
-                (unsigned long long)v[i]->pairs, v[i]->bytes / 1e9, v[i]->flops / 1e9, 1e3 * v[i]->seconds);
+                        "%.3f GFLOP, %.2f ms (grouped passes: pack %.2f, gate and up %.2f, down %.2f, combine %.2f ms)\n",
+                i ? "later calls" : "first call", (unsigned long long)v[i]->calls, (unsigned long long)v[i]->pairs,
+                v[i]->bytes / 1e9, v[i]->flops / 1e9, 1e3 * v[i]->seconds, 1e3 * v[i]->pass_s[0],
+                1e3 * v[i]->pass_s[1], 1e3 * v[i]->pass_s[2], 1e3 * v[i]->pass_s[3]);
 }
 
 void state_free(tm_state *s)
@@ -163,7 +172,7 @@ void state_free(tm_state *s)
     report_expert_stats(s);
     expert_group_free(&s->grp);
     free(s->seq_len); free(s->seq_next); free(s->tok_seq); free(s->tok_pos); free(s->k_cache); free(s->v_cache); free(s->inv_freq); free(s->x); free(s->xn); free(s->q); free(s->k);
-    free(s->v); free(s->att); free(s->scores); free(s->probs); free(s->sel_ids); free(s->sel_w);
+    free(s->v); free(s->att); free(s->scores); free(s->att_blk); free(s->probs); free(s->sel_ids); free(s->sel_w);
     free(s->moe_out); free(s->mlp_scratch); free(s->dec_scratch);
     memset(s, 0, sizeof *s);
 }
@@ -206,14 +215,15 @@ moe_backend model_local_backend(const tm_model *m, tm_state *s)
 /* One layer's attention for the T tokens of a call, in two passes of the
  * thread pool:
  *   1. per token: q/k RMSNorm, RoPE, and its K and V into the cache;
- *   2. per (KV head, query token): the group of query heads sharing that KV
- *      head against the keys of the token's sequence up to its own position
- *      (causal), through kern_attend_one.  Items are taken from a shared
- *      counter, longest first, since a late query of a long prompt costs many
- *      times an early one; each writes only its own output, so the result does
+ *   2. per (KV head, block of tokens): the group of query heads sharing that
+ *      KV head, for up to ATT_QBLOCK consecutive tokens of one sequence (a
+ *      prefill's run of positions), against the keys of the sequence up to
+ *      each token's own position (causal), through kern_attend_block.  Items
+ *      are taken from a shared counter, the last blocks (the longest, in a
+ *      prefill) first; each writes only its own output, so the result does
  *      not depend on the thread count or the order taken.
- * Prefill and decode run the same arithmetic per query, so a token gets the
- * same attention output either way. */
+ * A token gets kern_attend_one's bits in any block, so prefill and decode
+ * run the same arithmetic per query and the blocking may follow the batch. */
 #define ATT_PAR_MIN ((int64_t)1 << 16)
 
 typedef struct {
@@ -221,6 +231,7 @@ typedef struct {
     tm_state *s;
     int l, T;
     float *kl, *vl;          /* this layer's caches: [n_seq, max_ctx, kv_heads * head_dim] f32 */
+    int n_blk;               /* pass 2: token blocks, starting at s->att_blk[b] */
     atomic_int next;         /* pass 2: the next item */
 } attn_task;
 
@@ -262,14 +273,15 @@ static void attn_items(void *arg, int64_t slot, int64_t slot_end)
     int qd = nh * D, kvd = nkv * D, T = a->T;
     float scale = 1.0f / sqrtf((float)D);
     size_t seq_stride = (size_t)s->max_ctx * kvd;
-    float *scores = s->scores + (size_t)slot * group * s->max_ctx; /* [group, max_ctx] */
-    (void)slot_end;
-    for (int i; (i = atomic_fetch_add_explicit(&a->next, 1, memory_order_relaxed)) < T * nkv;) {
-        int kh = i % nkv, t = T - 1 - i / nkv; /* longest first */
+    float *scores = s->scores + (size_t)slot * ATT_QBLOCK * group * s->max_ctx;
+    (void)slot_end, (void)T;
+    for (int i; (i = atomic_fetch_add_explicit(&a->next, 1, memory_order_relaxed)) < a->n_blk * nkv;) {
+        int kh = i % nkv, b = a->n_blk - 1 - i / nkv; /* the last blocks first */
+        int t = s->att_blk[b], n = s->att_blk[b + 1] - t;
         const float *kc = a->kl + (size_t)s->tok_seq[t] * seq_stride, *vc = a->vl + (size_t)s->tok_seq[t] * seq_stride;
         size_t off = (size_t)t * qd + (size_t)kh * group * D;
-        kern_attend_one(s->q + off, group, kc + (size_t)kh * D, vc + (size_t)kh * D, kvd, s->tok_pos[t] + 1, D, scale,
-                        scores, s->att + off);
+        kern_attend_block(s->q + off, s->att + off, qd, n, group, s->tok_pos[t] + 1, kc + (size_t)kh * D,
+                          vc + (size_t)kh * D, kvd, D, scale, scores);
     }
 }
 
@@ -305,6 +317,21 @@ static void add_norm(float *x, const float *add, float *out, const float *norm, 
     else add_norm_rows(&a, 0, T);
 }
 
+/* Splits the T tokens into blocks of consecutive positions of one sequence,
+ * at most ATT_QBLOCK tokens and few enough that the items (blocks × KV
+ * heads) keep every thread fed; returns the count, s->att_blk[b] the first
+ * token of block b and s->att_blk[count] == T. */
+static int attn_blocks(tm_state *s, int T, int n_kv, int threads)
+{
+    int qb = TM_MAX(1, TM_MIN(ATT_QBLOCK, T * n_kv / (4 * threads))), n = 0;
+    for (int t = 0; t < T; t++)
+        if (t == 0 || s->tok_seq[t] != s->tok_seq[t - 1] || s->tok_pos[t] != s->tok_pos[t - 1] + 1 ||
+            t - s->att_blk[n - 1] == qb)
+            s->att_blk[n++] = t;
+    s->att_blk[n] = T;
+    return n;
+}
+
 static void attention(const tm_model *m, tm_state *s, int l, int T)
 {
     const tm_config *c = &m->cfg;
@@ -316,16 +343,19 @@ static void attention(const tm_model *m, tm_state *s, int l, int T)
     kern_matmul(&ly->wq, s->xn, T, s->q);
     kern_matmul(&ly->wk, s->xn, T, s->k);
     kern_matmul(&ly->wv, s->xn, T, s->v);
-    attn_task a = {m, s, l, T, s->k_cache + (size_t)l * layer_stride, s->v_cache + (size_t)l * layer_stride, 0};
+    attn_task a = {m, s, l, T, s->k_cache + (size_t)l * layer_stride, s->v_cache + (size_t)l * layer_stride, 0, 0};
     /* Either pass runs on the calling thread when its work (multiply-adds,
      * roughly) is below a pool wake-up's worth: one decode token, tiny models. */
+    double t0 = tm_now();
     int64_t qkd = (int64_t)(c->num_heads + c->num_kv_heads) * c->head_dim, keys = 0;
     for (int t = 0; t < T; t++) keys += s->tok_pos[t] + 1;
     if ((int64_t)T * qkd >= ATT_PAR_MIN) kern_parallel_for(T, 1, attn_rope_rows, &a);
     else attn_rope_rows(&a, 0, T);
     int slots = TM_MIN(kern_threads(), s->att_slots);
+    a.n_blk = attn_blocks(s, T, c->num_kv_heads, slots);
     if (keys * 2 * c->num_heads * c->head_dim >= ATT_PAR_MIN && slots > 1) kern_parallel_for(slots, 1, attn_items, &a);
     else attn_items(&a, 0, 1);
+    s->t_attn_core += tm_now() - t0;
     kern_matmul(&ly->wo, s->att, T, s->xn); /* xn reused as the projection output */
     /* the residual, then the feed-forward norm into xn (in place: each row's
      * projection is added before its norm overwrites it) */

@@ -115,7 +115,8 @@ typedef struct {
     float *k;           /* [T, kv_heads * head_dim] */
     float *v;           /* [T, kv_heads * head_dim] */
     float *att;         /* [T, heads * head_dim] */
-    float *scores;      /* [att_slots, heads / kv_heads, max_ctx] attention probabilities, per thread */
+    float *scores;      /* [att_slots, ATT_QBLOCK * heads / kv_heads, max_ctx] attention probabilities, per thread */
+    int *att_blk;       /* [max_tokens + 1] the token blocks of an attention pass (their first tokens) */
     int att_slots;      /* threads the attention pass may use: kern_threads() at state_init */
     float *probs;       /* [T, experts] */
     int32_t *sel_ids;   /* [T, top_k] */
@@ -132,8 +133,9 @@ typedef struct {
     void (*on_route)(void *ctx, int layer, const int32_t *ids, const float *w, const float *probs, int T);
     void *observer_ctx;
     const tm_model *local_model; /* the model model_local_backend computes experts of */
-    /* timings, seconds, accumulated */
-    double t_attn, t_route, t_moe, t_head;
+    /* timings, seconds, accumulated; t_attn_core is the part of t_attn
+     * between the projections (q/k norms, RoPE, scores and values) */
+    double t_attn, t_attn_core, t_route, t_moe, t_head;
 } tm_state;
 
 /* One sequence. */

@@ -358,6 +358,15 @@ static void test_elementwise(void)
         for (int i = 1; i < n; i++) m = x[i] > m ? x[i] : m;
         for (int i = 0; i < n; i++) s += exp(x[i] - m);
         for (int i = 0; i < n; i++) bad += fabs(g[i] - exp(x[i] - m) / s) > 1e-6 + 1e-5 * (exp(x[i] - m) / s);
+        memcpy(g, x, (size_t)n * 4); /* the attention's, wider inputs too */
+        for (int i = 0; i < n; i++) g[i] *= 20.0f;
+        kern_softmax_attn(g, n);
+        s = 0;
+        for (int i = 0; i < n; i++) s += exp(20.0 * (x[i] - m));
+        for (int i = 0; i < n; i++) {
+            double p = exp(20.0 * (x[i] - m)) / s;
+            bad += fabs(g[i] - p) > 1e-7 + 1e-5 * p;
+        }
         /* silu_mul and axpy */
         memcpy(g, x, (size_t)n * 4);
         kern_silu_mul(g, u, n);
@@ -401,6 +410,38 @@ static void test_attend_one(void)
             }
 }
 
+/* A block of n consecutive tokens (the first attends to L0 keys) gives each
+ * token's heads the bits of kern_attend_one alone: group sizes that fill the
+ * four-row groups and that leave short ones, head sizes with and without a
+ * 32-column block, blocks that start at and across the 32-key blocks. */
+static void test_attend_block(void)
+{
+    static const int NS[] = {1, 2, 5, 8}, L0S[] = {1, 4, 31, 33, 70}, DS[] = {128, 40, 8, 13}, GS[] = {1, 3, 4, 8};
+    int bad_bits = 0, bad_ref = 0;
+    for (size_t a = 0; a < TM_ARRAY_LEN(NS); a++)
+        for (size_t b = 0; b < TM_ARRAY_LEN(L0S); b++)
+            for (size_t c = 0; c < TM_ARRAY_LEN(DS); c++)
+                for (size_t d = 0; d < TM_ARRAY_LEN(GS); d++) {
+                    int n = NS[a], L0 = L0S[b], D = DS[c], g = GS[d], L = L0 + n - 1;
+                    int64_t ld = 2 * D + 3, stride = (int64_t)g * D + 5;
+                    float *q = rand_vec((size_t)n * stride), *k = rand_vec((size_t)L * ld), *v = rand_vec((size_t)L * ld);
+                    float *o = tm_calloc((size_t)n * stride, 4), *one = tm_malloc((size_t)g * D * 4);
+                    float *r = tm_malloc((size_t)g * D * 4), *sc = tm_malloc((size_t)n * g * L * 4);
+                    float scale = 1.0f / sqrtf((float)D);
+                    kern_attend_block(q, o, stride, n, g, L0, k + D, v + D, ld, D, scale, sc);
+                    for (int i = 0; i < n; i++) {
+                        const float *qi = q + (size_t)i * stride, *oi = o + (size_t)i * stride;
+                        kern_attend_one(qi, g, k + D, v + D, ld, L0 + i, D, scale, sc, one);
+                        kern_attend_one_ref(qi, g, k + D, v + D, ld, L0 + i, D, scale, r);
+                        bad_bits += memcmp(oi, one, (size_t)g * D * 4) != 0;
+                        for (int e = 0; e < g * D; e++) bad_ref += fabs(oi[e] - r[e]) > 1e-5 * (1 + fabs(r[e]));
+                    }
+                    free(q), free(k), free(v), free(o), free(one), free(r), free(sc);
+                }
+    CU_ASSERT_EQUAL(bad_bits, 0);
+    CU_ASSERT_EQUAL(bad_ref, 0);
+}
+
 int main(void)
 {
     char desc[256];
@@ -419,5 +460,6 @@ int main(void)
     CU_add_test(s, "parallel_for covers once", test_parallel_for);
     CU_add_test(s, "elementwise vs double", test_elementwise);
     CU_add_test(s, "attend_one vs double", test_attend_one);
+    CU_add_test(s, "attend_block: attend_one's bits per token", test_attend_block);
     return cunit_run();
 }

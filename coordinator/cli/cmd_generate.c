@@ -537,6 +537,7 @@ static void gen_report(gen_run *g)
     cJSON_AddNumberToObject(tm, "sequences", g->n_seqs);
     cJSON *split = cJSON_AddObjectToObject(tm, "split_ms");
     cJSON_AddNumberToObject(split, "attention", 1e3 * g->sc.s.t_attn);
+    cJSON_AddNumberToObject(split, "attention_core", 1e3 * g->sc.s.t_attn_core);
     cJSON_AddNumberToObject(split, "routing_selection", 1e3 * g->sc.s.t_route);
     cJSON_AddNumberToObject(split, "experts", 1e3 * g->sc.s.t_moe);
     cJSON_AddNumberToObject(split, "lm_head", 1e3 * g->sc.s.t_head);

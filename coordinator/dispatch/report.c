@@ -63,7 +63,7 @@ typedef struct {
     double calls;                    /* MoE layer calls (at least 1) */
     double fanout;                   /* workers contacted per (token, MoE layer) */
     double pf_tps, dc_tps;           /* prefill and decode tokens per second */
-    double t_attn, t_route, t_moe, t_head;
+    double t_attn, t_attn_core, t_route, t_moe, t_head;
 } report_totals;
 
 static report_totals totals_of(const dist_ctx *c, const tm_state *s)
@@ -93,6 +93,7 @@ static report_totals totals_of(const dist_ctx *c, const tm_state *s)
     x.dc_tps = c->decode_s > 0 ? (double)c->decode_tok / c->decode_s : 0.0;
     if (s) {
         x.t_attn = s->t_attn;
+        x.t_attn_core = s->t_attn_core;
         x.t_route = s->t_route;
         x.t_moe = s->t_moe;
         x.t_head = s->t_head;
@@ -127,9 +128,9 @@ static void print_report(const dist_ctx *c, const report_totals *x)
                 1e6 * c->t_slowest / x->calls, 1e6 * c->t_overhead / x->calls, dist_overhead_median_us(c),
                 (unsigned long long)c->ov_calls);
     if (!c->p.verbose) return;
-    fprintf(f, "trustmoe: time attention %.2f ms, routing %.2f ms, experts %.2f ms (dispatch %.2f, wait %.2f, "
+    fprintf(f, "trustmoe: time attention %.2f ms (core %.2f), routing %.2f ms, experts %.2f ms (dispatch %.2f, wait %.2f, "
                "combine %.2f, local %.2f), head %.2f ms\n",
-            1e3 * x->t_attn, 1e3 * x->t_route, 1e3 * x->t_moe, 1e3 * c->t_dispatch, 1e3 * c->t_wait, 1e3 * c->t_combine,
+            1e3 * x->t_attn, 1e3 * x->t_attn_core, 1e3 * x->t_route, 1e3 * x->t_moe, 1e3 * c->t_dispatch, 1e3 * c->t_wait, 1e3 * c->t_combine,
             1e3 * c->t_local, 1e3 * x->t_head);
     if (!c->distributed) return;
     fprintf(f, "trustmoe: per MoE layer call: dispatch %.1f us, wait %.1f us, combine %.1f us\n",
@@ -213,6 +214,7 @@ static int write_stats_json(const dist_ctx *c, const report_totals *x)
     cJSON_AddNumberToObject(dc, "tokens_per_second", x->dc_tps);
     cJSON *tm = cJSON_AddObjectToObject(j, "time_s");
     cJSON_AddNumberToObject(tm, "attention", x->t_attn);
+    cJSON_AddNumberToObject(tm, "attention_core", x->t_attn_core);
     cJSON_AddNumberToObject(tm, "routing", x->t_route);
     cJSON_AddNumberToObject(tm, "experts", x->t_moe);
     cJSON_AddNumberToObject(tm, "dispatch", c->t_dispatch);
