@@ -911,9 +911,21 @@ void kern_attend_one_ref(const float *q, int g, const float *k, const float *v, 
     free(p);
 }
 
+/* A product, then a sum, each rounded (no fused multiply-add), as the
+ * scalar loop does: the same bits on any machine. */
+AVX2_FN static int axpy_avx2(float *y, float a, const float *x, int n)
+{
+    __m256 av = _mm256_set1_ps(a);
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(y + i), _mm256_mul_ps(av, _mm256_loadu_ps(x + i))));
+    return i;
+}
+
 void kern_axpy(float *y, float a, const float *x, int n)
 {
-    for (int i = 0; i < n; i++) y[i] += a * x[i];
+    int i = use_avx2() ? axpy_avx2(y, a, x, n) : 0;
+    for (; i < n; i++) y[i] += a * x[i];
 }
 
 void kern_row_f32(const tm_mat *w, int64_t r, float *out)
