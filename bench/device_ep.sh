@@ -6,7 +6,9 @@
 #                                      old -np 3 -t 5, new -np 3 in the chosen layout
 #   bench/device_ep.sh OUTDIR pick     old -np 1 -t 16, layouts 12/2/0.75 and 14/1/0.875, old -np 1
 #                                      -t 16 again, then the faster layout again
-#   bench/device_ep.sh OUTDIR scale    batch 1 and 32, -np 1 2 3 5 9 in the chosen layout
+#   bench/device_ep.sh OUTDIR scale    batch 1 and 32, -np 1 2 3 5 9 in the chosen layout (that of
+#                                      deploy/trustmoe-run.sh --local; RANK0_THREADS=A: rank 0 -t A,
+#                                      the workers share the other cores)
 #   bench/device_ep.sh OUTDIR runs NP:LAYOUT ...   one run of the new binary per NP:LAYOUT (NP 1: -t A)
 # TRUSTMOE (new) and TRUSTMOE_OLD (the build before) name the binaries.
 # A layout is "A/B/S": rank 0 runs -t A, each worker -t B, rank 0 hosts the
@@ -116,9 +118,13 @@ if [ "$PART" = scale ]; then
         one "b$bs-np1" "$T" 1 16/0/0
         for np in 2 3 5 9; do
             w=$((np - 1))
-            a=${RANK0_THREADS:-8}
-            b=$(((16 - a) / w))
-            [ "$b" -lt 1 ] && b=1
+            if [ -n "${RANK0_THREADS:-}" ]; then
+                a=$RANK0_THREADS
+                b=$(((16 - a) / w))
+                [ "$b" -lt 1 ] && b=1
+            else # deploy/trustmoe-run.sh --local: workers -t 1, rank 0 the other cores
+                a=$((16 - w)) b=1
+            fi
             s=$(python3 -c "print(round($a / ($a + $w * $b), 3))")
             one "b$bs-np$np" "$T" "$np" "$a/$b/$s"
         done
