@@ -129,7 +129,7 @@ tm_status state_init_batch(tm_state *s, const tm_model *m, int n_seq, int max_ct
     s->k = tm_calloc(T * kvd, sizeof(float));
     s->v = tm_calloc(T * kvd, sizeof(float));
     s->att = tm_calloc(T * qd, sizeof(float));
-    /* [group heads, max_ctx] per thread of the attention pass */
+    /* [ATT_QBLOCK tokens × group heads, max_ctx] per thread of the attention pass */
     s->att_slots = TM_MAX(1, kern_threads());
     s->scores = tm_calloc((size_t)s->att_slots * ATT_QBLOCK * (size_t)(c->num_heads / c->num_kv_heads) *
                               (size_t)max_ctx,
@@ -270,11 +270,11 @@ static void attn_items(void *arg, int64_t slot, int64_t slot_end)
     const tm_config *c = &a->m->cfg;
     tm_state *s = a->s;
     int D = c->head_dim, nh = c->num_heads, nkv = c->num_kv_heads, group = nh / nkv;
-    int qd = nh * D, kvd = nkv * D, T = a->T;
+    int qd = nh * D, kvd = nkv * D;
     float scale = 1.0f / sqrtf((float)D);
     size_t seq_stride = (size_t)s->max_ctx * kvd;
     float *scores = s->scores + (size_t)slot * ATT_QBLOCK * group * s->max_ctx;
-    (void)slot_end, (void)T;
+    (void)slot_end;
     for (int i; (i = atomic_fetch_add_explicit(&a->next, 1, memory_order_relaxed)) < a->n_blk * nkv;) {
         int kh = i % nkv, b = a->n_blk - 1 - i / nkv; /* the last blocks first */
         int t = s->att_blk[b], n = s->att_blk[b + 1] - t;
