@@ -840,29 +840,37 @@ AVX512VL_FN static void block_values(const float *const p[ATT_GROUP], int nr, co
     }
 }
 
+/* The rows of the group of heads [h0, h0 + nr) of token i: its queries, its
+ * outputs and its scores (rows of length Lmax); a short group repeats its
+ * first row in the spare slots, whose results are not stored. */
+static void group_rows(const float *q, float *out, float *scores, int64_t stride, int g, int D, int Lmax, int i,
+                       int h0, int nr, const float *qr[ATT_GROUP], float *orow[ATT_GROUP], float *sr[ATT_GROUP])
+{
+    for (int r = 0; r < ATT_GROUP; r++) {
+        size_t h = (size_t)h0 + (size_t)(r < nr ? r : 0);
+        qr[r] = q + (size_t)i * (size_t)stride + h * (size_t)D;
+        orow[r] = out + (size_t)i * (size_t)stride + h * (size_t)D;
+        sr[r] = scores + ((size_t)i * (size_t)g + h) * (size_t)Lmax;
+    }
+}
+
 void kern_attend_block(const float *q, float *out, int64_t stride, int n, int g, int L0, const float *k,
                        const float *v, int64_t ld, int D, float scale, float *scores)
 {
     int Lmax = L0 + n - 1;
-    if (D % 8 || !kern_isa_supported(KERN_ISA_AVX512) || !use_avx2()) {
+    if (D % 8 || !kern_isa_supported(KERN_ISA_AVX512)) {
         for (int i = 0; i < n; i++)
             kern_attend_one(q + (size_t)i * (size_t)stride, g, k, v, ld, L0 + i, D, scale, scores,
                             out + (size_t)i * (size_t)stride);
         return;
     }
-    /* the groups: heads [h0, h0 + 4) of token i, at most four rows of one key
-     * count; short groups repeat their first row in the spare slots, whose
-     * results are not stored */
+    const float *qr[ATT_GROUP];
+    float *orow[ATT_GROUP], *sr[ATT_GROUP];
+    /* the groups: at most four heads of one token, so of one key count */
     for (int i = 0; i < n; i++)
         for (int h0 = 0; h0 < g; h0 += ATT_GROUP) {
             int nr = TM_MIN(ATT_GROUP, g - h0), L = L0 + i;
-            const float *qr[ATT_GROUP];
-            float *sr[ATT_GROUP];
-            for (int r = 0; r < ATT_GROUP; r++) {
-                int h = h0 + (r < nr ? r : 0);
-                qr[r] = q + (size_t)i * (size_t)stride + (size_t)h * (size_t)D;
-                sr[r] = scores + ((size_t)i * (size_t)g + (size_t)h) * (size_t)Lmax;
-            }
+            group_rows(q, out, scores, stride, g, D, Lmax, i, h0, nr, qr, orow, sr);
             block_scores(qr, nr, k, ld, L, D, scale, sr);
             for (int r = 0; r < nr; r++) kern_softmax_attn(sr[r], L);
         }
@@ -877,12 +885,8 @@ void kern_attend_block(const float *q, float *out, int64_t stride, int n, int g,
             for (int h0 = 0; h0 < g; h0 += ATT_GROUP) {
                 int nr = TM_MIN(ATT_GROUP, g - h0);
                 const float *pr[ATT_GROUP];
-                float *orow[ATT_GROUP];
-                for (int r = 0; r < ATT_GROUP; r++) {
-                    int h = h0 + (r < nr ? r : 0);
-                    pr[r] = scores + ((size_t)i * (size_t)g + (size_t)h) * (size_t)Lmax + j0;
-                    orow[r] = out + (size_t)i * (size_t)stride + (size_t)h * (size_t)D;
-                }
+                group_rows(q, out, scores, stride, g, D, Lmax, i, h0, nr, qr, orow, sr);
+                for (int r = 0; r < ATT_GROUP; r++) pr[r] = sr[r] + j0;
                 block_values(pr, nr, v + (size_t)j0 * (size_t)ld, ld, nk, D, orow);
             }
         }

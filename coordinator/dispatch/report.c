@@ -128,10 +128,10 @@ static void print_report(const dist_ctx *c, const report_totals *x)
                 1e6 * c->t_slowest / x->calls, 1e6 * c->t_overhead / x->calls, dist_overhead_median_us(c),
                 (unsigned long long)c->ov_calls);
     if (!c->p.verbose) return;
-    fprintf(f, "trustmoe: time attention %.2f ms (core %.2f), routing %.2f ms, experts %.2f ms (dispatch %.2f, wait %.2f, "
-               "combine %.2f, local %.2f), head %.2f ms\n",
-            1e3 * x->t_attn, 1e3 * x->t_attn_core, 1e3 * x->t_route, 1e3 * x->t_moe, 1e3 * c->t_dispatch, 1e3 * c->t_wait, 1e3 * c->t_combine,
-            1e3 * c->t_local, 1e3 * x->t_head);
+    fprintf(f, "trustmoe: time attention %.2f ms (core %.2f), routing %.2f ms, experts %.2f ms (dispatch %.2f, "
+               "wait %.2f, combine %.2f, local %.2f), head %.2f ms\n",
+            1e3 * x->t_attn, 1e3 * x->t_attn_core, 1e3 * x->t_route, 1e3 * x->t_moe, 1e3 * c->t_dispatch,
+            1e3 * c->t_wait, 1e3 * c->t_combine, 1e3 * c->t_local, 1e3 * x->t_head);
     if (!c->distributed) return;
     fprintf(f, "trustmoe: per MoE layer call: dispatch %.1f us, wait %.1f us, combine %.1f us\n",
             1e6 * c->t_dispatch / x->calls, 1e6 * c->t_wait / x->calls, 1e6 * c->t_combine / x->calls);
