@@ -118,6 +118,11 @@ const char *dist_build_version(void);
 /* This process's rank and the job's size (0 and 1 outside MPI). */
 int dist_rank(void);
 int dist_size(void);
+/* Threads for loading the weights: this rank's part of the cores it may run
+ * on (its affinity mask over the job's ranks on this host, which Open MPI
+ * names in OMPI_COMM_WORLD_LOCAL_SIZE), or `threads` where that is more.
+ * Outside mpirun: every core of the mask. */
+int dist_load_threads(int threads);
 /* Frees the job's communicator and finalizes MPI (no-op outside MPI or when
  * already done). */
 void dist_finalize(void);

@@ -176,6 +176,19 @@ MPI_Comm dist_comm(void) { return g_comm; }
 const char *dist_build_version(void) { return DIST_VERSION; }
 const char *dist_hostname(void) { return g_host; }
 
+int dist_load_threads(int threads)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) != 0) return threads;
+    int local = 1;
+    if (g_mpi) {
+        const char *env = getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+        local = env ? atoi(env) : 0;
+        if (local < 1) return threads; /* not told how many share this host */
+    }
+    return TM_MAX(threads, CPU_COUNT(&set) / local);
+}
+
 const char *dist_mpi_error(int code)
 {
     static char buf[MPI_MAX_ERROR_STRING + 32];

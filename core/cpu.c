@@ -48,6 +48,7 @@ static void detect(void)
     info.avx512f = zmm && __builtin_cpu_supports("avx512f");
     info.avx512bw = zmm && __builtin_cpu_supports("avx512bw");
     info.avx512vl = zmm && __builtin_cpu_supports("avx512vl");
+    info.avx512dq = zmm && __builtin_cpu_supports("avx512dq");
     /* AVX512_BF16 is leaf 7, sub-leaf 1, EAX bit 5; older compilers do not
      * know the name in __builtin_cpu_supports, so ask cpuid directly. */
     unsigned a = 0, b = 0, c = 0, d = 0;

@@ -11,6 +11,7 @@
 typedef struct {
     int avx2, fma;             /* the x86-64-v3 baseline                   */
     int avx512f, avx512bw, avx512vl;
+    int avx512dq;              /* vpmullq: 64-bit products per lane        */
     int avx512bf16;            /* vdpbf16ps / vcvtne2ps2bf16               */
     int amx;                   /* AMX-TILE and AMX-BF16, the OS saving tile
                                   state and granting this process its use  */

@@ -107,6 +107,8 @@ void expert_group_init(expert_group *g, int n_experts, int hidden, int inter, in
     g->eo_min_tokens = EXPERT_GROUP_EO_MIN_TOKENS;
     g->amx_min_tokens = EXPERT_GROUP_AMX_MIN_TOKENS;
     g->blk = tm_calloc((size_t)n_experts, sizeof(int));
+    const char *amx_min = getenv("TRUSTMOE_AMX_MIN_PAIRS"); /* to measure the threshold */
+    if (amx_min && atoi(amx_min) > 0) g->amx_min_tokens = atoi(amx_min);
     const char *lay = getenv("TRUSTMOE_EXPERT_LAYOUT");
     g->natural_only = lay && !strcmp(lay, "natural");
     g->count = tm_calloc((size_t)n_experts + 1, sizeof(int));

@@ -4,11 +4,13 @@
 #include "input.h"
 
 #include "config.h"
+#include "cpu.h"
 #include "dtype.h"
 
 #include <cJSON.h>
 #include <errno.h>
 #include <getopt.h>
+#include <immintrin.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdarg.h>
@@ -243,6 +245,53 @@ static uint64_t fnv1a64(const char *s)
 
 #define MK_PHI 0x9e3779b97f4a7c15ull
 
+/* Element i of a tensor: the sum of the four 16-bit fields of
+ * mix64(key + (i + 1)·φ), centred, times scale, rounded to BF16. The sum of
+ * four uniform fields is close to normal, and every element depends only on
+ * (seed, name, i), so any range can be filled alone. */
+static void fill_scalar(uint64_t key, float scale, uint16_t *out, size_t first, size_t count)
+{
+    for (size_t i = 0; i < count; i++) {
+        uint64_t h = mix64(key + (uint64_t)(first + i + 1) * MK_PHI);
+        uint32_t s = (uint32_t)(h & 0xffff) + (uint32_t)((h >> 16) & 0xffff) + (uint32_t)((h >> 32) & 0xffff) +
+                     (uint32_t)(h >> 48);
+        out[i] = tm_f32_to_bf16((float)((int32_t)s - 131070) * scale);
+    }
+}
+
+/* The same values eight at a time: the 64-bit products are vpmullq's low
+ * halves, the conversion and the product by scale round as the scalar ones
+ * do, and the values are finite, so tm_f32_to_bf16's NaN case never arises. */
+__attribute__((target("avx512f,avx512dq,avx512bw,avx512vl"))) static void fill_avx512(uint64_t key, float scale,
+                                                                                       uint16_t *out, size_t first,
+                                                                                       size_t count)
+{
+    const __m512i phi = _mm512_set1_epi64((long long)MK_PHI);
+    const __m512i c1 = _mm512_set1_epi64((long long)0xbf58476d1ce4e5b9ull);
+    const __m512i c2 = _mm512_set1_epi64((long long)0x94d049bb133111ebull);
+    const __m512i lo16 = _mm512_set1_epi64(0xffff);
+    const __m512i vkey = _mm512_set1_epi64((long long)key);
+    const __m256 vscale = _mm256_set1_ps(scale);
+    const __m256i centre = _mm256_set1_epi32(131070), half = _mm256_set1_epi32(0x7fff), one = _mm256_set1_epi32(1);
+    __m512i idx = _mm512_add_epi64(_mm512_set1_epi64((long long)(first + 1)), _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7));
+    size_t i = 0;
+    for (; i + 8 <= count; i += 8) {
+        __m512i z = _mm512_add_epi64(vkey, _mm512_mullo_epi64(idx, phi));
+        z = _mm512_mullo_epi64(_mm512_xor_si512(z, _mm512_srli_epi64(z, 30)), c1);
+        z = _mm512_mullo_epi64(_mm512_xor_si512(z, _mm512_srli_epi64(z, 27)), c2);
+        z = _mm512_xor_si512(z, _mm512_srli_epi64(z, 31));
+        __m512i s = _mm512_add_epi64(_mm512_and_si512(z, lo16), _mm512_and_si512(_mm512_srli_epi64(z, 16), lo16));
+        s = _mm512_add_epi64(s, _mm512_and_si512(_mm512_srli_epi64(z, 32), lo16));
+        s = _mm512_add_epi64(s, _mm512_srli_epi64(z, 48));
+        __m256i c = _mm256_sub_epi32(_mm512_cvtepi64_epi32(s), centre);
+        __m256i u = _mm256_castps_si256(_mm256_mul_ps(_mm256_cvtepi32_ps(c), vscale));
+        u = _mm256_add_epi32(u, _mm256_add_epi32(half, _mm256_and_si256(_mm256_srli_epi32(u, 16), one)));
+        _mm_storeu_si128((__m128i *)(out + i), _mm256_cvtepi32_epi16(_mm256_srli_epi32(u, 16)));
+        idx = _mm512_add_epi64(idx, _mm512_set1_epi64(8));
+    }
+    fill_scalar(key, scale, out + i, first + i, count - i);
+}
+
 int mk_fill_tensor(const mk_preset *p, uint64_t seed, const char *name, uint16_t *bf16_out, size_t offset,
                    size_t count)
 {
@@ -256,12 +305,11 @@ int mk_fill_tensor(const mk_preset *p, uint64_t seed, const char *name, uint16_t
     }
     uint64_t key = mix64(seed ^ fnv1a64(t.name)); /* t.name has no "thinker." */
     float scale = t.std / 37837.23f;
-    for (size_t i = 0; i < count; i++) {
-        uint64_t h = mix64(key + (uint64_t)(offset + i + 1) * MK_PHI);
-        uint32_t s = (uint32_t)(h & 0xffff) + (uint32_t)((h >> 16) & 0xffff) + (uint32_t)((h >> 32) & 0xffff) +
-                     (uint32_t)(h >> 48);
-        bf16_out[i] = tm_f32_to_bf16((float)((int32_t)s - 131070) * scale);
-    }
+    const cpu_info *ci = cpu_get();
+    if (ci->avx512f && ci->avx512dq && ci->avx512bw && ci->avx512vl)
+        fill_avx512(key, scale, bf16_out, offset, count);
+    else
+        fill_scalar(key, scale, bf16_out, offset, count);
     return 0;
 }
 

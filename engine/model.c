@@ -6,6 +6,7 @@
 #include "mkmodel.h"
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -106,10 +107,25 @@ static tm_status check_shape(loader *L, const st_tensor *t, int ndim, const int6
                    st_path(&L->m->st, t), t->name, got, exp);
 }
 
+typedef struct {
+    tm_dtype dt;
+    const char *data;
+    atomic_size_t bad;
+} scan_job;
+
+static void scan_range(void *arg, int64_t i0, int64_t i1)
+{
+    scan_job *j = arg;
+    size_t bad = tm_count_nonfinite(j->dt, j->data + (size_t)i0 * tm_dtype_size(j->dt), (size_t)(i1 - i0));
+    if (bad) atomic_fetch_add(&j->bad, bad);
+}
+
 static tm_status check_finite(loader *L, const st_tensor *t, tm_dtype dt, const void *data, size_t n)
 {
     if (!L->p->check_finite) return TM_OK;
-    size_t bad = tm_count_nonfinite(dt, data, n);
+    scan_job job = {dt, data, 0};
+    kern_parallel_for((int64_t)n, 1 << 16, scan_range, &job); /* a mapped file's pages come in on every thread */
+    size_t bad = atomic_load(&job.bad);
     if (bad)
         return tm_errf(L->err, TM_EINPUT,
                        "%s: tensor '%s' holds %zu non-finite values (NaN or Inf)%s; --no-check-finite skips this scan",
@@ -361,6 +377,9 @@ tm_status model_load(tm_model *m, const char *dir, const model_load_params *p, t
     if (m->weight_dtype != TM_DT_BF16 && m->weight_dtype != TM_DT_F32)
         return tm_errf(err, TM_EINPUT, "weight dtype must be bf16 or f32");
 
+    /* the run's -t may be one core of a host that has more for the load */
+    int run_threads = kern_threads();
+    if (p->load_threads > run_threads) kern_set_threads(p->load_threads);
     loader L = {m, p, tm_calloc((size_t)m->st.n_tensors, 1), err};
     m->layers = tm_calloc((size_t)c->num_layers, sizeof(tm_layer));
     char n[512];
@@ -408,6 +427,7 @@ tm_status model_load(tm_model *m, const char *dir, const model_load_params *p, t
 #undef MIX
     m->identity = h;
 out:
+    if (kern_threads() != run_threads) kern_set_threads(run_threads);
     free(L.used);
     if (st != TM_OK) model_free(m);
     return st;

@@ -74,6 +74,8 @@ typedef struct {
     const unsigned char *expert_mask; /* [layers * experts]: 1 = load; NULL = all */
     const char *synthetic;   /* a mkmodel preset: build its seeded weights in memory, no files */
     uint64_t synthetic_seed; /* the seed mkmodel --seed would take (default 0) */
+    int load_threads;        /* threads that build, copy and scan the weights, when more
+                                than kern_threads() (restored after); 0: kern_threads() */
 } model_load_params;
 
 model_load_params model_default_load_params(void);

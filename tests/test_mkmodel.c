@@ -55,6 +55,20 @@ static void test_names(void)
     CU_ASSERT(b.shape[0] == 151936 && b.shape[1] == 512);
 }
 
+static uint64_t ref_mix64(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static uint64_t ref_fnv1a64(const char *s)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
+    return h;
+}
+
 static void test_fill(void)
 {
     const mk_preset *p = mk_preset_find("tiny");
@@ -69,6 +83,17 @@ static void test_fill(void)
         diff += memcmp(part, all + off, cnt * 2) != 0;
     }
     CU_ASSERT_EQUAL(diff, 0);
+    /* every element is the definition's, whatever path the CPU takes: the
+     * splitmix64 finaliser of key + (i + 1)·φ, its four 16-bit fields summed,
+     * centred, scaled by std / 37837.23 and rounded to BF16 */
+    uint64_t key = ref_mix64(42 ^ ref_fnv1a64(name)), bad = 0;
+    float scale = (1.0f / sqrtf(32.0f)) / 37837.23f; /* down_proj: std 1/sqrt(moe_inter) */
+    for (size_t i = 0; i < N; i++) {
+        uint64_t h = ref_mix64(key + (uint64_t)(i + 1) * 0x9e3779b97f4a7c15ull);
+        int32_t s = (int32_t)((h & 0xffff) + ((h >> 16) & 0xffff) + ((h >> 32) & 0xffff) + (h >> 48)) - 131070;
+        bad += all[i] != tm_f32_to_bf16((float)s * scale);
+    }
+    CU_ASSERT_EQUAL(bad, 0);
     /* the "thinker." spelling gives the same bytes; another seed or tensor does not */
     CU_ASSERT_EQUAL(mk_fill_tensor(p, 42, "thinker.model.layers.2.mlp.experts.5.down_proj.weight", other, 0, N), 0);
     CU_ASSERT_EQUAL(memcmp(other, all, sizeof all), 0);

@@ -633,7 +633,9 @@ int cli_run_worker(const cli_opts *o, int *rc)
     dist_init(NULL, NULL, &rank, &size);
     if (rank == 0) return 0;
     kern_set_threads(o->threads); /* -t: the cores bound to this rank (default 1) */
-    *rc = worker_main(o->model_dir, &o->dist, &o->load);
+    model_load_params lp = o->load;
+    lp.load_threads = dist_load_threads(o->threads);
+    *rc = worker_main(o->model_dir, &o->dist, &lp);
     return 1;
 }
 
@@ -642,6 +644,7 @@ tm_status cli_load_model(cli_opts *o, tm_model *m, unsigned char **mask_out, tm_
     int rank, size;
     dist_init(NULL, NULL, &rank, &size);
     *mask_out = NULL;
+    o->load.load_threads = dist_load_threads(o->threads);
     if (size > 1) {
         /* the workers hold the experts; rank 0 maps only its own share, if any */
         if (!(*mask_out = dist_coordinator_mask(o->model_dir, &o->load, &o->dist, size, err))) return TM_EINPUT;
