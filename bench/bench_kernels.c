@@ -3,7 +3,7 @@
  * cblas_sgemm / kern_matmul / cblas_sbgemm rates at prefill shapes.
  *
  *   build/bench/bench_kernels [-t THREADS] [-r REPEATS] [-m MIB] [-s SECTIONS]
- *   SECTIONS: comma list of bw, matvec, decode, gemm (default all)
+ *   SECTIONS: comma list of bw, matvec, decode, gemm, group (default all but group)
  *
  * Every figure is the median of REPEATS timed passes.  Weights are read from
  * a buffer of MIB MiB (default 256, far beyond the L3) that each pass walks
@@ -12,6 +12,7 @@
  */
 #include "common.h"
 #include "cpu.h"
+#include "expert.h"
 #include "kernels.h"
 
 #include <cblas.h>
@@ -342,6 +343,83 @@ static void bf16_gemm_gflops(int n, int rows, int cols, double *g_matmul, double
     free(w), free(xb), free(x), free(y), free(t);
 }
 
+/* ---- the grouped expert path from memory --------------------------------- */
+
+/* One layer of omni30b's experts (128 x 9.4 MB BF16, far beyond the L3)
+ * through expert_group_run with T tokens routed top-8 at random, on each
+ * path (AVX-512, and AMX tiles where the CPU has them): the median time per
+ * layer call, the active experts' bytes read per second, the GFLOP/s of the
+ * pairs, and the passes. */
+static void group_section(void)
+{
+    enum { NE = 128, HID = 2048, INTER = 768, TOPK = 8 };
+    size_t per = (size_t)3 * INTER * HID; /* bf16 values of one expert */
+    uint16_t *w = tm_malloc((size_t)NE * per * 2);
+    uint64_t s = 0x2545f4914f6cdd1dull;
+    for (size_t i = 0; i < (size_t)NE * per; i++) {
+        s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+        w[i] = (uint16_t)(0x3c00 + (s & 0x3ff)) ^ (uint16_t)((s >> 20) & 0x8000);
+    }
+    tm_expert ex[NE];
+    for (int e = 0; e < NE; e++) {
+        uint16_t *b = w + (size_t)e * per;
+        ex[e].gate = (tm_mat){TM_DT_BF16, b, INTER, HID};
+        ex[e].up = (tm_mat){TM_DT_BF16, b + (size_t)INTER * HID, INTER, HID};
+        ex[e].down = (tm_mat){TM_DT_BF16, b + (size_t)2 * INTER * HID, HID, INTER};
+    }
+    printf("\ngrouped experts, omni30b layer (%d experts x %.1f MB), top-%d at random, ms per layer call:\n", NE,
+           (double)per * 2 / 1e6, TOPK);
+    printf("  %-6s %-14s %9s %8s %9s  %s\n", "tokens", "path", "ms", "GB/s", "GFLOP/s", "passes pack/gate-up/down/combine ms");
+    static const int TS[] = {16, 64, 128, 512};
+    for (size_t ti = 0; ti < TM_ARRAY_LEN(TS); ti++) {
+        int T = TS[ti];
+        float *x = tm_malloc((size_t)T * HID * 4), *out = tm_malloc((size_t)T * HID * 4), *wt = tm_malloc((size_t)T * TOPK * 4);
+        int32_t *ids = tm_malloc((size_t)T * TOPK * sizeof *ids);
+        for (size_t i = 0; i < (size_t)T * HID; i++) x[i] = 0.01f * (float)((int)(i % 23) - 11);
+        for (int t = 0; t < T; t++)
+            for (int j = 0; j < TOPK; j++) {
+                int e, dup;
+                do {
+                    s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+                    e = (int)(s % NE);
+                    dup = 0;
+                    for (int q = 0; q < j; q++) dup |= ids[t * TOPK + q] == e;
+                } while (dup);
+                ids[t * TOPK + j] = e;
+                wt[t * TOPK + j] = 1.0f / TOPK;
+            }
+        static const struct { const char *name; int amx_min; } paths[] = {
+            {"avx-512", 1 << 30}, {"amx", 1}};
+        for (size_t pi = 0; pi < TM_ARRAY_LEN(paths); pi++) {
+            if (paths[pi].amx_min == 1 && !cpu_get()->amx) continue;
+            expert_group g;
+            expert_group_init(&g, NE, HID, INTER, T * TOPK);
+            g.amx_min_tokens = paths[pi].amx_min;
+            double *t = tm_malloc((size_t)repeats * sizeof *t);
+            for (int r = -1; r < repeats; r++) {
+                memset(out, 0, (size_t)T * HID * 4);
+                expert_group_stats before = g.stats;
+                double t0 = tm_now();
+                expert_group_run(&g, ex, x, T, ids, wt, TOPK, out);
+                if (r >= 0) t[r] = tm_now() - t0;
+                if (r == repeats - 1) {
+                    double ms = median(t, repeats) * 1e3, bytes = g.stats.bytes - before.bytes;
+                    double fl = g.stats.flops - before.flops;
+                    printf("  %-6d %-14s %9.2f %8.1f %9.1f  %.2f / %.2f / %.2f / %.2f\n", T, paths[pi].name, ms,
+                           bytes / ms / 1e6, fl / ms / 1e6, (g.stats.pass_s[0] - before.pass_s[0]) * 1e3,
+                           (g.stats.pass_s[1] - before.pass_s[1]) * 1e3, (g.stats.pass_s[2] - before.pass_s[2]) * 1e3,
+                           (g.stats.pass_s[3] - before.pass_s[3]) * 1e3);
+                }
+            }
+            free(t);
+            expert_group_free(&g);
+            fflush(stdout);
+        }
+        free(x), free(out), free(wt), free(ids);
+    }
+    free(w);
+}
+
 int main(int argc, char **argv)
 {
     int threads = 1;
@@ -353,7 +431,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "-m") && i + 1 < argc) mib = (size_t)atol(argv[++i]);
         else if (!strcmp(argv[i], "-s") && i + 1 < argc) sections = argv[++i];
         else {
-            fprintf(stderr, "usage: bench_kernels [-t THREADS] [-r REPEATS] [-m MIB] [-s bw,matvec,decode,gemm]\n");
+            fprintf(stderr, "usage: bench_kernels [-t THREADS] [-r REPEATS] [-m MIB] [-s bw,matvec,decode,gemm,group]\n");
             return 2;
         }
     }
@@ -427,6 +505,7 @@ int main(int argc, char **argv)
         printf("read bandwidth again after the runs: %.1f GB/s (the machine's noise)\n", bw2);
     }
     free(buf);
+    if (strstr(sections, "group")) group_section();
     if (!strstr(sections, "gemm")) {
         free(x), free(y);
         return 0;

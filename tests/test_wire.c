@@ -177,6 +177,16 @@ static void test_crc32c(void)
     for (size_t off = 0; off < 9; off++)
         for (size_t n = 0; n + off <= sizeof buf; n += 37)
             CU_ASSERT_EQUAL(wire_crc32c(buf + off, n), wire_crc32c_ref(buf + off, n));
+    /* long buffers run as three chains joined: lengths around the split's
+     * threshold and its thirds, odd tails, unaligned starts */
+    enum { BIG = 3 * 8192 + 64 };
+    uint8_t *big = malloc(BIG);
+    for (size_t i = 0; i < BIG; i++) big[i] = (uint8_t)rand();
+    size_t lens[] = {8191, 8192, 8193, 8199, 12345, 3 * 8192, 3 * 8192 + 7, BIG - 9};
+    for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++)
+        for (size_t off = 0; off < 9; off += 4)
+            CU_ASSERT_EQUAL(wire_crc32c(big + off, lens[i]), wire_crc32c_ref(big + off, lens[i]));
+    free(big);
 }
 
 static void test_convert(void)
