@@ -10,12 +10,12 @@
 #   -w N              worker ranks (0: everything in one process)
 #   --hostfile FILE   Open MPI hostfile (deploy/hostfile.example)
 #   --local           one host: the workers take --cores-per-rank cores each, rank 0 the rest of
-#                     the host's cores (nproc) and the matching share of the experts; no binding,
-#                     --oversubscribe, and --allow-run-as-root when run as root
+#                     the host's cores (nproc) and the experts but for half the workers' share of
+#                     the threads; no binding, --oversubscribe, and --allow-run-as-root when run as root
 #   --cores-per-rank N   cores bound to each rank (default 1), also passed as -t; with --local,
 #                     to each worker
-#   --coordinator-share F   experts rank 0 hosts itself (default: its fraction of the job's threads;
-#                     0 leaves every expert to the workers)
+#   --coordinator-share F   experts rank 0 hosts itself (default: its fraction of the job's threads,
+#                     more with --local; 0 leaves every expert to the workers)
 #   --worker-model DIR   workers read this path instead (per-node copies at another path)
 #   --placement P, --replicas R, --wire-dtype D   passed to trustmoe
 #   --binary PATH     trustmoe binary (default: build/trustmoe next to this script's repo)
@@ -65,9 +65,18 @@ if [ "$local" = 1 ] && [ "$workers" -gt 0 ]; then
     t0=$((host_cores - workers * cores))
     [ "$t0" -ge 1 ] || t0=1
 fi
+# Experts: rank 0 hosts the fraction of them that its threads are of the
+# job's.  On one host (--local) the workers host half their fraction: at
+# batch 1 a worker that holds one of a token's experts reads it on its own
+# few cores while rank 0 reads the rest on most of the host, so it gets fewer
+# (with 2 one-core workers of 16 cores rank 0 hosts 93.75%, not 87.5%;
+# deploy/GUIDE.md has the measurements and the trade-off at large batches).
 if [ -z "$share" ]; then
     share=0
-    [ "$workers" -gt 0 ] && share=$(awk -v a="$t0" -v b=$((workers * cores)) 'BEGIN { printf "%.4g", a / (a + b) }')
+    half=1
+    [ "$local" = 1 ] && half=2
+    [ "$workers" -gt 0 ] &&
+        share=$(awk -v a="$t0" -v b=$((workers * cores)) -v h="$half" 'BEGIN { printf "%.4g", 1 - b / (a + b) / h }')
 fi
 # -q keeps an error to trustmoe's one line (no exit-status banner from mpirun)
 opts=(-q --map-by "slot:PE=$cores" --bind-to core)

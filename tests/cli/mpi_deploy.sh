@@ -28,9 +28,10 @@ fi
 line=$(TRUSTMOE=$TRUSTMOE bash $run -m "$M" -w 2 --local --cores-per-rank 1 --dry-run -- logits --ids 1 -o x 2>&1)
 want_t0=$(($(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc) - 2))
 [ "$want_t0" -ge 1 ] || want_t0=1
-if echo "$line" | grep -q -- "--coordinator-share" &&
+want_share=$(awk -v a="$want_t0" 'BEGIN { printf "%.4g", 1 - 2 / (a + 2) / 2 }') # half the workers' threads
+if echo "$line" | grep -q -- "--coordinator-share $want_share " &&
     { [ "$want_t0" = 1 ] || echo "$line" | grep -q -- "-np 1 .* -t $want_t0 .* : -np 2 .* -t 1 "; }; then
-    ok "wrapper --local gives rank 0 the cores the workers leave, and a share of the experts"
+    ok "wrapper --local gives rank 0 the cores the workers leave, and all but half the workers' share of the experts"
 else
     bad "wrapper --local layout: $line"
 fi
