@@ -51,6 +51,7 @@ dist_ctx *dist_ctx_new(const tm_model *m, const dist_params *p, int size)
     c->stamp = tm_calloc((size_t)size, sizeof(int));
     c->n_rows = tm_calloc((size_t)size, sizeof(int));
     c->fill = tm_calloc((size_t)size, sizeof(int));
+    c->row_base = tm_calloc((size_t)size + 1, sizeof(int));
     c->send = tm_calloc((size_t)size, sizeof(uint8_t *));
     c->recv = tm_calloc((size_t)size, sizeof(uint8_t *));
     c->send_cap = tm_calloc((size_t)size, sizeof(size_t));
@@ -116,6 +117,7 @@ void dist_ctx_free(dist_ctx *c)
     free(c->stamp);
     free(c->n_rows);
     free(c->fill);
+    free(c->row_base);
     free(c->expert_tokens);
     free(c->tok_counter);
     free(c->rank_rows);
@@ -205,13 +207,43 @@ static void route_tokens(dist_ctx *c, int layer, int T, const int32_t *ids, int 
         }
 }
 
+/* A layer call's rows for the pool: packing the workers' rows, adding their
+ * replies.  A row of a real model (hidden 2048 and up) takes about half a
+ * microsecond to convert, so below XFER_PAR_MIN_ROWS rows (decode) the
+ * pool's wake-up costs more than the copy and the calling thread does it. */
+#define XFER_PAR_MIN_ROWS 32
+
+typedef struct {
+    dist_ctx *c;
+    const float *x; /* [T, H]: the rows to pack */
+    float *out;     /* [T, H]: where the replies are added */
+} xfer_job;
+
+/* Rows [i0, i1) of all workers' rows (rank order, c->row_base) packed
+ * into their payloads. */
+static void pack_rows_range(void *arg, int64_t i0, int64_t i1)
+{
+    const xfer_job *j = arg;
+    const dist_ctx *c = j->c;
+    const size_t row_bytes = (size_t)c->H * c->dts;
+    int r = 1;
+    for (int64_t i = i0; i < i1; i++) {
+        while (i >= c->row_base[r + 1]) r++;
+        int row = (int)(i - c->row_base[r]);
+        int t = c->rows_of[(size_t)r * c->cap_T + row];
+        wire_pack_rows(c->p.wire_dtype, j->x + (size_t)t * c->H, (size_t)c->H,
+                       c->send[r] + WIRE_HEADER_BYTES + (size_t)row * row_bytes);
+    }
+}
+
 /* Pass 2: each worker's payload, its token rows then one row of k
- * (expert, weight) pairs per token, padded with (-1, 0).  Rank 0's own
- * pairs are not packed: compute_local reads them from c->dest. */
+ * (expert, weight) pairs per token, padded with (-1, 0).  The pairs and
+ * the row order are laid out here; the rows themselves are converted by
+ * pack_rows_range, on the pool for a prefill.  Rank 0's own pairs are not
+ * packed: compute_local reads them from c->dest. */
 static void pack_requests(dist_ctx *c, const float *x, int T, const int32_t *ids, const float *w, int k)
 {
-    const int H = c->H;
-    const size_t row_bytes = (size_t)H * c->dts;
+    const size_t row_bytes = (size_t)c->H * c->dts;
     for (int r = 0; r < c->size; r++) {
         c->stamp[r] = -1;
         c->fill[r] = 0;
@@ -227,9 +259,8 @@ static void pack_requests(dist_ctx *c, const float *x, int T, const int32_t *ids
             c->stamp[r] = t;
             int row = cursor[r]++;
             c->rows_of[(size_t)r * c->cap_T + row] = t;
-            uint8_t *act = c->send[r] + WIRE_HEADER_BYTES;
-            wire_pack_rows(c->p.wire_dtype, x + (size_t)t * H, (size_t)H, act + (size_t)row * row_bytes);
-            uint8_t *pairs = act + (size_t)c->n_rows[r] * row_bytes + (size_t)row * k * WIRE_PAIR_BYTES;
+            uint8_t *pairs = c->send[r] + WIRE_HEADER_BYTES + (size_t)c->n_rows[r] * row_bytes +
+                             (size_t)row * k * WIRE_PAIR_BYTES;
             int np = 0;
             for (int jj = j; jj < k; jj++) {
                 if (slot_used[jj] || c->dest[(size_t)t * k + jj] != r) continue;
@@ -243,6 +274,12 @@ static void pack_requests(dist_ctx *c, const float *x, int T, const int32_t *ids
             }
         }
     }
+    c->row_base[0] = c->row_base[1] = 0;
+    for (int r = 1; r < c->size; r++) c->row_base[r + 1] = c->row_base[r] + c->n_rows[r];
+    int64_t rows = c->row_base[c->size];
+    xfer_job job = {c, x, NULL};
+    if (rows >= XFER_PAR_MIN_ROWS) kern_parallel_for(rows, 1, pack_rows_range, &job);
+    else pack_rows_range(&job, 0, rows);
 }
 
 /* Receives for every worker with rows, then the DISPATCH sends. */
@@ -324,15 +361,29 @@ static void compute_local(dist_ctx *c, int layer, const float *x, int T, const i
     else expert_group_run(&c->lgrp, c->m->layers[layer].experts, x, T, c->lids, w, k, out);
 }
 
-/* Checks every RESULT header against what was asked and adds the rows in
- * ascending worker rank: a fixed order, so runs repeat bitwise.  Returns
- * the slowest worker's compute time for this call, seconds. */
+/* Columns [c0, c1) of every worker's reply rows added into out, workers
+ * in ascending rank: each element's sum has one order, whatever the split. */
+static void add_replies_range(void *arg, int64_t c0, int64_t c1)
+{
+    const xfer_job *j = arg;
+    const dist_ctx *c = j->c;
+    const size_t row_bytes = (size_t)c->H * c->dts;
+    for (int r = 1; r < c->size; r++) {
+        const uint8_t *act = c->recv[r] + WIRE_HEADER_BYTES + (size_t)c0 * c->dts;
+        const int *rows = c->rows_of + (size_t)r * c->cap_T;
+        for (int i = 0; i < c->n_rows[r]; i++)
+            wire_add_rows(c->p.wire_dtype, act + (size_t)i * row_bytes, (size_t)(c1 - c0),
+                          j->out + (size_t)rows[i] * c->H + c0);
+    }
+}
+
+/* Checks every RESULT header against what was asked, then adds the rows
+ * in ascending worker rank: a fixed order, so runs repeat bitwise.
+ * Returns the slowest worker's compute time for this call, seconds. */
 static double combine_replies(dist_ctx *c, int layer, float *out)
 {
     double slowest = 0.0;
-    const int H = c->H;
     const tm_dtype dt = c->p.wire_dtype;
-    const size_t row_bytes = (size_t)H * c->dts;
     for (int r = 1; r < c->size; r++) {
         if (!c->n_rows[r]) continue;
         int count = 0;
@@ -346,19 +397,18 @@ static double combine_replies(dist_ctx *c, int layer, float *out)
         want.src_rank = r;
         want.dtype = (uint32_t)dt;
         want.rows = (uint32_t)c->n_rows[r];
-        want.cols = (uint32_t)H;
+        want.cols = (uint32_t)c->H;
         want.pairs = 0;
         want.flags = c->p.checksum ? WIRE_FLAG_CHECKSUM : 0;
         if (wire_check(&got, &want, WIRE_CHK_ALL, (size_t)count, c->recv[r] + WIRE_HEADER_BYTES, 0, &err) != TM_OK)
             die_wire(c, r, err.msg);
         slowest = TM_MAX(slowest, 1e-6 * (double)got.compute_us);
-        const uint8_t *act = c->recv[r] + WIRE_HEADER_BYTES;
-        const int *rows = c->rows_of + (size_t)r * c->cap_T;
-        for (int i = 0; i < c->n_rows[r]; i++)
-            wire_add_rows(dt, act + (size_t)i * row_bytes, (size_t)H, out + (size_t)rows[i] * H);
         c->bytes_from[r] += (uint64_t)count;
         c->seq[r]++;
     }
+    xfer_job job = {c, NULL, out};
+    if (c->row_base[c->size] >= XFER_PAR_MIN_ROWS) kern_parallel_for(c->H, 16, add_replies_range, &job);
+    else add_replies_range(&job, 0, c->H);
     return slowest;
 }
 

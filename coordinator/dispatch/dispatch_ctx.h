@@ -45,6 +45,7 @@ typedef struct {
     int *n_rows;      /* [size] token rows going to each rank */
     int *fill;        /* [size] pair slots used in the current row */
     int *rows_of;     /* [size, cap_T] token index of each row */
+    int *row_base;    /* [size + 1] first row of each worker in all workers' rows, rank order */
     uint8_t **send;   /* [size] header + cap_T * (H * dts + K * 8) */
     uint8_t **recv;   /* [size] header + cap_T * H * 4 + slack */
     size_t *send_cap, *recv_cap;

@@ -82,4 +82,19 @@ if tm_mpirun 120 3 logits -m "$M" --ids "$ids" -o "$TMP/file.f32" --placement "$
 else
     bad "placement file naming rank 0: $(grep -m1 trustmoe "$TMP/err") ${msg:-}"
 fi
+
+# a prefill long enough that rank 0 packs the workers' rows and adds their
+# replies on its thread pool (32 rows and more): the same bits at -t 1 and
+# -t 2, and -np 1's logits within 1e-5
+ids=$(python3 -c 'print(",".join(str((37 * i + 11) % 512) for i in range(96)))')
+timeout 60 "$TRUSTMOE" logits -m "$M" --ids "$ids" -o "$TMP/long1.f32" 2>/dev/null
+for t in 1 2; do
+    tm_mpirun 120 3 logits -m "$M" --ids "$ids" -o "$TMP/long3.t$t.f32" --placement round-robin --replicas 2 \
+        --coordinator-share 0.3 -t "$t" 2>"$TMP/err.t$t" || bad "96-token prefill at -np 3 -t $t: $(grep -m1 trustmoe "$TMP/err.t$t")"
+done
+if cmp -s "$TMP/long3.t1.f32" "$TMP/long3.t2.f32" && msg=$(compare_logits "$TMP/long1.f32" "$TMP/long3.t2.f32" "$V" 1e-5); then
+    ok "96-token prefill at -np 3: -t 1 and -t 2 bitwise identical, against -np 1: $msg"
+else
+    bad "96-token prefill at -np 3: -t 1 and -t 2 differ, or against -np 1: ${msg:-no logits}"
+fi
 finish
