@@ -3,7 +3,7 @@
  * cblas_sgemm / kern_matmul / cblas_sbgemm rates at prefill shapes.
  *
  *   build/bench/bench_kernels [-t THREADS] [-r REPEATS] [-m MIB] [-s SECTIONS]
- *   SECTIONS: comma list of bw, matvec, decode, gemm, group (default all but group)
+ *   SECTIONS: comma list of bw, matvec, decode, gemm, group, proj (default all but group and proj)
  *
  * Every figure is the median of REPEATS timed passes.  Weights are read from
  * a buffer of MIB MiB (default 256, far beyond the L3) that each pass walks
@@ -420,6 +420,58 @@ static void group_section(void)
     free(w);
 }
 
+/* ---- a prefill's attention projections from memory ---------------------- */
+
+/* omni30b's q, k, v, o and router of all 48 layers (1.8 GB, beyond the L3),
+ * through kern_matmul for T tokens, layer by layer as a prefill takes them:
+ * per matrix the summed median time over the layers and its GFLOP/s. */
+static void proj_section(void)
+{
+    const model_shape *m = &models[1];
+    int64_t H = m->hidden, Q = (int64_t)m->nh * m->hd, KV = (int64_t)m->nkv * m->hd;
+    const shape seq[] = {{"q", Q, H}, {"k", KV, H}, {"v", KV, H}, {"o", H, Q}, {"router", m->experts, H}};
+    enum { NM = 5 };
+    size_t per = 0;
+    for (int i = 0; i < NM; i++) per += (size_t)(seq[i].rows * seq[i].cols);
+    uint16_t *w = tm_malloc((size_t)m->layers * per * 2);
+    for (size_t i = 0; i < (size_t)m->layers * per; i++) w[i] = tm_f32_to_bf16((float)((int)(i % 13) - 6) * 0.01f);
+    printf("\nattention projections and router, omni30b, %d layers (%.2f GB), ms per prefill (all layers):\n",
+           m->layers, (double)m->layers * per * 2 / 1e9);
+    printf("  %-6s", "tokens");
+    for (int i = 0; i < NM; i++) printf(" %9s %7s", seq[i].what, "GFLOP/s");
+    printf(" %9s\n", "all");
+    static const int TS[] = {16, 64, 128, 256};
+    for (size_t ti = 0; ti < TM_ARRAY_LEN(TS); ti++) {
+        int T = TS[ti];
+        float *x = tm_malloc((size_t)T * Q * 4), *y = tm_malloc((size_t)T * Q * 4);
+        for (size_t i = 0; i < (size_t)T * Q; i++) x[i] = 0.01f * (float)((int)(i % 23) - 11);
+        double *t = tm_malloc((size_t)repeats * NM * sizeof *t), tot = 0;
+        for (int r = -1; r < repeats; r++) {
+            double acc[NM] = {0};
+            const uint16_t *b = w;
+            for (int l = 0; l < m->layers; l++)
+                for (int i = 0; i < NM; i++) {
+                    tm_mat mm = {TM_DT_BF16, b, seq[i].rows, seq[i].cols};
+                    double t0 = tm_now();
+                    kern_matmul(&mm, x, T, y);
+                    acc[i] += tm_now() - t0;
+                    b += (size_t)(seq[i].rows * seq[i].cols);
+                }
+            for (int i = 0; r >= 0 && i < NM; i++) t[(size_t)i * repeats + r] = acc[i];
+        }
+        printf("  %-6d", T);
+        for (int i = 0; i < NM; i++) {
+            double ms = median(t + (size_t)i * repeats, repeats) * 1e3;
+            tot += ms;
+            printf(" %9.2f %7.1f", ms, 2.0 * T * seq[i].rows * seq[i].cols * m->layers / ms / 1e6);
+        }
+        printf(" %9.2f\n", tot);
+        fflush(stdout);
+        free(x), free(y), free(t);
+    }
+    free(w);
+}
+
 int main(int argc, char **argv)
 {
     int threads = 1;
@@ -431,7 +483,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "-m") && i + 1 < argc) mib = (size_t)atol(argv[++i]);
         else if (!strcmp(argv[i], "-s") && i + 1 < argc) sections = argv[++i];
         else {
-            fprintf(stderr, "usage: bench_kernels [-t THREADS] [-r REPEATS] [-m MIB] [-s bw,matvec,decode,gemm,group]\n");
+            fprintf(stderr, "usage: bench_kernels [-t THREADS] [-r REPEATS] [-m MIB] [-s bw,matvec,decode,gemm,group,proj]\n");
             return 2;
         }
     }
@@ -506,6 +558,7 @@ int main(int argc, char **argv)
     }
     free(buf);
     if (strstr(sections, "group")) group_section();
+    if (strstr(sections, "proj")) proj_section();
     if (!strstr(sections, "gemm")) {
         free(x), free(y);
         return 0;

@@ -109,6 +109,9 @@ void expert_group_init(expert_group *g, int n_experts, int hidden, int inter, in
     g->blk = tm_calloc((size_t)n_experts, sizeof(int));
     const char *amx_min = getenv("TRUSTMOE_AMX_MIN_PAIRS"); /* to measure the threshold */
     if (amx_min && atoi(amx_min) > 0) g->amx_min_tokens = atoi(amx_min);
+    g->tile_rows = EXPERT_TILE_ROWS;
+    const char *tile = getenv("TRUSTMOE_EXPERT_TILE_ROWS"); /* to measure the tile size */
+    if (tile && atoi(tile) >= 16 && atoi(tile) % 16 == 0) g->tile_rows = atoi(tile);
     const char *lay = getenv("TRUSTMOE_EXPERT_LAYOUT");
     g->natural_only = lay && !strcmp(lay, "natural");
     g->count = tm_calloc((size_t)n_experts + 1, sizeof(int));
@@ -242,10 +245,11 @@ static void pack_amx(void *arg, int64_t a0, int64_t a1)
 
 static void tiles_run(expert_group *g, int64_t rows, void (*fn)(const expert_group *, int, int64_t, int64_t))
 {
-    int per = (int)((rows + EXPERT_TILE_ROWS - 1) / EXPERT_TILE_ROWS);
+    const int64_t tr = g->tile_rows;
+    int per = (int)((rows + tr - 1) / tr);
     for (int i; (i = atomic_fetch_add_explicit(&g->next_tile, 1, memory_order_relaxed)) < g->n_active * per;) {
-        int64_t r0 = (int64_t)(i % per) * EXPERT_TILE_ROWS;
-        fn(g, g->active[i / per], r0, TM_MIN(rows, r0 + EXPERT_TILE_ROWS));
+        int64_t r0 = (int64_t)(i % per) * tr;
+        fn(g, g->active[i / per], r0, TM_MIN(rows, r0 + tr));
     }
 }
 

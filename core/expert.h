@@ -70,6 +70,7 @@ typedef struct {
     int amx_min_tokens;  /* AMX from this many pairs per active expert on (default
                             EXPERT_GROUP_AMX_MIN_TOKENS; AMX itself: kernels.h) */
     int amx;             /* this call's products run on AMX tiles */
+    int tile_rows;       /* rows per tile of the AMX passes (default EXPERT_TILE_ROWS) */
     int *blk;            /* [n_experts] first 16-pair block of each active expert's packed rows */
     size_t xb_cap, hb_cap; /* bf16 values xb and hb hold */
     uint16_t *xb;        /* each active expert's x rows packed for the tiles (kern_amx_pack) */
@@ -104,10 +105,14 @@ typedef struct {
  * 22% to batch-16 decode steps (under 2 per expert). */
 #define EXPERT_GROUP_EO_MIN_TOKENS 8
 
-/* Rows of one expert per tile of the AMX passes: 256 rows × 2048 columns of
- * BF16 are 1 MiB, so a layer's 128 experts make 384 gate/up tiles and 1024
- * down tiles to balance over the threads. */
-#define EXPERT_TILE_ROWS 256
+/* Rows of one expert per tile of the AMX passes: 128 rows × 2048 columns of
+ * BF16 are 512 KiB, so a layer's 128 experts make 768 gate/up tiles and 2048
+ * down tiles to balance over the threads.  On the 16-core host 128 rows took
+ * 9-12% off the expert phase of 256- and 512-token prefills against 256 rows
+ * and were no slower at 64 and 128 tokens (bench/RESULTS.md); the gain is the
+ * end of each pass, where fewer threads are left with a tile.
+ * TRUSTMOE_EXPERT_TILE_ROWS (a multiple of 16) moves it, to compare. */
+#define EXPERT_TILE_ROWS 128
 
 /* AMX from 8 pairs per active expert: below that the tiles' 16-token blocks
  * are mostly padding and the AVX-512 product was faster on one core. */

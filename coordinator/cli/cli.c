@@ -173,6 +173,8 @@ static const cli_option options[] = {
     {"--served-model-name", NULL, "NAME", SV, GRP_SERVE, "the model id of /v1/models (default: the folder's name)"},
     {"--shutdown-grace", NULL, "S", SV, GRP_SERVE,
      "on SIGTERM/SIGINT, seconds running requests may take to finish (default 10)"},
+    {"--batch-wait", NULL, "MS", SV, GRP_SERVE,
+     "an idle server admits requests arriving this close together into its first step (default 5, 0: off)"},
     {"--signal", NULL, "S", TR, GRP_TRUST,
      "window quality credited as absolute or advantage over the context's running mean (default advantage)"},
     {"--mask", NULL, "FILE", G | L | TR | E | SV, GRP_TRUST,

@@ -43,7 +43,8 @@ static tm_status take_serve_flags(int *argc, char **argv, serve_opts *so, tm_err
         if (!strcmp(a, "--idle-timeout")) so->idle_given = 1;
         if (!strcmp(a, "--host") || !strcmp(a, "--port") || !strcmp(a, "--port-file") || !strcmp(a, "--max-seqs") ||
             !strcmp(a, "--max-queue") || !strcmp(a, "--chunk") ||
-            !strcmp(a, "--max-body") || !strcmp(a, "--served-model-name") || !strcmp(a, "--shutdown-grace")) {
+            !strcmp(a, "--max-body") || !strcmp(a, "--served-model-name") || !strcmp(a, "--shutdown-grace") ||
+            !strcmp(a, "--batch-wait")) {
             if (!v) return tm_errf(err, TM_EINPUT, "%s needs a value", a);
             n = 2;
             if (!strcmp(a, "--host")) so->sp.host = v;
@@ -57,6 +58,10 @@ static tm_status take_serve_flags(int *argc, char **argv, serve_opts *so, tm_err
                 float g = 0;
                 st = cli_parse_float(a, v, 0, 3600, &g, err);
                 so->sp.grace = g;
+            } else if (!strcmp(a, "--batch-wait")) {
+                float ms = 0;
+                st = cli_parse_float(a, v, 0, 1000, &ms, err);
+                so->sp.batch_wait = ms / 1e3;
             }
             else {
                 int bytes = 0;

@@ -76,6 +76,7 @@ static void hist_add(histogram *h, const double *le, int nb, double v)
 serve_params serve_default_params(void)
 {
     serve_params p = {.host = "127.0.0.1", .port = 8080, .max_body = 1 << 20, .model_name = "trustmoe", .grace = 10.0,
+                      .batch_wait = 0.005,
                       .samp = sampler_default_params(), .port_file = NULL};
     return p;
 }
@@ -324,6 +325,33 @@ static void take_work(srv *s)
     }
 }
 
+/* An idle server that has just been handed a request keeps admitting while
+ * more arrive at most batch_wait apart (up to SERVE_BURST_WAITS of them):
+ * clients that send together then prefill in one step.  Without it the
+ * first request's prefill runs alone and the rest of a burst waits for it
+ * (a 48-layer model: 0.3 s more to every other first token).  A lone
+ * request pays batch_wait once.  Called with mu held. */
+#define SERVE_BURST_WAITS 10
+
+static void gather_burst(srv *s)
+{
+    double last = now_s(), end = last + SERVE_BURST_WAITS * s->p.batch_wait;
+    while (!g_signalled && !s->stopping) {
+        double until = TM_MIN(last + s->p.batch_wait, end), now = now_s();
+        if (now >= until) break;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        long ns = ts.tv_nsec + (long)((until - now) * 1e9);
+        ts.tv_sec += ns / 1000000000L;
+        ts.tv_nsec = ns % 1000000000L;
+        if (!s->in_head) pthread_cond_timedwait(&s->wake, &s->mu, &ts);
+        if (s->in_head) {
+            take_work(s);
+            last = now_s();
+        }
+    }
+}
+
 /* Serves until a signal; then refuses new requests (503), lets the running
  * ones finish for up to grace seconds, and cancels what is left. */
 static tm_status serve_loop(srv *s, tm_err *err)
@@ -337,9 +365,11 @@ static tm_status serve_loop(srv *s, tm_err *err)
             fprintf(stderr, "trustmoe serve: stopping: %d requests in flight, %.0f s to finish (--shutdown-grace)\n",
                     s->n_in + s->n_live, s->p.grace);
         }
+        int was_idle = sched_running(s->sc) + sched_queued(s->sc) == 0;
         take_work(s);
         int busy = sched_running(s->sc) + sched_queued(s->sc) > 0;
         if (s->draining && (!busy || now_s() - t_signal > s->p.grace)) break;
+        if (busy && was_idle && !s->draining && s->p.batch_wait > 0) gather_burst(s);
         if (!busy) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);

@@ -45,6 +45,8 @@ typedef struct {
     sampler_params samp;   /* defaults for fields a request leaves out */
     const char *port_file; /* optional: the bound port is written here once listening */
     double grace;          /* seconds running requests may take to finish after SIGTERM */
+    double batch_wait;     /* seconds an idle server waits for more of a burst before its first
+                              step, while requests keep arriving at most this far apart (0: none) */
 } serve_params;
 
 serve_params serve_default_params(void);

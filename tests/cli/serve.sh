@@ -33,7 +33,7 @@ else
     bad "capacity server did not start"
 fi
 
-for args in "--port 70000" "--host 300.1.2.3" "--max-seqs 0" "--ctx-size 100000"; do
+for args in "--port 70000" "--host 300.1.2.3" "--max-seqs 0" "--ctx-size 100000" "--batch-wait -1" "--batch-wait 5000"; do
     # shellcheck disable=SC2086
     "$TRUSTMOE" serve -m $M $args >/dev/null 2>"$TMP/e"; rc=$?
     [ $rc -eq 2 ] && [ "$(wc -l <"$TMP/e")" -eq 1 ] && ok "serve $args: exit 2, $(cat "$TMP/e")" ||
