@@ -8,7 +8,8 @@
 # worker -t B, rank 0 hosting the share S of every layer's experts
 # (default layouts: 1/16/0/0 and 3/14/1/0.875).
 # Environment: TRUSTMOE [build/trustmoe], MODEL [omni30b], CLIENTS [1,4,16,64],
-# PROMPT_LEN [16], OUT_LEN [32], VOCAB: prompt ids below it [150000].
+# PROMPT_LEN [16], OUT_LEN [32], VOCAB: prompt ids below it [150000], SERVE_ARGS: more serve flags
+# (e.g. "--batch-wait 0"), TAG: appended to the names of the output files.
 # Leaves OUTDIR/serve_LAYOUT.jsonl (one line per client count), the server's
 # stderr in OUTDIR/serve_LAYOUT.err and a log in OUTDIR/log.txt.
 set -u
@@ -26,11 +27,13 @@ log() { echo "[$(date +%T)] $*" | tee -a "$OUT/log.txt" >&2; }
 
 for layout in "${LAYOUTS[@]}"; do
     IFS=/ read -r np a b s <<<"$layout"
-    name=serve_np${np}_${a}_${b}_${s}
+    name=serve_np${np}_${a}_${b}_${s}${TAG:-}
     pf=$OUT/$name.port
     rm -f "$pf"
     srv=(serve --synthetic "$MODEL" --port 0 --port-file "$pf" --max-seqs 64 --max-queue 64 -c 256
          --comm-timeout 300)
+    # shellcheck disable=SC2206
+    srv+=(${SERVE_ARGS:-})
     log "$name: starting"
     if [ "$np" = 1 ]; then
         "$T" "${srv[@]}" -t "$a" 2>"$OUT/$name.err" &
