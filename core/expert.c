@@ -76,6 +76,19 @@ double expert_bytes(const tm_expert *e)
 
 /* ---- grouped ------------------------------------------------------------------ */
 
+/* *buf holds at least need bf16 values (grown to twice the old size or
+ * more; its contents are not kept). */
+static void packed_reserve(uint16_t **buf, size_t *cap, size_t need)
+{
+    if (need <= *cap) return;
+    free(*buf);
+    *cap = TM_MAX(need, 2 * *cap);
+    *buf = tm_malloc(*cap * sizeof(uint16_t));
+}
+
+/* Scratch for cap pairs.  Every page is written once here, so that a first
+ * prefill does not stop for thousands of page faults in its first layers;
+ * the state sizes it at load for its largest call. */
 static void group_alloc(expert_group *g, int cap)
 {
     free(g->pair);
@@ -94,6 +107,21 @@ static void group_alloc(expert_group *g, int cap)
     g->u = tm_malloc(c * (size_t)g->inter * sizeof(float));
     g->h = tm_malloc(c * (size_t)g->inter * sizeof(float));
     g->y = tm_malloc(c * (size_t)g->hidden * sizeof(float));
+    memset(g->a, 0, c * (size_t)g->inter * sizeof(float));
+    memset(g->u, 0, c * (size_t)g->inter * sizeof(float));
+    memset(g->h, 0, c * (size_t)g->inter * sizeof(float));
+    memset(g->y, 0, c * (size_t)g->hidden * sizeof(float));
+    /* the AMX passes' packed rows, for as many 16-pair blocks as cap pairs
+     * can take (each active expert rounds its pairs up to a block), where
+     * the CPU would take them for BF16 experts */
+    tm_mat probe_gu = {TM_DT_BF16, NULL, g->inter, g->hidden}, probe_dn = {TM_DT_BF16, NULL, g->hidden, g->inter};
+    if (kern_amx_usable(&probe_gu) && kern_amx_usable(&probe_dn)) {
+        int blocks = TM_MIN(g->n_experts, cap) + (cap + 15) / 16;
+        packed_reserve(&g->xb, &g->xb_cap, kern_amx_packed_len(16 * blocks, g->hidden));
+        packed_reserve(&g->hb, &g->hb_cap, kern_amx_packed_len(16 * blocks, g->inter));
+        memset(g->xb, 0, g->xb_cap * sizeof(uint16_t));
+        memset(g->hb, 0, g->hb_cap * sizeof(uint16_t));
+    }
 }
 
 void expert_group_init(expert_group *g, int n_experts, int hidden, int inter, int cap)
@@ -274,16 +302,6 @@ static void combine_rows(void *arg, int64_t i0, int64_t i1)
 {
     const expert_group *g = arg;
     for (int a = 0; a < g->n_active; a++) combine_expert(g, g->active[a], i0, i1);
-}
-
-/* *buf holds at least need bf16 values (grown to twice the old size or
- * more; its contents are not kept). */
-static void packed_reserve(uint16_t **buf, size_t *cap, size_t need)
-{
-    if (need <= *cap) return;
-    free(*buf);
-    *cap = TM_MAX(need, 2 * *cap);
-    *buf = tm_malloc(*cap * sizeof(uint16_t));
 }
 
 /* A pass over [0, n): on the pool when par, else on the calling thread. */

@@ -98,6 +98,16 @@ tm_status state_init(tm_state *s, const tm_model *m, int max_ctx, int max_tokens
     return state_init_batch(s, m, 1, max_ctx, max_tokens, err);
 }
 
+/* A zeroed buffer whose pages are all written here, at load: a call's
+ * activations, which a first prefill would otherwise fault in page by page
+ * in its first layer.  (The KV cache is left to fault in as it fills.) */
+static void *calloc_touched(size_t n, size_t size)
+{
+    void *p = tm_malloc(n * size);
+    memset(p, 0, n * size);
+    return p;
+}
+
 tm_status state_init_batch(tm_state *s, const tm_model *m, int n_seq, int max_ctx, int max_tokens, tm_err *err)
 {
     const tm_config *c = &m->cfg;
@@ -123,22 +133,22 @@ tm_status state_init_batch(tm_state *s, const tm_model *m, int n_seq, int max_ct
     s->v_cache = tm_calloc(cache, sizeof(float));
     s->inv_freq = tm_calloc(D / 2, sizeof(float));
     rope_inv_freq(s->inv_freq, (int)D, c->rope_theta);
-    s->x = tm_calloc(T * H, sizeof(float));
-    s->xn = tm_calloc(T * H, sizeof(float));
-    s->q = tm_calloc(T * qd, sizeof(float));
-    s->k = tm_calloc(T * kvd, sizeof(float));
-    s->v = tm_calloc(T * kvd, sizeof(float));
-    s->att = tm_calloc(T * qd, sizeof(float));
+    s->x = calloc_touched(T * H, sizeof(float));
+    s->xn = calloc_touched(T * H, sizeof(float));
+    s->q = calloc_touched(T * qd, sizeof(float));
+    s->k = calloc_touched(T * kvd, sizeof(float));
+    s->v = calloc_touched(T * kvd, sizeof(float));
+    s->att = calloc_touched(T * qd, sizeof(float));
     /* [ATT_QBLOCK tokens × group heads, max_ctx] per thread of the attention pass */
     s->att_slots = TM_MAX(1, kern_threads());
     s->scores = tm_calloc((size_t)s->att_slots * ATT_QBLOCK * (size_t)(c->num_heads / c->num_kv_heads) *
                               (size_t)max_ctx,
                           sizeof(float));
     s->att_blk = tm_calloc(T + 1, sizeof(int));
-    s->probs = tm_calloc(T * (size_t)c->num_experts, sizeof(float));
+    s->probs = calloc_touched(T * (size_t)c->num_experts, sizeof(float));
     s->sel_ids = tm_calloc(T * (size_t)c->top_k, sizeof(int32_t));
     s->sel_w = tm_calloc(T * (size_t)c->top_k, sizeof(float));
-    s->moe_out = tm_calloc(T * H, sizeof(float));
+    s->moe_out = calloc_touched(T * H, sizeof(float));
     s->mlp_scratch = tm_calloc(T * 2 * inter, sizeof(float));
     s->dec_scratch = tm_calloc((size_t)c->top_k * (2 * (size_t)c->moe_intermediate_size + H), sizeof(float));
     if (c->num_experts > 0 && c->moe_intermediate_size > 0)
